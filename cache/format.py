@@ -1,0 +1,103 @@
+"""The on-disk layout of the feature cache (DESIGN.md, Stage 1 step 5).
+
+```
+cache/
+  plan.json               config + shard -> videos (written first, atomically)
+  shard-00000.h5          features [n,F,D] f16, timestamps [n,F] f32,
+                          frames [n,F] JPEG bytes (optional), video_ids [n]
+  shard-00000.parquet     one row per planned video, written LAST: a shard is
+                          done iff its index exists
+  stats.json              summary of the whole cache
+```
+Rows of videos that failed have `status="error"` and `row=-1`: they have no
+entry in the HDF5 file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+PLAN_FILE = "plan.json"
+STATS_FILE = "stats.json"
+SHARD_PREFIX = "shard-"
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("path", pa.string()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("shard", pa.string()),
+        ("row", pa.int32()),
+        ("status", pa.string()),  # "ok" | "error"
+        ("error", pa.string()),  # one-line reason, "" when ok
+        ("duration", pa.float64()),  # seconds of the clip (window if start/end)
+        ("fps", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("frames_decoded", pa.int32()),  # targets that got a frame
+        ("distinct_frames", pa.int32()),  # distinct source frames among them
+        ("decoder", pa.string()),  # backend that produced the frames
+        ("decode_s", pa.float64()),
+        ("encode_s", pa.float64()),
+    ]
+)
+
+
+class CacheError(RuntimeError):
+    """A cache that cannot be used as asked (wrong config, damaged, missing)."""
+
+
+def shard_name(index: int) -> str:
+    return f"{SHARD_PREFIX}{index:05d}"
+
+
+def h5_path(cache_dir: str | Path, shard: str) -> Path:
+    return Path(cache_dir) / f"{shard}.h5"
+
+
+def index_path(cache_dir: str | Path, shard: str) -> Path:
+    return Path(cache_dir) / f"{shard}.parquet"
+
+
+def temp_path_for(final: Path) -> Path:
+    """A unique temporary sibling of `final` (same filesystem, so rename is atomic).
+
+    The `.tmp-` infix marks it for cleanup after a crash; readers never glob it.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = temp_path_for(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CacheError(f"{path}: not valid JSON ({e}); delete it to rebuild") from e

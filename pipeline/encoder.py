@@ -1,0 +1,142 @@
+"""Frozen CLIP image encoder Φ_v (Eq. 1's Φ_v(V_i)), loaded through open_clip's factory.
+
+`load_clip("ViT-B-32", pretrained="openai")` is the paper's encoder. The
+weights come from the local open_clip / Hugging Face cache only (no
+download at run time); a checkpoint file path works too; random weights
+must be asked for with `pretrained="none"`. `preset="tiny"` is a tiny random
+ViT with the same 512-d output, for smoke runs and tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TINY_MODEL = "hfs-tiny-ViT"
+# Same interface and embedding width as ViT-B-32, a few hundred times smaller.
+TINY_CONFIG: dict[str, Any] = {
+    "embed_dim": 512,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+class EncoderError(RuntimeError):
+    """The encoder cannot be built as asked (missing weights, bad checkpoint)."""
+
+
+def _register_tiny() -> None:
+    from open_clip import factory
+
+    factory._MODEL_CONFIGS.setdefault(TINY_MODEL, TINY_CONFIG)
+
+
+def weights_help(model: str, pretrained: str) -> str:
+    return (
+        f"CLIP weights {model}/{pretrained} are not in the local open_clip / Hugging Face cache "
+        f"(~/.cache/huggingface, or $HF_HOME). On a machine with internet run\n"
+        f"  python -c \"import open_clip; open_clip.create_model('{model}', pretrained='{pretrained}')\"\n"
+        f"and copy the cache here, or pass --pretrained /path/to/open_clip_model.bin "
+        f"(or --pretrained none for random weights, smoke tests only)."
+    )
+
+
+@dataclass
+class ClipEncoder:
+    """A frozen open_clip model plus the preprocessing it was trained with."""
+
+    model: Any
+    preprocess: Any  # open_clip's own val transform: resize shortest side, centre crop, mean/std
+    device: str
+    name: str
+    pretrained: str
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.visual.output_dim)
+
+    @property
+    def image_size(self) -> int:
+        size = self.model.visual.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    def preprocess_frame(self, rgb: np.ndarray):
+        """H×W×3 uint8 → 3×S×S float tensor exactly as open_clip preprocesses a PIL image."""
+        from PIL import Image
+
+        return self.preprocess(Image.fromarray(rgb))
+
+    def encode(self, pixels) -> np.ndarray:
+        """[n,3,S,S] preprocessed frames → [n, D] float16 embeddings, before normalisation."""
+        import torch
+
+        with torch.inference_mode():
+            x = pixels.to(self.device, non_blocking=True)
+            if self.device.startswith("cuda"):
+                with torch.autocast("cuda", dtype=torch.float16):
+                    emb = self.model.encode_image(x, normalize=False)
+            else:
+                emb = self.model.encode_image(x, normalize=False)
+        return emb.float().cpu().numpy().astype(np.float16)
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Text embeddings [n, D] float32 (L2-normalised), for the `clip` selector."""
+        import open_clip
+        import torch
+
+        tokenizer = open_clip.get_tokenizer(self.name)
+        with torch.inference_mode():
+            emb = self.model.encode_text(tokenizer(list(texts)).to(self.device), normalize=True)
+        return emb.float().cpu().numpy()
+
+
+def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", preset: str | None = None,
+              device: str = "cpu") -> ClipEncoder:
+    """Build the frozen encoder through `open_clip.create_model_and_transforms`.
+
+    `pretrained`: a registry tag (`openai`), a checkpoint path, or `none`.
+    Tags resolve from the local cache only (HF_HUB_OFFLINE is set for the
+    call); a missing file raises `EncoderError` saying how to get it.
+    """
+    import open_clip
+    import torch
+
+    if preset == "tiny":
+        _register_tiny()
+        model = TINY_MODEL
+    elif preset not in (None, "", "none"):
+        raise EncoderError(f"unknown encoder preset {preset!r} (known: tiny)")
+    tag: str | None = None if pretrained in (None, "", "none") else pretrained
+    if tag is not None and model == TINY_MODEL:
+        raise EncoderError("--preset tiny has no pretrained weights; use --pretrained none")
+    if tag is not None and (os.sep in tag or tag.endswith((".bin", ".pt", ".pth", ".safetensors"))):
+        if not Path(tag).is_file():
+            raise EncoderError(f"CLIP checkpoint {tag} does not exist")
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=tag, device=device)
+    except RuntimeError as e:
+        if tag is not None and Path(tag).is_file():
+            raise EncoderError(f"cannot load CLIP checkpoint {tag} into {model}: {str(e).splitlines()[0]}") from e
+        if tag is not None and ("pretrained" in str(e).lower() or "not found" in str(e).lower()):
+            raise EncoderError(f"{model} has no pretrained tag {tag!r}: {str(e).splitlines()[0]}") from e
+        raise
+    except Exception as e:  # hub/network errors surface under many types
+        if tag is not None and not Path(tag).is_file():
+            raise EncoderError(weights_help(model, tag)) from e
+        raise EncoderError(f"cannot load CLIP checkpoint {tag} into {model}: {str(e).splitlines()[0]}") from e
+    finally:
+        if old is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+    net.eval().requires_grad_(False)
+    if tag is None:
+        log.warning("CLIP %s has RANDOM weights (pretrained=none): features are meaningless for real data", model)
+    return ClipEncoder(net, preprocess, device, model, tag or "none")

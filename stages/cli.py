@@ -1,0 +1,92 @@
+"""The `hfs` command line. Each verb parses options and calls its stage module;
+heavy imports (torch, open_clip, dask) happen inside the verbs, so `hfs --help`
+is instant."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="hfs",
+    help="HFS: learned, query-aware video frame selection. Stage 1 `extract` caches CLIP features; "
+    "later stages train, select and evaluate from that cache.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _setup_logging(verbose: int) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False, markup=False)])
+    for noisy in ("distributed", "tornado", "asyncio", "bokeh", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+
+
+VERBOSE = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")
+
+
+@app.command()
+def extract(
+    manifest: List[Path] = typer.Option(..., "--manifest", "-m", help="Manifest file (JSONL, LLaVA-Video-178K JSON or VideoChat2-IT JSON; list or lines detected from the content). Repeat for several."),
+    out: Path = typer.Option(Path("cache"), "--out", "-o", help="Cache folder to create or complete (shard-*.h5 + shard-*.parquet, plan.json, stats.json)."),
+    video_root: Optional[Path] = typer.Option(None, "--video-root", help="Folder that relative video paths resolve against (default: each manifest's own folder)."),
+    frames: str = typer.Option("128", "--frames", help="Frames sampled per video at segment centres (N). `--frames none` keeps N=128 but stores no teacher JPEGs."),
+    size: int = typer.Option(224, "--size", help="CLIP input side (resize shortest side + centre crop, as open_clip does)."),
+    teacher_frame_size: str = typer.Option("448", "--teacher-frame-size", help="Longest side of the JPEG frames kept for the teacher (aspect kept, never upscaled); `none` keeps none."),
+    model: str = typer.Option("ViT-B-32", "--model", help="open_clip architecture."),
+    pretrained: str = typer.Option("openai", "--pretrained", help="open_clip tag from the local cache (`openai`), a checkpoint path, or `none` for random weights (recorded in the cache)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="`tiny`: a tiny random CLIP with the same 512-d output, for smoke runs (implies --pretrained none)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local Dask worker processes (default: number of cores; 0 runs in this process without Dask)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler (e.g. tcp://host:8786) instead of a local cluster."),
+    device: str = typer.Option("cpu", "--device", help="Where CLIP runs: cpu or cuda."),
+    backend: str = typer.Option("auto", "--backend", help="Decoder: auto (PyAV, ffmpeg binary as fallback), pyav or ffmpeg."),
+    shard_size: int = typer.Option(32, "--shard-size", help="Videos per shard (one Dask task, one HDF5 + one Parquet file)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Frames per CLIP forward pass."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first bad manifest line, and exit non-zero if any video fails."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over videos."),
+    verbose: int = VERBOSE,
+) -> None:
+    """Stage 1: decode N frames per video, encode them with frozen CLIP ViT-B/32, write a sharded cache.
+
+    Rerunning the same command finishes what is missing and redoes nothing; rerunning into a cache
+    made with another config is an error that names the difference.
+    """
+    _setup_logging(verbose)
+    from hfs.stages.extract import run
+
+    raise typer.Exit(run(
+        manifests=manifest, out=out, video_root=video_root, frames=frames, size=size,
+        teacher_frame_size=teacher_frame_size, model=model, pretrained=pretrained, preset=preset,
+        workers=workers, scheduler=scheduler, device=device, backend=backend, shard_size=shard_size,
+        batch_size=batch_size, strict=strict, progress=progress,
+    ))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for the synthetic videos, manifest and cache."),
+    videos: int = typer.Option(8, "--videos", help="Number of synthetic videos to make."),
+    workers: int = typer.Option(2, "--workers", "-j", help="Local Dask worker processes for extraction."),
+    verbose: int = VERBOSE,
+) -> None:
+    """Make a small synthetic video set whose questions are answered by a few frames, and run the
+    pipeline on it on the CPU with tiny models (today: extraction into a cache; printed summary)."""
+    _setup_logging(verbose)
+    from hfs.stages.demo import run
+
+    raise typer.Exit(run(out=out, n_videos=videos, workers=workers))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

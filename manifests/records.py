@@ -19,7 +19,9 @@ def make_video_id(key: str, start: float | None = None, end: float | None = None
     the video root), so the id does not change when the data moves to another
     disk. A `start`/`end` window makes a distinct clip.
     """
-    norm = key.replace("\\", "/").lstrip("./") if not os.path.isabs(key) else key.replace("\\", "/")
+    norm = key.replace("\\", "/")
+    while norm.startswith("./"):
+        norm = norm[2:]
     window = "" if start is None and end is None else f"@{start if start is not None else ''}-{end if end is not None else ''}"
     digest = hashlib.sha1(f"{norm}{window}".encode()).hexdigest()[:12]
     stem = os.path.splitext(os.path.basename(norm))[0]
@@ -44,8 +46,10 @@ class QASample:
     """One question about one clip.
 
     `options` is empty for open-ended samples; `answer_index` is the index of
-    the correct option (None when open-ended or unknown), `answer` the answer
-    text as written.
+    the correct option (None when open-ended or unknown). `answer` is the
+    correct option's text for multiple choice (the answer as written is kept
+    in `meta["answer_raw"]`), the answer text as written when open-ended, and
+    None when unknown.
     """
 
     sample_id: str
@@ -63,7 +67,7 @@ class BadRecord:
     """A manifest line or record that was skipped, and why."""
 
     file: str
-    line: int  # 1-based line (JSONL) or record number (JSON list)
+    line: int  # 1-based line the record starts on (JSONL and JSON lists alike)
     reason: str
 
     def __str__(self) -> str:

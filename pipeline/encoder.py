@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +37,40 @@ def _register_tiny() -> None:
     from open_clip import factory
 
     factory._MODEL_CONFIGS.setdefault(TINY_MODEL, TINY_CONFIG)
+
+
+def _check_cached(model: str, tag: str) -> None:
+    """Fail fast, without touching the network, when a tag's weights are not cached."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    if not cfg:
+        known = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
+        raise EncoderError(f"{model} has no pretrained tag {tag!r} (known: {known}); or pass a checkpoint path")
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(cfg["hf_hub"])  # open_clip: "org/model/" means the default file name
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if any(isinstance(try_to_load_from_cache(repo, n), str) for n in names):
+            return
+    url = cfg.get("url", "")
+    if url and os.path.exists(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))):
+        return
+    raise EncoderError(weights_help(model, tag))
+
+
+@contextmanager
+def _hub_offline():
+    """Hugging Face Hub in offline mode for the duration (weights come from the cache only)."""
+    from huggingface_hub import constants
+
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
 
 
 def weights_help(model: str, pretrained: str) -> str:
@@ -119,23 +154,17 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", preset: str |
     if tag is not None and (os.sep in tag or tag.endswith((".bin", ".pt", ".pth", ".safetensors"))):
         if not Path(tag).is_file():
             raise EncoderError(f"CLIP checkpoint {tag} does not exist")
-    old = os.environ.get("HF_HUB_OFFLINE")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if tag is not None and not Path(tag).is_file():
+        _check_cached(model, tag)
     try:
-        net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=tag, device=device)
-    except RuntimeError as e:
+        with _hub_offline():
+            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=tag, device=device)
+    except Exception as e:
         if tag is not None and Path(tag).is_file():
             raise EncoderError(f"cannot load CLIP checkpoint {tag} into {model}: {str(e).splitlines()[0]}") from e
-        if tag is not None and ("pretrained" in str(e).lower() or "not found" in str(e).lower()):
-            raise EncoderError(f"{model} has no pretrained tag {tag!r}: {str(e).splitlines()[0]}") from e
+        if tag is not None:
+            raise EncoderError(weights_help(model, tag) + f"\n(open_clip said: {str(e).splitlines()[0]})") from e
         raise
-    except Exception as e:  # hub/network errors surface under many types
-        if tag is not None and not Path(tag).is_file():
-            raise EncoderError(weights_help(model, tag)) from e
-        raise EncoderError(f"cannot load CLIP checkpoint {tag} into {model}: {str(e).splitlines()[0]}") from e
-    finally:
-        if old is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
     net.eval().requires_grad_(False)
     if tag is None:
         log.warning("CLIP %s has RANDOM weights (pretrained=none): features are meaningless for real data", model)

@@ -105,11 +105,7 @@ def extract_video(video: dict, encoder: Any, cfg: ExtractConfig) -> VideoResult:
     path = video["path"]
     t0 = time.perf_counter()
     try:
-        if not os.path.exists(path):
-            return VideoResult.failed(video, f"missing file: {path}")
-        if os.path.getsize(path) == 0:
-            return VideoResult.failed(video, "empty file (0 bytes)")
-        info = probe(path)
+        info = probe(path)  # DecodeError for missing, empty, unreadable files
         start = float(video.get("start") or 0.0)
         end = float(video["end"]) if video.get("end") is not None else info.duration
         end = min(end, info.duration) if info.duration and info.duration > 0 else end
@@ -121,9 +117,11 @@ def extract_video(video: dict, encoder: Any, cfg: ExtractConfig) -> VideoResult:
         filled = np.zeros(cfg.frames, dtype=bool)
         jpegs: list[bytes | None] = [None] * cfg.frames
         distinct, decoder = 0, ""
-        for item in iter_frames(path, ts, backend=cfg.backend):
-            decoder = getattr(item, "backend", decoder) or decoder
+        truncated = 0
+        for item in iter_frames(path, ts, backend=cfg.backend, info=info):
+            decoder = item.backend or decoder
             distinct += 1
+            truncated += len(item.truncated)
             x = encoder.preprocess_frame(item.rgb)
             jpg = teacher_jpeg(item.rgb, cfg.teacher_frame_size, cfg.jpeg_quality) if cfg.teacher_frame_size else None
             for j in item.targets:
@@ -133,8 +131,8 @@ def extract_video(video: dict, encoder: Any, cfg: ExtractConfig) -> VideoResult:
         decode_s = time.perf_counter() - t0
         if not filled.any():
             return VideoResult.failed(video, "no frame could be decoded", decode_s=decode_s)
-        decoded = int(filled.sum())
-        if decoded < cfg.frames:  # e.g. truncated file: later targets take the nearest decoded frame
+        decoded = int(filled.sum()) - truncated
+        if not filled.all():  # e.g. truncated file: later targets take the nearest decoded frame
             have = np.flatnonzero(filled)
             for j in np.flatnonzero(~filled):
                 k = have[np.argmin(np.abs(have - j))]

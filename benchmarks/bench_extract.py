@@ -1,0 +1,81 @@
+"""End-to-end Stage 1 throughput: videos per minute (decode + encode + write)
+with 1 and 2 local Dask worker processes, measured in one run.
+
+    python benchmarks/bench_extract.py [--quick] [--videos 12] [--json out.json]
+
+The encoder is the real ViT-B-32 architecture with random weights
+(`--pretrained none`: same FLOPs as the real one, nothing to download);
+`--quick` uses the tiny preset. Videos are synthetic 320×240 clips with a
+moving texture, so decoding costs something. Goal (issue 4): 2 workers ≥
+1.8× one. Wall time includes starting the cluster and loading the encoder
+once per worker, as a user would see it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+WORK = Path(__file__).resolve().parent / "_work" / "extract"
+
+
+def make_videos(n: int, seconds: float) -> Path:
+    from hfs.pipeline.synthetic import write_index_video
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        p = WORK / f"clip_{i:03d}_{int(seconds)}s.mp4"
+        if not p.exists():
+            write_index_video(p, int(seconds * 25), fps=25, size=(320, 240), gop=50, pattern="texture", preset="ultrafast")
+        lines.append(json.dumps({"video": str(p), "id": p.stem}))
+    m = WORK / f"manifest_{n}_{int(seconds)}.jsonl"
+    m.write_text("\n".join(lines) + "\n")
+    return m
+
+
+def run(manifest: Path, workers: int, quick: bool) -> dict:
+    from hfs.manifests import read_manifest
+    from hfs.pipeline.extract import ExtractConfig, extract
+
+    out = WORK / f"cache_w{workers}"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = ExtractConfig(pretrained="none", preset="tiny" if quick else None, shard_size=1)
+    videos = read_manifest(manifest).videos
+    t0 = time.perf_counter()
+    s = extract(videos, out, cfg, workers=workers, progress=False)
+    wall = time.perf_counter() - t0
+    assert s.ok == len(videos), s
+    return {"workers": workers, "videos": len(videos), "wall_s": round(wall, 2),
+            "videos_per_min": round(60 * len(videos) / wall, 2), "frames_per_s": round(s.frames / wall, 1)}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny CLIP and fewer, shorter videos")
+    ap.add_argument("--videos", type=int, default=None, help="number of videos (default 12, quick 6)")
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = ap.parse_args(argv)
+    n = args.videos or (6 if args.quick else 12)
+    manifest = make_videos(n, 10 if args.quick else 30)
+    rows = [run(manifest, w, args.quick) for w in (1, 2)]
+    speedup = rows[0]["wall_s"] / rows[1]["wall_s"]
+    print(f"\n### bench_extract ({'tiny CLIP' if args.quick else 'ViT-B-32, random weights'}, {n} videos)\n")
+    print("| workers | videos | wall s | videos/min | frames/s |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['workers']} | {r['videos']} | {r['wall_s']} | {r['videos_per_min']} | {r['frames_per_s']} |")
+    print(f"\n2 workers / 1 worker: **{speedup:.2f}×** (goal ≥ 1.8×)")
+    result = {"bench": "extract", "quick": args.quick, "rows": rows, "speedup_2_vs_1": round(speedup, 3)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)

@@ -149,15 +149,17 @@ def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", preset: str |
     elif preset not in (None, "", "none"):
         raise EncoderError(f"unknown encoder preset {preset!r} (known: tiny)")
     tag: str | None = None if pretrained in (None, "", "none") else pretrained
-    if tag is not None and model == TINY_MODEL:
-        raise EncoderError("--preset tiny has no pretrained weights; use --pretrained none")
-    if tag is not None and (os.sep in tag or tag.endswith((".bin", ".pt", ".pth", ".safetensors"))):
-        if not Path(tag).is_file():
-            raise EncoderError(f"CLIP checkpoint {tag} does not exist")
-    if tag is not None and not Path(tag).is_file():
+    is_path = tag is not None and (os.sep in tag or tag.endswith((".bin", ".pt", ".pth", ".safetensors")))
+    if is_path and not Path(tag).is_file():
+        raise EncoderError(f"CLIP checkpoint {tag} does not exist")
+    if tag is not None and not is_path and model == TINY_MODEL:
+        raise EncoderError("--preset tiny has no pretrained tag; use --pretrained none or a checkpoint path")
+    if tag is not None and not is_path:
         _check_cached(model, tag)
     try:
-        with _hub_offline():
+        # Random weights are seeded: every worker process must build the same encoder.
+        with _hub_offline(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
             net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=tag, device=device)
     except Exception as e:
         if tag is not None and Path(tag).is_file():

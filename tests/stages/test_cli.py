@@ -1,0 +1,42 @@
+"""The CLI surface: instant `--help`, every option documented."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import typer
+from typer.testing import CliRunner
+
+from hfs.stages.cli import app
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys; from hfs.stages.cli import app; from typer.testing import CliRunner; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+            "heavy = [m for m in ('torch', 'transformers', 'open_clip', 'dask', 'distributed', 'av', 'h5py') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_verb_and_option_is_explained():
+    cmd = typer.main.get_command(app)
+    assert {"extract", "demo"} <= set(cmd.commands)
+    for name, sub in cmd.commands.items():
+        assert sub.help, f"hfs {name} has no help text"
+        for p in sub.params:
+            assert getattr(p, "help", None), f"hfs {name} {p.opts} has no help text"
+        res = CliRunner().invoke(app, [name, "--help"])
+        assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_extract_requires_a_manifest():
+    res = CliRunner().invoke(app, ["extract", "--out", "x"])
+    assert res.exit_code != 0 and "--manifest" in res.output
+
+
+def test_missing_manifest_file_is_a_clear_error(tmp_path):
+    res = CliRunner().invoke(app, ["extract", "--manifest", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "c"),
+                                   "--preset", "tiny", "--no-progress"])
+    assert res.exit_code == 2 and "nope.jsonl" in res.output

@@ -1,0 +1,283 @@
+"""Teachers (Eqs. 16-18) on tiny random Qwen2.5-VL and InternVL models, plus model loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hfs.pipeline import loading, tiny
+from hfs.pipeline.teachers import (
+    InternVLTeacher,
+    QwenVLTeacher,
+    TeacherScorer,
+    list_teachers,
+    load_scorer,
+    load_teacher,
+    register_teacher,
+    save_scorer,
+)
+from hfs.pipeline.teachers.base import HIDDEN_LAYER, letter_token_ids
+
+KINDS = ("qwen2_5_vl", "internvl")
+QUESTIONS = ["Why did the man open the fridge?", "What does the woman say?"]
+OPTIONS = [["to take milk", "to clean it", "to close it"], ["hello", "bye"]]
+TIMES = [[1.0, 4.5, 9.0], [0.5, 2.0, 3.5]]
+
+
+def _frames(seed: int, sizes) -> list:
+    """Noise images of the given (width, height) sizes; different seeds give different frames."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+
+
+# 112x56 becomes 2 tiles + a thumbnail in the tiny InternVL, so a gate must repeat over tiles.
+IMAGES = [_frames(0, [(56, 42), (112, 56), (64, 48)]), _frames(1, [(64, 48), (56, 42), (56, 56)])]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; more threads thrash on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def teacher(request):
+    return load_teacher(request.param, f"tiny-{request.param}").eval()
+
+
+def _plain_forward(teacher, samples):
+    """The unmodified transformers forward (its own vision path and positions) on the teacher's inputs."""
+    batch, vision = teacher.collate(samples)
+    with torch.no_grad():
+        return teacher.hf_model(**batch, **vision, output_hidden_states=True, use_cache=False), batch
+
+
+def test_gates_of_one_equal_the_plain_forward(teacher):
+    gates = torch.ones(2, 3)
+    with torch.no_grad():
+        out = teacher(IMAGES, gates, QUESTIONS, OPTIONS, TIMES)
+    samples = teacher.encode_batch(IMAGES, QUESTIONS, OPTIONS, TIMES)
+    plain, _ = _plain_forward(teacher, samples)
+    letters = [teacher.tokenizer.convert_tokens_to_ids(c) for c in "ABC"]
+    hidden = plain.hidden_states[HIDDEN_LAYER]
+    for b, s in enumerate(samples):
+        answer_pos = s.prompt_len - 1
+        expected = plain.logits[b, answer_pos, letters[: len(OPTIONS[b])]]
+        torch.testing.assert_close(out.option_logits[b, : len(OPTIONS[b])], expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.context_hidden[b], hidden[b, answer_pos], atol=1e-5, rtol=0)
+        pooled = torch.stack([hidden[b, i:j].mean(0) for i, j in s.frame_spans])
+        torch.testing.assert_close(out.frame_hidden[b], pooled, atol=1e-5, rtol=0)
+    assert out.answer_loss is None
+
+
+def test_answer_position_emits_the_bare_letter(teacher):
+    chat = teacher.build_prompt(2, "Why?", ["x", "y"], None)
+    assert chat.endswith("<|im_start|>assistant\n")
+    tok = teacher.tokenizer
+    for letter, token_id in zip("AB", letter_token_ids(tok, 2)):
+        assert tok(chat + letter).input_ids == tok(chat).input_ids + [token_id]
+        assert tok.convert_ids_to_tokens(token_id) == letter
+
+
+def _image_token_positions(teacher, input_ids_row, sample):
+    """Independent of the teacher's span code: image-token positions split per frame by size."""
+    image_id = teacher.hf_model.config.image_token_id
+    positions = (input_ids_row == image_id).nonzero().flatten().tolist()
+    if isinstance(teacher, QwenVLTeacher):
+        merge = teacher.hf_model.config.vision_config.spatial_merge_size
+        sizes = (sample.vision["image_grid_thw"].prod(-1) // merge**2).tolist()
+    else:
+        sizes = [u * teacher.processor.image_seq_length for u in sample.units_per_frame]
+    assert sum(sizes) == len(positions)
+    bounds = np.cumsum([0] + sizes)
+    return [positions[bounds[j] : bounds[j + 1]] for j in range(len(sizes))]
+
+
+def test_pooling_takes_exactly_each_frames_vision_tokens(teacher):
+    """Make the second-to-last layer output encode (sample, position); pooled values reveal positions."""
+    layers = teacher.hf_model.model.language_model.layers
+
+    def positional_output(module, args, output):
+        b, length, d = output.shape
+        code = 1000.0 * torch.arange(b)[:, None] + torch.arange(length)[None, :]
+        return code[:, :, None].expand(b, length, d).to(output.dtype)
+
+    handle = layers[len(layers) + HIDDEN_LAYER].register_forward_hook(positional_output, prepend=True)
+    try:
+        with torch.no_grad():
+            out = teacher(IMAGES, torch.ones(2, 3), QUESTIONS, OPTIONS, TIMES)
+    finally:
+        handle.remove()
+    samples = teacher.encode_batch(IMAGES, QUESTIONS, OPTIONS, TIMES)
+    for b, s in enumerate(samples):
+        per_frame = _image_token_positions(teacher, s.input_ids, s)
+        expected = torch.tensor([1000.0 * b + np.mean(p) for p in per_frame], dtype=torch.float32)
+        torch.testing.assert_close(out.frame_hidden[b, :, 0], expected)
+        assert out.context_hidden[b, 0].item() == 1000.0 * b + len(s.input_ids) - 1
+
+
+def test_gates_receive_gradient_and_scale_features(teacher):
+    gates = torch.ones(2, 3, requires_grad=True)
+    out = teacher(IMAGES, gates, QUESTIONS, OPTIONS, TIMES)
+    out.option_logits[0, 0].backward()
+    assert gates.grad is not None
+    assert (gates.grad[0] != 0).all()  # every frame of sample 0 matters
+    assert (gates.grad[1] == 0).all()  # samples do not leak into each other
+    with torch.no_grad():
+        half = teacher(IMAGES, torch.full((2, 3), 0.5), QUESTIONS, OPTIONS, TIMES)
+    assert not torch.allclose(half.option_logits[0, :3], out.option_logits[0, :3].detach())
+
+
+def test_batch_with_different_option_counts_matches_single_samples(teacher):
+    with torch.no_grad():
+        out = teacher(IMAGES, torch.ones(2, 3), QUESTIONS, OPTIONS, TIMES)
+        alone = teacher(IMAGES[1:], torch.ones(1, 3), QUESTIONS[1:], OPTIONS[1:], TIMES[1:])
+    assert out.option_logits.shape == (2, 3)
+    assert out.frame_hidden.shape == (2, 3, teacher.hidden_size)
+    assert out.context_hidden.shape == (2, teacher.hidden_size)
+    assert torch.isneginf(out.option_logits[1, 2]) and torch.isfinite(out.option_logits[1, :2]).all()
+    # right padding leaves the shorter sample's positions and results unchanged
+    torch.testing.assert_close(out.option_logits[1, :2], alone.option_logits[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.frame_hidden[1], alone.frame_hidden[0], atol=1e-5, rtol=0)
+
+
+def test_open_ended_answer_loss_matches_plain_lm_loss_and_trains(teacher):
+    answers = [None, "She says hello to the man"]
+    options = [OPTIONS[0], None]
+    gates = torch.ones(2, 3, requires_grad=True)
+    out = teacher(IMAGES, gates, QUESTIONS, options, TIMES, answers)
+    assert out.answer_mask.tolist() == [False, True]
+    assert torch.isneginf(out.option_logits[1]).all()
+    loss = out.answer_loss[1]
+    assert torch.isfinite(loss) and loss > 0 and out.answer_loss[0] == 0
+
+    sample = teacher.encode_batch(IMAGES[1:], QUESTIONS[1:], [None], TIMES[1:], answers[1:])[0]
+    plain, batch = _plain_forward(teacher, [sample])
+    labels = batch["input_ids"].clone()
+    labels[:, : sample.prompt_len] = -100
+    expected = torch.nn.functional.cross_entropy(plain.logits[0, :-1], labels[0, 1:], ignore_index=-100)
+    torch.testing.assert_close(loss.detach(), expected, atol=1e-5, rtol=0)
+
+    teacher.zero_grad()
+    loss.backward()
+    assert (gates.grad[1] != 0).any()
+    lora_b = [p for n, p in teacher.named_parameters() if "lora_B" in n]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)
+    teacher.zero_grad()
+
+
+def test_lora_only_on_language_model(teacher):
+    names = [n for n, p in teacher.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n and ".language_model." in n for n in names)
+    layers = teacher.hf_model.config.get_text_config().num_hidden_layers
+    assert len(names) == layers * 7 * 2  # q,k,v,o,gate,up,down × (A, B)
+    inner = teacher.hf_model.model
+    # Qwen's projector (merger) lives inside `visual`; InternVL's is `multi_modal_projector`
+    frozen = [inner.visual] if isinstance(teacher, QwenVLTeacher) else [inner.vision_tower, inner.multi_modal_projector]
+    for module in frozen:
+        assert not any("lora_" in n for n, _ in module.named_parameters())
+        assert not any(p.requires_grad for p in module.parameters())
+    assert len(teacher.trainable_parameters()) == len(names)
+
+
+def _randomise_lora(teacher, seed: int) -> None:
+    """Give lora_B non-zero values so the adapter changes the outputs."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in teacher.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_adapter_save_load_round_trip(kind, tmp_path):
+    import json
+
+    trained = load_teacher(kind, f"tiny-{kind}").eval()
+    args = (IMAGES[:1], torch.ones(1, 3), QUESTIONS[:1], OPTIONS[:1], TIMES[:1])
+    with torch.no_grad():
+        before = trained(*args).option_logits
+        _randomise_lora(trained, seed=3)
+        expected = trained(*args)
+    assert not torch.allclose(before, expected.option_logits)  # the adapter matters
+    folder = trained.save_adapter(tmp_path / "lora")
+    reloaded = load_teacher(kind, f"tiny-{kind}", adapter=folder).eval()
+    with torch.no_grad():
+        got = reloaded(*args)
+    torch.testing.assert_close(got.option_logits, expected.option_logits, atol=0, rtol=0)
+    torch.testing.assert_close(got.frame_hidden, expected.frame_hidden, atol=0, rtol=0)
+
+    config_file = folder / "adapter_config.json"
+    assert json.loads(config_file.read_text())["base_model_name_or_path"] == f"tiny-{kind}"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = "Qwen/Qwen2.5-VL-7B-Instruct"
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(loading.ModelLoadError, match="was trained on 'Qwen/Qwen2.5-VL-7B-Instruct'"):
+        reloaded.load_adapter(folder)
+
+
+def test_teacher_scorer_eq18_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    scorer = TeacherScorer(hidden_size=8, mlp_hidden=16)
+    frames, context = torch.randn(2, 5, 8, requires_grad=True), torch.randn(2, 8)
+    logits = scorer(frames, context)
+    assert logits.shape == (2, 5)
+    manual = scorer.mlp(torch.cat([frames[0, 3], context[0]]))
+    torch.testing.assert_close(logits[0, 3], manual[0])
+    logits.sum().backward()
+    assert frames.grad.abs().sum() > 0 and all(p.grad is not None for p in scorer.parameters())
+    loaded = load_scorer(save_scorer(scorer, tmp_path / "mlp_t.safetensors"))
+    assert (loaded.hidden_size, loaded.mlp_hidden) == (8, 16)
+    torch.testing.assert_close(loaded(frames, context), logits)
+
+
+def test_registry_and_auto_kind():
+    assert list_teachers() == ["internvl", "qwen2_5_vl"]
+    assert QwenVLTeacher.default_model == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert InternVLTeacher.default_model == "OpenGVLab/InternVL3-8B-hf"
+    auto = load_teacher("auto", "tiny-internvl", lora_r=0)
+    assert isinstance(auto, InternVLTeacher) and not auto.trainable_parameters()
+    with pytest.raises(ValueError, match="unknown teacher 'llava'"):
+        load_teacher("llava", "tiny-internvl")
+    with pytest.raises(ValueError, match="already registered"):
+        register_teacher("internvl")(QwenVLTeacher)
+    with pytest.raises(loading.ModelLoadError, match="is a 'internvl' model"):
+        load_teacher("qwen2_5_vl", "tiny-internvl")
+
+
+def test_bad_batch_arguments_fail_clearly(teacher):
+    with pytest.raises(ValueError, match="has 3 frames but gates has k=2"):
+        teacher(IMAGES, torch.ones(2, 2), QUESTIONS, OPTIONS)
+    with pytest.raises(ValueError, match="options has 1 entries for 2 samples"):
+        teacher(IMAGES, torch.ones(2, 3), QUESTIONS, OPTIONS[:1])
+
+
+def test_resolve_model_path(tmp_path):
+    assert loading.resolve_model_path(str(tmp_path)) == tmp_path
+    assert loading.resolve_model_path("tiny-student") == tiny.tiny_model_path("tiny-student")
+    with pytest.raises(loading.ModelLoadError) as err:
+        loading.resolve_model_path("hfs-test-org/not-cached-model-7B", what="--student")
+    message = str(err.value)
+    assert "\n" not in message and "--student" in message
+    assert "huggingface-cli download hfs-test-org/not-cached-model-7B --local-dir models/not-cached-model-7B" in message
+    with pytest.raises(loading.ModelLoadError, match="no such folder"):
+        loading.resolve_model_path(str(tmp_path / "missing"))
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(loading.ModelLoadError, match="is a file"):
+        loading.resolve_model_path(str(tmp_path / "weights.bin"))
+
+
+def test_default_dtype_and_base_model_check():
+    assert loading.default_dtype("cpu") == torch.float32
+    key = loading.base_model_key
+    assert key("Qwen/Qwen2.5-VL-7B-Instruct") == key("/models/Qwen2.5-VL-7B-Instruct/")
+    assert key("/c/hub/models--Qwen--Qwen2.5-VL-7B-Instruct/snapshots/abc123") == "qwen2.5-vl-7b-instruct"
+    loading.check_base_model("Qwen/Qwen2.5-VL-7B-Instruct", "/models/Qwen2.5-VL-7B-Instruct", "adapter x")
+    with pytest.raises(loading.ModelLoadError, match="adapter x was trained on 'Qwen/Qwen2.5-VL-7B-Instruct'"):
+        loading.check_base_model("Qwen/Qwen2.5-VL-7B-Instruct", "OpenGVLab/InternVL3-8B-hf", "adapter x")

@@ -1,0 +1,276 @@
+"""Decode benchmark: seconds to get 128 exact frames (segment centres) per video.
+
+    python benchmarks/bench_decode.py [--quick] [--json out.json] [--repeats N]
+
+Videos (720p H.264, libx264 "veryfast", every frame carrying its index, made
+once into benchmarks/_work/ and reused): a 10-minute video with the encoder's
+default keyframe interval, the same with 1-second keyframes, and a 60-second
+clip (`--quick`: 30 s, 30 s and 10 s). Decoders: hfs (`decode_frames`,
+PyAV backend), naive sequential PyAV (decode everything, keep the frames
+shown at the targets), decord and torchcodec, each configured for speed
+(all threads). Missing peers are pip-installed into this interpreter; a peer
+that cannot be installed or run is listed with the reason.
+
+Each measurement runs in its own subprocess (the libraries bundle different
+FFmpeg builds), after the file was read once so the page cache is warm, and
+the best of `--repeats` runs is reported. Accuracy is the fraction of the 128
+frames whose pixel-encoded index is the frame shown at the target time.
+Goal (DESIGN.md, Stage 1): hfs at most 1.0x the fastest peer on every video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+WORK = Path(__file__).resolve().parent / "_work"
+N_TARGETS = 128
+FPS = 30
+SIZE = (1280, 720)
+DECODERS = ("hfs", "naive_pyav", "decord", "torchcodec")
+PEERS = ("naive_pyav", "decord", "torchcodec")
+PIP_NAMES = {"decord": "decord", "torchcodec": "torchcodec"}
+
+# name -> (seconds, keyframe interval in frames or None for the encoder default)
+FULL_VIDEOS = {"10min_default_gop": (600, None), "10min_gop_1s": (600, FPS), "60s_default_gop": (60, None)}
+QUICK_VIDEOS = {"30s_default_gop": (30, None), "30s_gop_1s": (30, FPS), "10s_default_gop": (10, None)}
+
+
+# --------------------------------------------------------------------------
+# Decoders (run inside a worker process)
+# --------------------------------------------------------------------------
+
+
+def decode_hfs(path: str, targets: np.ndarray) -> tuple[list[np.ndarray], dict]:
+    """hfs: `decode_frames` with the PyAV backend (probe + GOP-aware decode)."""
+    from hfs.pipeline import decode
+
+    stats: list[dict] = []
+    close = decode._PyAVDecoder.close
+    decode._PyAVDecoder.close = lambda self: (stats.append(dict(self.stats)), close(self))[1]
+    result = decode.decode_frames(path, n=len(targets), backend="pyav")
+    return result.frames, {"distinct": result.distinct, **(stats[0] if stats else {})}
+
+
+def decode_naive_pyav(path: str, targets: np.ndarray) -> tuple[list[np.ndarray], dict]:
+    """Sequential PyAV: decode every frame, keep the last one with pts <= each target."""
+    import av
+
+    out: list[np.ndarray | None] = [None] * len(targets)
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        j, prev, prev_rgb, decoded = 0, None, None, 0
+        for frame in container.decode(stream):
+            decoded += 1
+            t = frame.time - start
+            while j < len(targets) and t > targets[j]:
+                if prev_rgb is None:
+                    prev_rgb = (prev or frame).to_ndarray(format="rgb24")
+                out[j] = prev_rgb
+                j += 1
+            if j == len(targets):
+                break
+            prev, prev_rgb = frame, None
+        while j < len(targets):
+            out[j] = prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")
+            j += 1
+    return out, {"frames": decoded}  # type: ignore[return-value]
+
+
+def decode_decord(path: str, targets: np.ndarray) -> tuple[list[np.ndarray], dict]:
+    """decord: frame index from its timestamp table (last start <= t), then get_batch."""
+    import decord
+
+    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0)
+    starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
+    index = np.clip(np.searchsorted(starts - starts[0], targets, side="right") - 1, 0, len(reader) - 1)
+    batch = reader.get_batch(index.tolist()).asnumpy()
+    return list(batch), {"distinct": len(set(index.tolist()))}
+
+
+def decode_torchcodec(path: str, targets: np.ndarray) -> tuple[list[np.ndarray], dict]:
+    """torchcodec: exact seek mode, all FFmpeg threads, get_frames_played_at."""
+    from torchcodec.decoders import VideoDecoder
+
+    decoder = VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=0, dimension_order="NHWC")
+    begin = decoder.metadata.begin_stream_seconds or 0.0
+    batch = decoder.get_frames_played_at((targets + begin).tolist())
+    return list(batch.data.numpy()), {}
+
+
+def _import_decoder(name: str) -> None:
+    """Import the decoder's libraries up front so import time is not measured."""
+    modules = {"hfs": ["av", "hfs.pipeline.decode"], "naive_pyav": ["av"], "decord": ["decord"], "torchcodec": ["torch", "torchcodec.decoders"]}
+    for module in modules[name]:
+        __import__(module)
+
+
+def run_worker(decoder: str, path: str, n_frames: int) -> dict:
+    """One timed measurement: seconds, CPU seconds, accuracy against the pixel index."""
+    from hfs.pipeline.decode import segment_centre_timestamps
+    from hfs.pipeline.synthetic import read_frame_index
+
+    _import_decoder(decoder)
+    Path(path).read_bytes()  # warm the page cache for every decoder alike
+    duration = n_frames / FPS
+    targets = segment_centre_timestamps(0.0, duration, N_TARGETS)
+    fn = globals()[f"decode_{decoder}"]
+    usage0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    frames, extra = fn(path, targets)
+    seconds = time.perf_counter() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    expected = np.minimum(np.floor(targets * FPS + 1e-9).astype(int), n_frames - 1)
+    got = []
+    for frame in frames:
+        try:
+            got.append(read_frame_index(np.asarray(frame)))
+        except ValueError:
+            got.append(-1)
+    accuracy = float(np.mean(np.asarray(got) == expected))
+    return {"seconds": seconds, "cpu_s": cpu, "accuracy": accuracy, "shape": list(np.asarray(frames[0]).shape), **extra}
+
+
+# --------------------------------------------------------------------------
+# Orchestration (main process)
+# --------------------------------------------------------------------------
+
+
+def make_videos(videos: dict) -> dict[str, dict]:
+    """Write the benchmark videos into benchmarks/_work/ unless they exist; name -> facts."""
+    from hfs.pipeline.synthetic import write_index_video
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for name, (seconds, gop) in videos.items():
+        path = WORK / f"{name}.mp4"
+        n_frames = seconds * FPS
+        if not path.exists():
+            print(f"writing {path.name} ({n_frames} frames, 720p, gop={gop or 'x264 default'}) ...", flush=True)
+            t0 = time.perf_counter()
+            tmp = path.with_suffix(".part.mp4")
+            write_index_video(tmp, n_frames, fps=FPS, size=SIZE, gop=gop, pattern="texture", preset="veryfast")
+            tmp.rename(path)
+            print(f"  {time.perf_counter() - t0:.0f} s, {path.stat().st_size / 1e6:.0f} MB", flush=True)
+        made[name] = {"path": str(path), "n_frames": n_frames, "seconds": seconds, "gop": gop, "mb": path.stat().st_size / 1e6}
+    return made
+
+
+def ensure_installed(decoder: str) -> str | None:
+    """pip-install a missing peer into this interpreter; None when usable, else why not."""
+    module = decoder
+    if decoder not in PIP_NAMES or importlib.util.find_spec(module) is not None:
+        return None
+    print(f"installing {PIP_NAMES[decoder]} ...", flush=True)
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", PIP_NAMES[decoder]], capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        return f"pip install {PIP_NAMES[decoder]} failed: {lines[-1] if lines else proc.returncode}"
+    importlib.invalidate_caches()
+    return None
+
+
+def measure(decoder: str, video: dict, timeout: float) -> dict:
+    """Run one measurement in a subprocess; its JSON, or {"error": last stderr line}."""
+    cmd = [sys.executable, __file__, "--worker", decoder, "--video", video["path"], "--n-frames", str(video["n_frames"])]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        return {"error": (lines[-1] if lines else f"exit code {proc.returncode}")[:160]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(videos: dict, repeats: int, timeout: float) -> list[dict]:
+    """Best-of-`repeats` results for every (video, decoder), decoders interleaved per repeat."""
+    unavailable = {d: ensure_installed(d) for d in DECODERS}
+    rows = []
+    for name, video in videos.items():
+        best: dict[str, dict] = {}
+        for _ in range(repeats):
+            for decoder in DECODERS:
+                if unavailable[decoder] or "error" in best.get(decoder, {}):
+                    continue
+                result = measure(decoder, video, timeout)
+                print(f"  {name:>18} {decoder:>11}: {result.get('seconds', float('nan')):7.2f} s {result.get('error', '')}", flush=True)
+                if decoder not in best or "error" in result or result["seconds"] < best[decoder]["seconds"]:
+                    best[decoder] = result
+        for decoder in DECODERS:
+            result = {"error": unavailable[decoder]} if unavailable[decoder] else best[decoder]
+            rows.append({"video": name, "decoder": decoder, **result})
+    return rows
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """ratio = seconds / fastest peer on the same video (any peer; `ratio_exact`: exact peers only)."""
+    for video in {r["video"] for r in rows}:
+        timed = [r for r in rows if r["video"] == video and "seconds" in r]
+        peers = [r["seconds"] for r in timed if r["decoder"] in PEERS]
+        exact_peers = [r["seconds"] for r in timed if r["decoder"] in PEERS and r["accuracy"] == 1.0]
+        for r in timed:
+            r["ratio"] = r["seconds"] / min(peers) if peers else None
+            r["ratio_exact"] = r["seconds"] / min(exact_peers) if exact_peers else None
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table: video x decoder, seconds, CPU seconds, ratio to fastest peer, accuracy."""
+    lines = [
+        "| video | decoder | seconds | cpu s | x fastest peer | exact frames | notes |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['video']} | {r['decoder']} | - | - | - | - | skipped: {r['error']} |")
+            continue
+        notes = ", ".join(f"{k}={r[k]}" for k in ("frames", "seeks", "distinct") if k in r)
+        ratio = f"{r['ratio']:.2f}" if r.get("ratio") else "-"
+        lines.append(
+            f"| {r['video']} | {r['decoder']} | {r['seconds']:.2f} | {r['cpu_s']:.2f} | {ratio} | {r['accuracy'] * 100:.0f}% | {notes} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Parse arguments; run as the orchestrator or as a one-measurement worker."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short videos (about a minute in all)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--repeats", type=int, help="runs per decoder and video; the best counts (default 2, quick 1)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per measurement")
+    parser.add_argument("--worker", choices=DECODERS, help=argparse.SUPPRESS)
+    parser.add_argument("--video", help=argparse.SUPPRESS)
+    parser.add_argument("--n-frames", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_worker(args.worker, args.video, args.n_frames)))
+        return
+    videos = make_videos(QUICK_VIDEOS if args.quick else FULL_VIDEOS)
+    repeats = args.repeats or (1 if args.quick else 2)
+    rows = run(videos, repeats, args.timeout)
+    add_ratios(rows)
+    print()
+    print(table(rows))
+    hfs_rows = [r for r in rows if r["decoder"] == "hfs" and "ratio" in r]
+    met = bool(hfs_rows) and all(r["ratio"] is not None and r["ratio"] <= 1.0 and r["accuracy"] == 1.0 for r in hfs_rows)
+    print(f"\ngoal (hfs exact and <= 1.0x the fastest peer on every video): {'met' if met else 'NOT met'}")
+    if args.json:
+        machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+        args.json.write_text(json.dumps({"n_targets": N_TARGETS, "machine": machine, "videos": videos, "results": rows, "goal_met": met}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,8 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# Test processes (pytest-xdist); CI has 2 cores.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test bench clean
 
@@ -21,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/hfs demo --out demo_out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -583,11 +583,27 @@ class _PyAVDecoder:
         self.stats = {"frames": 0, "seeks": 0, "landed_early": 0, "landed_late": 0, "errors": 0}
         self.needed: set[int] | None = None  # pts of the frames targets need; others may be skipped
         self._pending = None
-        self._frames = self._decode_from_here()
+        self._set_frames(self._decode_from_here())
 
     def close(self) -> None:
-        """Release the container."""
-        self.container.close()
+        """Release the decode generator and the container now.
+
+        The generator refers back to this object, so without this the pair
+        (and FFmpeg's codec context with its threads) lives until the cyclic
+        garbage collector runs, at any later moment: in a worker that has
+        forked meanwhile, freeing it there waits forever for decoder threads
+        that only exist in the parent.
+        """
+        self._set_frames(None)
+        if self.container is not None:
+            self.container.close()
+            self.container = self.stream = None
+
+    def _set_frames(self, frames: Iterator[object] | None) -> None:
+        """Replace the decode generator, closing the old one first."""
+        old, self._frames = getattr(self, "_frames", None), frames
+        if old is not None:
+            old.close()
 
     def skip_unneeded(self, needed_ticks: np.ndarray) -> bool:
         """Let the decoder skip non-reference frames whose pts is not in `needed_ticks`.
@@ -682,8 +698,9 @@ class _PyAVDecoder:
         tries = [int(self.seek_offsets[i]), keyframe] + [int(k) for k in self.keyframes[max(0, i - 2) : i][::-1]]
         for offset in dict.fromkeys(tries):  # unique, in order
             self.stats["seeks"] += 1
+            self._set_frames(None)
             self.container.seek(offset, backward=True, any_frame=False, stream=self.stream)
-            self._frames = self._decode_from_here()
+            self._set_frames(self._decode_from_here())
             first = next(self._frames, None)
             landed = self._tick(first) if first is not None else None
             if landed is not None and landed <= keyframe:
@@ -697,11 +714,11 @@ class _PyAVDecoder:
     def _restart(self) -> None:
         """Back to the first frame with seeking disabled (when seeks cannot be trusted)."""
         log.info("%s: seeking lands after the keyframe; decoding from the start instead", self.path)
-        self.container.close()
+        self.close()
         self.container, self.stream = _open_pyav(self.path)
         self.floor = len(self.keyframes)
         self._pending, self.position = None, None
-        self._frames = self._decode_from_here()
+        self._set_frames(self._decode_from_here())
 
 
 def _iter_pyav(path: Path, timestamps: np.ndarray, info: VideoInfo, max_side: int | None) -> Iterator[DecodedFrame]:

@@ -165,10 +165,11 @@ def get_encoder(cfg: ExtractConfig) -> Any:
     import torch
 
     key = (cfg.model, cfg.pretrained, cfg.preset, cfg.device)
+    if torch.get_num_threads() != max(1, cfg.torch_threads):  # every run's setting, also with a cached encoder
+        torch.set_num_threads(max(1, cfg.torch_threads))
     if key not in _ENCODERS:
         from hfs.pipeline.encoder import load_clip
 
-        torch.set_num_threads(max(1, cfg.torch_threads))
         _ENCODERS[key] = load_clip(cfg.model, cfg.pretrained, cfg.preset, cfg.device)
     return _ENCODERS[key]
 
@@ -233,12 +234,14 @@ def _make_client(workers: int, scheduler: str | None, torch_threads: int):
 
 
 def extract(videos: Sequence[Any], cache_dir: str | Path, cfg: ExtractConfig, workers: int | None = None,
-            scheduler: str | None = None, progress: bool = True, bad_manifest_lines: int = 0) -> ExtractSummary:
+            scheduler: str | None = None, progress: bool = True, bad_manifest_lines: int = 0,
+            threads: int | None = None) -> ExtractSummary:
     """Plan, fan out and run Stage 1 for `videos` (VideoItems) into `cache_dir`.
 
     `workers=0` runs in this process without Dask (debugging); otherwise a
     `LocalCluster` of `workers` processes (default: cores), or the cluster at
-    `scheduler`. Reruns skip finished shards.
+    `scheduler`. `threads` sets torch's intra-op threads per worker (default:
+    cores / workers locally, 1 on an external cluster). Reruns skip finished shards.
     """
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir)
@@ -254,7 +257,10 @@ def extract(videos: Sequence[Any], cache_dir: str | Path, cfg: ExtractConfig, wo
     if pending:
         log.info("%d video(s) in %d shard(s) to extract, %d already done", todo, len(pending), planned - todo)
         workers = max(0, min(workers, len(pending)))
-        cfg.torch_threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if not scheduler else cfg.torch_threads
+        if threads:
+            cfg.torch_threads = threads
+        elif not scheduler:
+            cfg.torch_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         with _Progress(todo, enabled=progress) as bar:
             if workers == 0 and not scheduler:
                 for s in pending:

@@ -45,6 +45,7 @@ def extract(
     preset: Optional[str] = typer.Option(None, "--preset", help="`tiny`: a tiny random CLIP with the same 512-d output, for smoke runs (implies --pretrained none)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local Dask worker processes (default: number of cores; 0 runs in this process without Dask)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler (e.g. tcp://host:8786) instead of a local cluster."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads per worker process (default: cores / workers locally, 1 on an external cluster)."),
     device: str = typer.Option("cpu", "--device", help="Where CLIP runs: cpu or cuda."),
     backend: str = typer.Option("auto", "--backend", help="Decoder: auto (PyAV, ffmpeg binary as fallback), pyav or ffmpeg."),
     shard_size: int = typer.Option(32, "--shard-size", help="Videos per shard (one Dask task, one HDF5 + one Parquet file)."),
@@ -64,7 +65,7 @@ def extract(
     raise typer.Exit(run(
         manifests=manifest, out=out, video_root=video_root, frames=frames, size=size,
         teacher_frame_size=teacher_frame_size, model=model, pretrained=pretrained, preset=preset,
-        workers=workers, scheduler=scheduler, device=device, backend=backend, shard_size=shard_size,
+        workers=workers, scheduler=scheduler, threads=threads, device=device, backend=backend, shard_size=shard_size,
         batch_size=batch_size, strict=strict, progress=progress,
     ))
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
-
-console = Console()
+from hfs.stages.console import console
 
 
 def run(out: Path, n_videos: int = 8, workers: int = 2) -> int:

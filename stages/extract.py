@@ -6,11 +6,11 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from rich.console import Console
 from rich.table import Table
 
+from hfs.stages.console import console, error
+
 log = logging.getLogger(__name__)
-console = Console(stderr=False)
 
 
 def _optional_int(value: str, option: str) -> int | None:
@@ -42,7 +42,8 @@ def build_config(frames: str = "128", size: int = 224, teacher_frame_size: str =
 
 
 def run(manifests: Sequence[Path], out: Path, video_root: Optional[Path] = None, workers: Optional[int] = None,
-        scheduler: Optional[str] = None, strict: bool = False, progress: bool = True, **options) -> int:
+        scheduler: Optional[str] = None, strict: bool = False, progress: bool = True, threads: Optional[int] = None,
+        **options) -> int:
     """Run Stage 1 and print the summary. Returns the process exit status."""
     from hfs.cache import CacheError
     from hfs.manifests import ManifestError, read_manifests
@@ -54,23 +55,22 @@ def run(manifests: Sequence[Path], out: Path, video_root: Optional[Path] = None,
         manifest = read_manifests([str(m) for m in manifests], video_root=str(video_root) if video_root else None,
                                   strict=strict)
     except ManifestError as e:
-        console.print(f"[red]error:[/red] {e}")
+        error(str(e))
         return 2
     if not manifest.videos:
-        console.print(f"[red]error:[/red] no readable video in {', '.join(map(str, manifests))} "
-                      f"({len(manifest.bad)} bad record(s))")
+        error(f"no readable video in {', '.join(map(str, manifests))} ({len(manifest.bad)} bad record(s))")
         return 2
     try:
         summary = extract(manifest.videos, out, cfg, workers=workers, scheduler=scheduler, progress=progress,
-                          bad_manifest_lines=len(manifest.bad))
+                          bad_manifest_lines=len(manifest.bad), threads=threads)
     except (CacheError, EncoderError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        error(str(e))
         return 2
     print_summary(summary, out)
     if summary.failed_shards:
         return 1
     if summary.planned and summary.ok == 0 and summary.skipped_done == 0:
-        console.print("[red]error:[/red] nothing could be extracted")
+        error("nothing could be extracted")
         return 1
     if strict and summary.error:
         return 1

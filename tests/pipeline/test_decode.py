@@ -118,6 +118,24 @@ def test_gop_aware_strategy_seeks_only_past_keyframes(short_gop_video, long_gop_
     assert all(s["landed_early"] == s["landed_late"] == 0 for s in stats)
 
 
+def test_decoder_frees_ffmpeg_state_without_the_garbage_collector(short_gop_video):
+    """A finished decode leaves no decoder, generator or container for the cyclic GC to
+    free later (possibly in a forked child, where FFmpeg's threads do not exist)."""
+    import gc
+    import inspect
+
+    gc.collect()
+    gc.disable()
+    try:
+        decode.decode_frames(short_gop_video.path, n=16, backend="pyav")  # seeks: one generator per seek
+        left = [o for o in gc.get_objects()
+                if isinstance(o, decode._PyAVDecoder)
+                or (inspect.isgenerator(o) and o.gi_code.co_name == "_decode_from_here")]
+    finally:
+        gc.enable()
+    assert left == []
+
+
 def test_seeks_land_on_the_keyframe_in_vfr_mp4(vfr_video, monkeypatch):
     # MP4 seeks on edit-list-shifted dts: seeking to a keyframe's pts would land a GOP early.
     stats = _count_seeks(monkeypatch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import signal
 import socket
@@ -27,7 +28,6 @@ from hfs.manifests import read_manifest
 from hfs.pipeline.synthetic import read_frame_index, write_index_video
 from hfs.stages.cli import app
 
-HFS = [sys.executable, "-m", "hfs.stages.cli"]
 FRAMES = 16  # small N keeps the tests fast; the layout is the same as with 128
 TIMING = ("decode_s", "encode_s")
 
@@ -92,7 +92,15 @@ def _extract(args, expect=0):
 
 
 def _rows(cache: Path) -> dict[str, dict]:
-    return {r["video_id"]: {k: v for k, v in r.items() if k not in TIMING} for r in read_index(cache).to_pylist()}
+    """Index rows by video id, timings dropped and NaN made None (NaN != NaN would fail every comparison)."""
+
+    def clean(v):
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    return {
+        r["video_id"]: {k: clean(v) for k, v in r.items() if k not in TIMING}
+        for r in read_index(cache).to_pylist()
+    }
 
 
 def test_extract_cli_good_and_bad_videos(tmp_path, videos):
@@ -172,10 +180,21 @@ def test_nothing_extracted_and_strict_exit_non_zero(tmp_path, videos):
 
 
 @pytest.mark.slow
-def test_dask_two_local_workers_match_inline(tmp_path, videos):
+def test_dask_two_local_workers_match_inline(tmp_path, videos, monkeypatch):
+    import dask
+    import distributed  # noqa: F401 - load its config defaults first: leaving dask.config.set would drop them
+
+    import hfs.pipeline.extract as extract_mod
+
     m = _manifest(tmp_path, videos, ["cfr", "few", "vfr"])
     _extract(["--manifest", str(m), "--out", str(tmp_path / "inline"), "--workers", "0", "--shard-size", "1"])
-    _extract(["--manifest", str(m), "--out", str(tmp_path / "dask"), "--workers", "2", "--shard-size", "1"])
+    # Workers are forked from this process (torch is already imported here: a spawned worker
+    # would spend a minute importing it on this 2-core machine); each still builds its own
+    # encoder. A freshly started worker process is covered by the external-scheduler test.
+    monkeypatch.setattr(extract_mod, "_ENCODERS", {})
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+        _extract(["--manifest", str(m), "--out", str(tmp_path / "dask"), "--workers", "2", "--threads", "1",
+                  "--shard-size", "1"])
     assert _rows(tmp_path / "inline") == _rows(tmp_path / "dask")
     a, b = FeatureCache(tmp_path / "inline"), FeatureCache(tmp_path / "dask")
     for v in a.video_ids():
@@ -213,25 +232,54 @@ def test_external_dask_scheduler_on_loopback(tmp_path, videos):
                 p.kill()
 
 
+def _run_cli_then_exit(args: list[str], stacks: str) -> None:
+    """Child process body: run the CLI in this (forked) interpreter, never return into pytest.
+
+    If it is still running after a minute, every thread's stack goes to `stacks`
+    (a stuck child then explains itself in the test's failure message).
+    """
+    import faulthandler
+
+    code = 1
+    dump = open(stacks, "w")  # noqa: SIM115 - lives until os._exit
+    faulthandler.dump_traceback_later(60, file=dump)
+    try:
+        app(args, standalone_mode=False)
+        code = 0
+    except BaseException:  # noqa: BLE001 - the exit code is all the parent looks at
+        pass
+    finally:
+        os._exit(code)
+
+
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_index(tmp_path, videos):
+    import multiprocessing
+
     names = ["cfr", "few", "one", "odd", "vfr", "garbage"]
     m = _manifest(tmp_path, videos, names)
-    args = ["extract", "--manifest", str(m), "--preset", "tiny", "--frames", str(FRAMES), "--workers", "0",
-            "--shard-size", "1", "--no-progress"]
-    subprocess.run(HFS + args + ["--out", str(tmp_path / "ref")], check=True, capture_output=True, timeout=600)
+    args = ["--manifest", str(m), "--workers", "0", "--threads", "1", "--shard-size", "1"]
+    _extract(args + ["--out", str(tmp_path / "ref")])
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(HFS + args + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while len(list(killed.glob("shard-*.parquet"))) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # The run to kill is a forked child running the same CLI (a fresh interpreter would spend
+    # a minute importing torch here); SIGKILL gives it no chance to clean up.
+    proc = multiprocessing.get_context("fork").Process(
+        target=_run_cli_then_exit,
+        args=(["extract", "--preset", "tiny", "--frames", str(FRAMES), "--no-progress", *args, "--out", str(killed)],
+              str(tmp_path / "child-stacks.txt")),
+    )
+    proc.start()
+    deadline = time.time() + 180
+    while len(list(killed.glob("shard-*.parquet"))) < 2 and time.time() < deadline and proc.is_alive():
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert proc.exitcode == -signal.SIGKILL, "the run finished before it could be killed"
     done_before = len(list(killed.glob("shard-*.parquet")))
-    assert 2 <= done_before < len(names), "kill the run mid-way"
+    assert 2 <= done_before < len(names), "kill the run mid-way; child stacks:\n" + (tmp_path / "child-stacks.txt").read_text()
     # whatever the kill left, a reader sees only finished shards
     assert len(FeatureCache(killed).index) == done_before
-    subprocess.run(HFS + args + ["--out", str(killed)], check=True, capture_output=True, timeout=600)
+    _extract(args + ["--out", str(killed)])
     assert _rows(killed) == _rows(tmp_path / "ref")
     ids = [r["video_id"] for r in read_index(killed).to_pylist()]
     assert len(ids) == len(set(ids)) == len(names)

@@ -11,17 +11,10 @@ from PIL import Image
 from hfs.pipeline.model import Batch, HFSConfig, HFSModel, LossConfig
 from hfs.pipeline.selection import topk_select
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N = 12  # frames per video (paper: 128); the tiny preset selects k = 4
 GROUPS = {"theta1", "theta2", "theta3", "W_v", "q_agg", "MLP_s", "MLP_t"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is faster than several fighting over two shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _live_lora(module: torch.nn.Module) -> None:

@@ -18,6 +18,8 @@ from hfs.pipeline.student import (
     save_student,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N = 12  # frames per video in these tests (the paper uses 128)
 QUESTIONS = ["What does the man do?", "Why did the boy pick up the red ball after the girl threw it?"]
 OPTIONS = [["He runs", "He walks"], ["to play", "to sleep", "to eat"]]
@@ -33,15 +35,6 @@ def make_student(**overrides) -> Student:
             if "lora_B" in name:
                 p.normal_(0.0, 0.05)
     return student
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is faster than several fighting over two shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ from hfs.pipeline.teachers import (
 )
 from hfs.pipeline.teachers.base import HIDDEN_LAYER, letter_token_ids
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 KINDS = ("qwen2_5_vl", "internvl")
 QUESTIONS = ["Why did the man open the fridge?", "What does the woman say?"]
 OPTIONS = [["to take milk", "to clean it", "to close it"], ["hello", "bye"]]
@@ -35,15 +37,6 @@ def _frames(seed: int, sizes) -> list:
 
 # 112x56 becomes 2 tiles + a thumbnail in the tiny InternVL, so a gate must repeat over tiles.
 IMAGES = [_frames(0, [(56, 42), (112, 56), (64, 48)]), _frames(1, [(64, 48), (56, 42), (56, 56)])]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; more threads thrash on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", params=KINDS)

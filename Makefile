@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/hfs demo --out demo_out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

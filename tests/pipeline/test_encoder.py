@@ -8,6 +8,8 @@ import torch
 
 from hfs.pipeline.encoder import EncoderError, load_clip
 
+pytestmark = pytest.mark.xdist_group("clip")  # one test process imports open_clip (make test: --dist loadgroup)
+
 
 @pytest.fixture(scope="module")
 def tiny():

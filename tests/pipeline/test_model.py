@@ -11,7 +11,7 @@ from PIL import Image
 from hfs.pipeline.model import Batch, HFSConfig, HFSModel, LossConfig
 from hfs.pipeline.selection import topk_select
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]  # one test process loads the model stack (--dist loadgroup)
 
 N = 12  # frames per video (paper: 128); the tiny preset selects k = 4
 GROUPS = {"theta1", "theta2", "theta3", "W_v", "q_agg", "MLP_s", "MLP_t"}

@@ -6,6 +6,8 @@ import pytest
 
 from hfs.pipeline import prompts
 
+pytestmark = pytest.mark.xdist_group("models")  # one test process loads the model stack (--dist loadgroup)
+
 QUESTION = "What does the man do after opening the fridge?"
 OPTIONS = ["He drinks milk.", "B. He closes the door.", "(C) He leaves the kitchen."]
 TIMES = [3.2, 7.5, 12.04]

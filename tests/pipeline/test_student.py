@@ -18,7 +18,7 @@ from hfs.pipeline.student import (
     save_student,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]  # one test process loads the model stack (--dist loadgroup)
 
 N = 12  # frames per video in these tests (the paper uses 128)
 QUESTIONS = ["What does the man do?", "Why did the boy pick up the red ball after the girl threw it?"]

@@ -19,7 +19,7 @@ from hfs.pipeline.teachers import (
 )
 from hfs.pipeline.teachers.base import HIDDEN_LAYER, letter_token_ids
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]  # one test process loads the model stack (--dist loadgroup)
 
 KINDS = ("qwen2_5_vl", "internvl")
 QUESTIONS = ["Why did the man open the fridge?", "What does the woman say?"]

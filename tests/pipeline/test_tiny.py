@@ -6,7 +6,7 @@ import pytest
 
 from hfs.pipeline import tiny
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]  # one test process loads the model stack (--dist loadgroup)
 
 
 @pytest.fixture(scope="module")

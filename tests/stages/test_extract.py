@@ -28,6 +28,8 @@ from hfs.manifests import read_manifest
 from hfs.pipeline.synthetic import read_frame_index, write_index_video
 from hfs.stages.cli import app
 
+pytestmark = pytest.mark.xdist_group("clip")  # one test process imports open_clip (make test: --dist loadgroup)
+
 FRAMES = 16  # small N keeps the tests fast; the layout is the same as with 128
 TIMING = ("decode_s", "encode_s")
 

@@ -583,6 +583,7 @@ class _PyAVDecoder:
         self.stats = {"frames": 0, "seeks": 0, "landed_early": 0, "landed_late": 0, "errors": 0}
         self.needed: set[int] | None = None  # pts of the frames targets need; others may be skipped
         self._pending = None
+        self._frames: Iterator[object] | None = None
         self._set_frames(self._decode_from_here())
 
     def close(self) -> None:
@@ -601,7 +602,7 @@ class _PyAVDecoder:
 
     def _set_frames(self, frames: Iterator[object] | None) -> None:
         """Replace the decode generator, closing the old one first."""
-        old, self._frames = getattr(self, "_frames", None), frames
+        old, self._frames = self._frames, frames
         if old is not None:
             old.close()
 

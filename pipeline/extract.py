@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -66,8 +66,9 @@ class ExtractConfig:
     """Decoder: 'auto' (PyAV, falling back to the ffmpeg binary), 'pyav' or 'ffmpeg'."""
     device: str = "cpu"
     """Where CLIP runs: 'cpu' or 'cuda'."""
-    torch_threads: int = 1
-    """torch intra-op threads per worker process."""
+    torch_threads: int | None = None
+    """torch intra-op threads per worker process; None: cores / workers for a local
+    run, 1 on an external cluster (resolved by `extract`)."""
 
     CACHE_KEYS = ("frames", "size", "teacher_frame_size", "model", "pretrained", "preset", "jpeg_quality")
 
@@ -165,8 +166,9 @@ def get_encoder(cfg: ExtractConfig) -> Any:
     import torch
 
     key = (cfg.model, cfg.pretrained, cfg.preset, cfg.device)
-    if torch.get_num_threads() != max(1, cfg.torch_threads):  # every run's setting, also with a cached encoder
-        torch.set_num_threads(max(1, cfg.torch_threads))
+    threads = max(1, cfg.torch_threads or 1)
+    if torch.get_num_threads() != threads:  # every run's setting, also with a cached encoder
+        torch.set_num_threads(threads)
     if key not in _ENCODERS:
         from hfs.pipeline.encoder import load_clip
 
@@ -223,25 +225,24 @@ class ExtractSummary:
         return {**asdict(self), "frames_per_s": round(self.frames_per_s, 2)}
 
 
-def _make_client(workers: int, scheduler: str | None, torch_threads: int):
+def _make_client(workers: int, scheduler: str | None, torch_threads: int | None):
     from distributed import Client, LocalCluster
 
     if scheduler:
         return Client(scheduler, timeout="30s"), None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": str(torch_threads)})
+                           silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": str(torch_threads or 1)})
     return Client(cluster), cluster
 
 
 def extract(videos: Sequence[Any], cache_dir: str | Path, cfg: ExtractConfig, workers: int | None = None,
-            scheduler: str | None = None, progress: bool = True, bad_manifest_lines: int = 0,
-            threads: int | None = None) -> ExtractSummary:
+            scheduler: str | None = None, progress: bool = True, bad_manifest_lines: int = 0) -> ExtractSummary:
     """Plan, fan out and run Stage 1 for `videos` (VideoItems) into `cache_dir`.
 
     `workers=0` runs in this process without Dask (debugging); otherwise a
     `LocalCluster` of `workers` processes (default: cores), or the cluster at
-    `scheduler`. `threads` sets torch's intra-op threads per worker (default:
-    cores / workers locally, 1 on an external cluster). Reruns skip finished shards.
+    `scheduler`. `cfg.torch_threads` None becomes cores / workers locally, 1 on an
+    external cluster (in a copy: `cfg` is not changed). Reruns skip finished shards.
     """
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir)
@@ -257,10 +258,9 @@ def extract(videos: Sequence[Any], cache_dir: str | Path, cfg: ExtractConfig, wo
     if pending:
         log.info("%d video(s) in %d shard(s) to extract, %d already done", todo, len(pending), planned - todo)
         workers = max(0, min(workers, len(pending)))
-        if threads:
-            cfg.torch_threads = threads
-        elif not scheduler:
-            cfg.torch_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        if cfg.torch_threads is None:
+            local = max(1, (os.cpu_count() or 1) // max(1, workers))
+            cfg = replace(cfg, torch_threads=1 if scheduler else local)
         with _Progress(todo, enabled=progress) as bar:
             if workers == 0 and not scheduler:
                 for s in pending:

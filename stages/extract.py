@@ -27,7 +27,7 @@ def _optional_int(value: str, option: str) -> int | None:
 
 def build_config(frames: str = "128", size: int = 224, teacher_frame_size: str = "448", model: str = "ViT-B-32",
                  pretrained: str = "openai", preset: Optional[str] = None, device: str = "cpu",
-                 backend: str = "auto", shard_size: int = 32, batch_size: int = 64):
+                 backend: str = "auto", shard_size: int = 32, batch_size: int = 64, threads: Optional[int] = None):
     from hfs.pipeline.extract import ExtractConfig
 
     n_frames = _optional_int(frames, "--frames")
@@ -38,12 +38,11 @@ def build_config(frames: str = "128", size: int = 224, teacher_frame_size: str =
         raise SystemExit(f"error: --backend must be auto, pyav or ffmpeg, got {backend!r}")
     return ExtractConfig(frames=n_frames or 128, size=size, teacher_frame_size=teacher, model=model,
                          pretrained=pretrained, preset=preset, device=device, backend=backend,
-                         shard_size=shard_size, batch_size=batch_size)
+                         shard_size=shard_size, batch_size=batch_size, torch_threads=threads)
 
 
 def run(manifests: Sequence[Path], out: Path, video_root: Optional[Path] = None, workers: Optional[int] = None,
-        scheduler: Optional[str] = None, strict: bool = False, progress: bool = True, threads: Optional[int] = None,
-        **options) -> int:
+        scheduler: Optional[str] = None, strict: bool = False, progress: bool = True, **options) -> int:
     """Run Stage 1 and print the summary. Returns the process exit status."""
     from hfs.cache import CacheError
     from hfs.manifests import ManifestError, read_manifests
@@ -62,7 +61,7 @@ def run(manifests: Sequence[Path], out: Path, video_root: Optional[Path] = None,
         return 2
     try:
         summary = extract(manifest.videos, out, cfg, workers=workers, scheduler=scheduler, progress=progress,
-                          bad_manifest_lines=len(manifest.bad), threads=threads)
+                          bad_manifest_lines=len(manifest.bad))
     except (CacheError, EncoderError) as e:
         error(str(e))
         return 2

@@ -87,8 +87,12 @@ def _manifest(tmp_path: Path, videos: dict[str, Path], names, extra_lines=()) ->
     return m
 
 
+TINY_EXTRACT = ["extract", "--preset", "tiny", "--frames", str(FRAMES), "--no-progress"]
+"""The start of every `hfs extract` command line in these tests."""
+
+
 def _extract(args, expect=0):
-    res = CliRunner().invoke(app, ["extract", "--preset", "tiny", "--frames", str(FRAMES), "--no-progress", *args])
+    res = CliRunner().invoke(app, [*TINY_EXTRACT, *args])
     assert res.exit_code == expect, res.output + repr(res.exception)
     return res.output
 
@@ -267,7 +271,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_index(tmp_path, videos):
     # a minute importing torch here); SIGKILL gives it no chance to clean up.
     proc = multiprocessing.get_context("fork").Process(
         target=_run_cli_then_exit,
-        args=(["extract", "--preset", "tiny", "--frames", str(FRAMES), "--no-progress", *args, "--out", str(killed)],
+        args=([*TINY_EXTRACT, *args, "--out", str(killed)],
               str(tmp_path / "child-stacks.txt")),
     )
     proc.start()
@@ -295,3 +299,18 @@ def test_manifest_dedupes_the_same_video(tmp_path, videos):
     assert len(read_manifest(m).videos) == 1
     _extract(["--manifest", str(m), "--out", str(tmp_path / "c"), "--workers", "0"])
     assert len(read_index(tmp_path / "c")) == 1
+
+
+@pytest.mark.parametrize("threads, expected", [(None, os.cpu_count() or 1), (1, 1)])
+def test_torch_threads_default_to_the_cores_and_leave_the_config_alone(tmp_path, videos, monkeypatch, threads, expected):
+    from hfs.pipeline import extract as ex
+    from hfs.stages.extract import build_config
+
+    seen, run_shard = [], ex.run_shard
+    monkeypatch.setattr(ex, "run_shard", lambda shard, out, cfg, *a: (seen.append(cfg["torch_threads"]), run_shard(shard, out, cfg, *a))[1])
+    cfg = build_config(frames=str(FRAMES), preset="tiny", threads=threads)
+    videos_ = read_manifest(_manifest(tmp_path, videos, ["cfr"])).videos
+    summary = ex.extract(videos_, tmp_path / "cache", cfg, workers=0, progress=False)
+    assert summary.ok == 1
+    assert seen == [expected]  # workers=0: one process gets every core unless --threads says otherwise
+    assert cfg.torch_threads == threads  # resolved in a copy

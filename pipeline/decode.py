@@ -532,13 +532,20 @@ def _truncated_targets(last: DecodedFrame, target_s: np.ndarray, info: VideoInfo
 # --------------------------------------------------------------------------
 
 
-def _to_rgb(frame, max_side: int | None, rotation: int) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a PyAV frame, shrunk to `max_side` and rotated for display."""
+def _to_rgb(frame, max_side: int | None, rotation: int, reformatter=None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a PyAV frame, shrunk to `max_side` and rotated for display.
+
+    `reformatter` (an `av.video.reformatter.VideoReformatter`) keeps one
+    swscale context for a whole video; `frame.to_ndarray(format=...)` builds
+    and tears down a new one (tables, buffers, slice threads) per frame.
+    """
+    if reformatter is None:
+        from av.video.reformatter import VideoReformatter
+
+        reformatter = VideoReformatter()
     width, height = scaled_size(frame.width, frame.height, max_side)
-    if (width, height) == (frame.width, frame.height):
-        rgb = frame.to_ndarray(format="rgb24")
-    else:
-        rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+    interpolation = None if (width, height) == (frame.width, frame.height) else "AREA"
+    rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation=interpolation).to_ndarray()
     return apply_rotation(rgb, rotation)
 
 
@@ -581,6 +588,7 @@ class _PyAVDecoder:
         self.floor = 0  # index of the keyframe we last sought to (or sit at): never seek to it or before
         self.position: int | None = None  # pts of the last decoded frame
         self.stats = {"frames": 0, "seeks": 0, "landed_early": 0, "landed_late": 0, "errors": 0}
+        self.reformatter = av.video.reformatter.VideoReformatter()  # one swscale context per video
         self.needed: set[int] | None = None  # pts of the frames targets need; others may be skipped
         self._pending = None
         self._frames: Iterator[object] | None = None
@@ -748,7 +756,7 @@ def _run_pyav(decoder: _PyAVDecoder, timestamps: np.ndarray, info: VideoInfo, ma
             # The decoder's pts disagree with the demuxed index: stop skipping frames.
             log.warning("%s: decoded pts differ from the packet index; decoding every frame from here", decoder.path)
             decoder.needed = None
-        return DecodedFrame(sorted(served), _to_rgb(frame, max_side, frame.rotation), float((tick - decoder.start_tick) * tb))
+        return DecodedFrame(sorted(served), _to_rgb(frame, max_side, frame.rotation, decoder.reformatter), float((tick - decoder.start_tick) * tb))
 
     while not assigner.done:
         if assigner.next != planned_for:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -33,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import write_json
 
 WORK = Path(__file__).resolve().parent / "_work"
 N_TARGETS = 128
@@ -269,9 +269,7 @@ def main() -> None:
     hfs_rows = [r for r in rows if r["decoder"] == "hfs" and "ratio" in r]
     met = bool(hfs_rows) and all(r["ratio"] is not None and r["ratio"] <= 1.0 and r["accuracy"] == 1.0 for r in hfs_rows)
     print(f"\ngoal (hfs exact and <= 1.0x the fastest peer on every video): {'met' if met else 'NOT met'}")
-    if args.json:
-        machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-        args.json.write_text(json.dumps({"n_targets": N_TARGETS, "machine": machine, "videos": videos, "results": rows, "goal_met": met}, indent=2))
+    write_json(args.json, {"bench": "decode", "n_targets": N_TARGETS, "videos": videos, "results": rows, "goal_met": met})
 
 
 if __name__ == "__main__":

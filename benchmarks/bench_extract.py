@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import write_json
+
 WORK = Path(__file__).resolve().parent / "_work" / "extract"
 
 
@@ -94,9 +96,7 @@ def main(argv=None) -> dict:
         print(f"| {r['workers']} | {r['videos']} | {r['startup_s']} | {r['wall_s']} | {r['videos_per_min']} | {r['frames_per_s']} |")
     print(f"\n2 workers / 1 worker: **{speedup:.2f}×** (goal ≥ 1.8×)")
     result = {"bench": "extract", "quick": args.quick, "rows": rows, "speedup_2_vs_1": round(speedup, 3)}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return result
 
 

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import torch
 
+from _common import write_json
+
 PEAK_FLOPS = 989e12  # H100 SXM bf16 dense, FLOP/s
 TEACHERS = ("qwen2_5_vl", "internvl")
 
@@ -402,9 +404,7 @@ def main(argv=None) -> dict:
     print_table(rows, title)
     result = {"bench": "model", "real": args.real, "dry_run": args.dry_run, "device": args.device,
               "device_name": gpu, "peak_flops": PEAK_FLOPS, "rows": rows}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return result
 
 

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -527,6 +527,24 @@ def _truncated_targets(last: DecodedFrame, target_s: np.ndarray, info: VideoInfo
     return [i for i in last.targets if target_s[i] > frame_end + 1e-9]
 
 
+def _last_frame(
+    assigner: _Assigner, emit: Callable[[tuple], DecodedFrame], timestamps: np.ndarray, info: VideoInfo, none_reason: str
+) -> DecodedFrame | None:
+    """The last decoded frame with every target still unserved, or None if it serves none.
+
+    Targets past the end of a video that should go on are marked truncated.
+    Raises DecodeError(`none_reason`) when no frame was decoded at all.
+    """
+    last = assigner.finish()
+    if not assigner.decoded_any:
+        raise DecodeError(none_reason)
+    if last is None:
+        return None
+    result = emit(last)
+    result.truncated = _truncated_targets(result, timestamps, info)
+    return result
+
+
 # --------------------------------------------------------------------------
 # PyAV decoding
 # --------------------------------------------------------------------------
@@ -773,14 +791,9 @@ def _run_pyav(decoder: _PyAVDecoder, timestamps: np.ndarray, info: VideoInfo, ma
 
     if decoder.stats["errors"]:
         log.warning("%s: %d packets could not be decoded", decoder.path, decoder.stats["errors"])
-    last = assigner.finish()
-    if not assigner.decoded_any:
-        raise DecodeError("no decodable video frames")
-    if last is None:
-        return
-    result = emit(last)
-    result.truncated = _truncated_targets(result, timestamps, info)
-    yield result
+    last = _last_frame(assigner, emit, timestamps, info, "no decodable video frames")
+    if last is not None:
+        yield last
 
 
 # --------------------------------------------------------------------------

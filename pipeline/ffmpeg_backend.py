@@ -31,8 +31,8 @@ from hfs.pipeline.decode import (
     DecodeError,
     VideoInfo,
     _Assigner,
+    _last_frame,
     _parse_hms,
-    _truncated_targets,
     check_file,
     info_from_index,
     normalise_rotation,
@@ -368,11 +368,6 @@ def _assign(
         finished = assigner.push(k, int(tick))
         if finished is not None:
             yield emit(finished)
-    last = assigner.finish()
-    if not assigner.decoded_any:
-        raise DecodeError("ffmpeg decoded no frames")
-    if last is None:
-        return
-    result = emit(last)
-    result.truncated = _truncated_targets(result, times, info)
-    yield result
+    last = _last_frame(assigner, emit, times, info, "ffmpeg decoded no frames")
+    if last is not None:
+        yield last

@@ -1,0 +1,58 @@
+"""The decode benchmark's own logic: its decoders and its frame-accuracy check
+on a small indexed video, and the ratio column of its table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from hfs.pipeline.synthetic import write_index_video
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import bench_decode  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> tuple[str, int]:
+    path = tmp_path_factory.mktemp("bench") / "clip.mp4"
+    n = 150  # 5 s at the benchmark's 30 fps: 128 targets, some frames serve two
+    write_index_video(path, n, fps=bench_decode.FPS, size=(96, 72))
+    return str(path), n
+
+
+@pytest.mark.parametrize("decoder", ["hfs", "naive_pyav"])
+def test_worker_decodes_the_exact_frames(clip, decoder):
+    path, n = clip
+    result = bench_decode.run_worker(decoder, path, n)
+    assert result["accuracy"] == 1.0
+    assert result["shape"] == [72, 96, 3]
+    assert result["seconds"] > 0 and result["cpu_s"] >= 0
+
+
+def test_accuracy_check_catches_a_wrong_frame(clip, monkeypatch):
+    """A decoder one frame late must not score 100%: the check reads the pixels."""
+    path, n = clip
+    naive = bench_decode.decode_naive_pyav
+
+    def late(p, targets):
+        return naive(p, targets + 1.0 / bench_decode.FPS)
+
+    monkeypatch.setattr(bench_decode, "decode_naive_pyav", late)
+    assert bench_decode.run_worker("naive_pyav", path, n)["accuracy"] < 0.1
+
+
+def test_ratios_and_table():
+    rows = [
+        {"video": "v", "decoder": "hfs", "seconds": 3.0, "cpu_s": 2.0, "accuracy": 1.0},
+        {"video": "v", "decoder": "naive_pyav", "seconds": 6.0, "cpu_s": 5.0, "accuracy": 1.0},
+        {"video": "v", "decoder": "decord", "seconds": 2.0, "cpu_s": 2.0, "accuracy": 0.5},
+        {"video": "v", "decoder": "torchcodec", "error": "pip install torchcodec failed"},
+    ]
+    bench_decode.add_ratios(rows)
+    assert rows[0]["ratio"] == pytest.approx(1.5)  # fastest peer: decord, 2 s
+    assert rows[0]["ratio_exact"] == pytest.approx(0.5)  # fastest exact peer: naive, 6 s
+    table = bench_decode.table(rows)
+    assert "| v | hfs | 3.00 | 2.00 | 1.50 | 100% |" in table
+    assert "skipped: pip install torchcodec failed" in table

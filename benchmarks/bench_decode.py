@@ -253,6 +253,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--repeats", type=int, help="runs per decoder and video; the best counts (default 2, quick 1)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per measurement")
+    parser.add_argument("--only", type=lambda text: text.split(","), help="comma-separated video names of the set (e.g. 60s_default_gop)")
     parser.add_argument("--worker", choices=DECODERS, help=argparse.SUPPRESS)
     parser.add_argument("--video", help=argparse.SUPPRESS)
     parser.add_argument("--n-frames", type=int, help=argparse.SUPPRESS)
@@ -260,7 +261,13 @@ def main() -> None:
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.video, args.n_frames)))
         return
-    videos = make_videos(QUICK_VIDEOS if args.quick else FULL_VIDEOS)
+    chosen = QUICK_VIDEOS if args.quick else FULL_VIDEOS
+    if args.only:
+        unknown = sorted(set(args.only) - set(chosen))
+        if unknown:
+            parser.error(f"--only: unknown video(s) {', '.join(unknown)}; choose from {', '.join(chosen)}")
+        chosen = {name: spec for name, spec in chosen.items() if name in args.only}
+    videos = make_videos(chosen)
     repeats = args.repeats or (1 if args.quick else 2)
     rows = run(videos, repeats, args.timeout)
     add_ratios(rows)

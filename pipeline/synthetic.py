@@ -189,6 +189,7 @@ def _write_video(
     rotation: int | None,
     crf: int,
     preset: str,
+    x264_params: str | None = None,
 ) -> None:
     """Encode RGB `frames` with the given pts (ticks of `time_base`) into `path`."""
     import av
@@ -202,6 +203,8 @@ def _write_video(
         options: dict[str, str] = {}
         if codec == "libx264":
             options.update(preset=preset, crf=str(crf))
+            if x264_params:
+                options["x264-params"] = x264_params
         else:
             stream.codec_context.bit_rate = max(400_000, int(width * height * float(rate) * 0.5))
         if gop is not None:
@@ -244,6 +247,7 @@ def write_index_video(
     pattern: str = "flat",
     crf: int = 23,
     preset: str = "veryfast",
+    x264_params: str | None = None,
 ) -> np.ndarray:
     """Write a video whose frame `i` shows the code of `i` (see `read_frame_index`).
 
@@ -260,6 +264,8 @@ def write_index_video(
             `VideoFrame.rotation` reads back); the stored pixels stay unrotated.
         pattern: background, "flat" grey or "texture" (moving, realistic decode cost).
         crf, preset: libx264 quality and speed.
+        x264_params: more libx264 settings, x264's "key=value:key=value" form
+            (e.g. "bframes=3" puts B-frames back into the "ultrafast" preset).
 
     Returns:
         (n_frames,) float64 presentation times in seconds, relative to the first
@@ -272,7 +278,7 @@ def write_index_video(
     ticks, time_base, rate = _timing(n_frames, fps, vfr_pts)
     background = _background_factory(pattern, height, width)
     frames = (draw_frame_index(background(i), i) for i in range(n_frames))
-    _write_video(path, frames, ticks, time_base, rate, size, codec, gop, rotation, crf, preset)
+    _write_video(path, frames, ticks, time_base, rate, size, codec, gop, rotation, crf, preset, x264_params)
     return np.array([(t - ticks[0]) * float(time_base) for t in ticks], dtype=np.float64)
 
 

@@ -550,17 +550,13 @@ def _last_frame(
 # --------------------------------------------------------------------------
 
 
-def _to_rgb(frame, max_side: int | None, rotation: int, reformatter=None) -> np.ndarray:
+def _to_rgb(frame, max_side: int | None, rotation: int, reformatter) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a PyAV frame, shrunk to `max_side` and rotated for display.
 
     `reformatter` (an `av.video.reformatter.VideoReformatter`) keeps one
     swscale context for a whole video; `frame.to_ndarray(format=...)` builds
     and tears down a new one (tables, buffers, slice threads) per frame.
     """
-    if reformatter is None:
-        from av.video.reformatter import VideoReformatter
-
-        reformatter = VideoReformatter()
     width, height = scaled_size(frame.width, frame.height, max_side)
     interpolation = None if (width, height) == (frame.width, frame.height) else "AREA"
     rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation=interpolation).to_ndarray()

@@ -5,6 +5,7 @@ is instant."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -25,8 +26,14 @@ def _setup_logging(verbose: int) -> None:
 
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False, markup=False)])
+    quiet = max(level, logging.ERROR)
     for noisy in ("distributed", "tornado", "asyncio", "bokeh", "urllib3", "httpx"):
-        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+        logging.getLogger(noisy).setLevel(quiet)
+    # distributed sets its own loggers to INFO when it is first imported (here and in every
+    # worker process it spawns) and LocalCluster restores that level when it closes, so
+    # shutdown chatter ("Event loop was unresponsive") would reach the console. Its config
+    # is read from the environment at import: set it there, for child processes too.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", logging.getLevelName(quiet).lower())
 
 
 VERBOSE = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")

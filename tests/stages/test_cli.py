@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 
@@ -43,3 +45,15 @@ def test_missing_manifest_file_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["extract", "--manifest", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "c"),
                                    "--preset", "tiny", "--no-progress"])
     assert res.exit_code == 2 and "nope.jsonl" in res.output
+
+
+def test_distributed_stays_quiet_in_this_process_and_its_workers():
+    """distributed resets its loggers to INFO on import (in every worker process too); the CLI's
+    logging set-up must hold them at ERROR in both, or cluster shutdown chatter reaches the console."""
+    child = "import logging, distributed; print(logging.getLogger('distributed').level)"
+    code = ("import logging, os, subprocess, sys; from hfs.stages.cli import _setup_logging; _setup_logging(0); "
+            "import distributed; print(logging.getLogger('distributed').level); "
+            f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True, check=True).stdout)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert out == [str(logging.ERROR)] * 2

@@ -51,7 +51,7 @@ def test_distributed_stays_quiet_in_this_process_and_its_workers():
     """distributed resets its loggers to INFO on import (in every worker process too); the CLI's
     logging set-up must hold them at ERROR in both, or cluster shutdown chatter reaches the console."""
     child = "import logging, distributed; print(logging.getLogger('distributed').level)"
-    code = ("import logging, os, subprocess, sys; from hfs.stages.cli import _setup_logging; _setup_logging(0); "
+    code = ("import logging, subprocess, sys; from hfs.stages.cli import _setup_logging; _setup_logging(0); "
             "import distributed; print(logging.getLogger('distributed').level); "
             f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True, check=True).stdout)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}

@@ -1,6 +1,7 @@
 """Decode benchmark: seconds to get 128 exact frames (segment centres) per video.
 
     python benchmarks/bench_decode.py [--quick] [--json out.json] [--repeats N]
+        [--only 60s_default_gop,...] [--decoders hfs,torchcodec]
 
 Videos (720p H.264 from libx264 "superfast", or "ultrafast" with B-frames,
 CABAC and deblocking put back for the 1-s GOP video: both have the decoder
@@ -206,21 +207,21 @@ def measure(decoder: str, video: dict, timeout: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(videos: dict, repeats: int, timeout: float) -> list[dict]:
+def run(videos: dict, repeats: int, timeout: float, decoders: tuple[str, ...] = DECODERS) -> list[dict]:
     """Best-of-`repeats` results for every (video, decoder), decoders interleaved per repeat."""
-    unavailable = {d: ensure_installed(d) for d in DECODERS}
+    unavailable = {d: ensure_installed(d) for d in decoders}
     rows = []
     for name, video in videos.items():
         best: dict[str, dict] = {}
         for _ in range(repeats):
-            for decoder in DECODERS:
+            for decoder in decoders:
                 if unavailable[decoder] or "error" in best.get(decoder, {}):
                     continue
                 result = measure(decoder, video, timeout)
                 print(f"  {name:>18} {decoder:>11}: {result.get('seconds', float('nan')):7.2f} s {result.get('error', '')}", flush=True)
                 if decoder not in best or "error" in result or result["seconds"] < best[decoder]["seconds"]:
                     best[decoder] = result
-        for decoder in DECODERS:
+        for decoder in decoders:
             result = {"error": unavailable[decoder]} if unavailable[decoder] else best[decoder]
             rows.append({"video": name, "decoder": decoder, **result})
     return rows
@@ -263,6 +264,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="runs per decoder and video; the best counts (default 2, quick 1)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per measurement")
     parser.add_argument("--only", type=lambda text: text.split(","), help="comma-separated video names of the set (e.g. 60s_default_gop)")
+    parser.add_argument(
+        "--decoders",
+        type=lambda text: tuple(text.split(",")),
+        default=DECODERS,
+        help=f"comma-separated subset of {','.join(DECODERS)} (default all); ratios are to the fastest peer measured",
+    )
     parser.add_argument("--worker", choices=DECODERS, help=argparse.SUPPRESS)
     parser.add_argument("--video", help=argparse.SUPPRESS)
     parser.add_argument("--n-frames", type=int, help=argparse.SUPPRESS)
@@ -276,9 +283,12 @@ def main() -> None:
         if unknown:
             parser.error(f"--only: unknown video(s) {', '.join(unknown)}; choose from {', '.join(chosen)}")
         chosen = {name: spec for name, spec in chosen.items() if name in args.only}
+    unknown = sorted(set(args.decoders) - set(DECODERS))
+    if unknown:
+        parser.error(f"--decoders: unknown decoder(s) {', '.join(unknown)}; choose from {', '.join(DECODERS)}")
     videos = make_videos(chosen)
     repeats = args.repeats or (1 if args.quick else 2)
-    rows = run(videos, repeats, args.timeout)
+    rows = run(videos, repeats, args.timeout, args.decoders)
     add_ratios(rows)
     print()
     print(table(rows))

@@ -56,3 +56,19 @@ def test_ratios_and_table():
     table = bench_decode.table(rows)
     assert "| v | hfs | 3.00 | 2.00 | 1.50 | 100% |" in table
     assert "skipped: pip install torchcodec failed" in table
+
+
+def test_run_measures_only_the_chosen_decoders_and_keeps_the_best(monkeypatch):
+    """`--decoders hfs,torchcodec`: the others are neither installed nor run; best of the repeats counts."""
+    calls = []
+    times = iter([5.0, 4.0, 3.0, 6.0])  # hfs, torchcodec, hfs, torchcodec
+
+    def fake_measure(decoder, video, timeout):
+        calls.append(decoder)
+        return {"seconds": next(times), "cpu_s": 1.0, "accuracy": 1.0}
+
+    monkeypatch.setattr(bench_decode, "measure", fake_measure)
+    monkeypatch.setattr(bench_decode, "ensure_installed", lambda d: calls.append(f"install {d}") or None)
+    rows = bench_decode.run({"v": {"path": "v.mp4", "n_frames": 30}}, repeats=2, timeout=1, decoders=("hfs", "torchcodec"))
+    assert calls == ["install hfs", "install torchcodec", "hfs", "torchcodec", "hfs", "torchcodec"]
+    assert [(r["decoder"], r["seconds"]) for r in rows] == [("hfs", 3.0), ("torchcodec", 4.0)]

@@ -56,6 +56,16 @@ def test_ratios_and_table():
     table = bench_decode.table(rows)
     assert "| v | hfs | 3.00 | 2.00 | 1.50 | 100% |" in table
     assert "skipped: pip install torchcodec failed" in table
+    assert bench_decode.goal(rows) == (False, ["naive_pyav", "decord"])  # 1.5x decord; torchcodec not measured
+
+
+def test_goal_names_the_peers_it_was_measured_against():
+    rows = [
+        {"video": "v", "decoder": "hfs", "seconds": 2.0, "cpu_s": 2.0, "accuracy": 1.0},
+        {"video": "v", "decoder": "torchcodec", "seconds": 3.0, "cpu_s": 3.0, "accuracy": 1.0},
+    ]
+    bench_decode.add_ratios(rows)
+    assert bench_decode.goal(rows) == (True, ["torchcodec"])
 
 
 def test_run_measures_only_the_chosen_decoders_and_keeps_the_best(monkeypatch):

@@ -105,8 +105,14 @@ def _check_k(k: int, n: int) -> None:
 
 def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None,
                  device: torch.device | str | None = None) -> Tensor:
-    """Standard Gumbel noise g = −log(−log u), u ~ U(0, 1), float32, from ``generator``."""
-    u = torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
+    """Standard Gumbel noise g = −log(−log u), u ~ U(0, 1), float32, from ``generator``, on ``device``.
+
+    u is drawn on the generator's own device and then moved, so a CPU generator
+    serves a CUDA model (torch refuses a CPU generator for a CUDA draw) and a
+    seed gives the same noise on every device.
+    """
+    draw_on = generator.device if generator is not None else device
+    u = torch.rand(shape, generator=generator, device=draw_on, dtype=torch.float32).to(device)
     u = u.clamp(torch.finfo(torch.float32).tiny, 1.0 - 1e-7)  # no log 0 on either side
     return -torch.log(-torch.log(u))
 

@@ -154,6 +154,24 @@ def test_gumbel_topk_reproducible_and_rows_independent():
     assert (g[0] == 0).all() and (g[2:] == 0).all() and g[1].abs().sum() > 0
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_cpu_generator_gives_the_same_selection_on_every_device(device):
+    # torch refuses a CPU generator for a CUDA draw; the noise is drawn on the
+    # generator's device and moved, so one seed selects the same frames anywhere.
+    noise = gumbel_noise((2, 5), generator=torch.Generator().manual_seed(1), device=device)
+    assert noise.device.type == device
+    assert torch.equal(noise.cpu(), gumbel_noise((2, 5), generator=torch.Generator().manual_seed(1)))
+    s = scores(B=2)
+    here = gumbel_topk(s.to(device), 16, 1.0, generator=torch.Generator().manual_seed(5))
+    ref = gumbel_topk(s, 16, 1.0, generator=torch.Generator().manual_seed(5))
+    assert here.indices.device.type == device
+    assert torch.equal(here.indices.cpu(), ref.indices)
+    assert torch.allclose(here.soft.cpu(), ref.soft, atol=1e-5)
+
+
 def test_gumbel_topk_validation_and_config():
     s = scores(B=2, N=10)
     for k in (0, 11):

@@ -335,8 +335,15 @@ def bench_teacher(kind: str, args) -> list[dict]:
                    "frames": N, "k_sel": model.cfg.selection.k, **{f"tokens_{k}": v for k, v in tokens.items()},
                    **{f"params_{k}": v for k, v in params.items()}, "tflop": flops / 1e12}
             if not args.dry_run:
-                seconds, peak_mib = measure(make(model, batch), args.device, args.repeats)
-                row.update(seconds=seconds, peak_mib=peak_mib, mfu=flops / seconds / PEAK_FLOPS)
+                try:
+                    seconds, peak_mib = measure(make(model, batch), args.device, args.repeats)
+                    row.update(seconds=seconds, peak_mib=peak_mib, mfu=flops / seconds / PEAK_FLOPS)
+                except torch.OutOfMemoryError as err:  # a row that does not fit is a result, not a crash
+                    log.warning("%s %s B=%d: out of memory (%s)", kind, path, B, str(err).splitlines()[0])
+                    row["oom"] = True
+                    model.zero_grad(set_to_none=True)
+                    if args.device.startswith("cuda"):
+                        torch.cuda.empty_cache()
             rows.append(row)
             log.info("%s", row)
     del model
@@ -358,7 +365,7 @@ def _cells(r: dict) -> list[str]:
         str(r["tokens_teacher_lm"]) if train else "-",
         str(r["tokens_vision_patches"]) if train else "-",
         f"{r['tflop']:.3g}",
-        f"{r['seconds'] * 1e3:.0f}" if timed else "-",
+        f"{r['seconds'] * 1e3:.0f}" if timed else ("out of memory" if r.get("oom") else "-"),
         f"{r['peak_mib']:.0f}" if timed else "-",
         f"{r['mfu']:.2%}" if timed else "-",
     ]
@@ -397,8 +404,13 @@ def main(argv=None) -> dict:
         ap.error("--device cuda but torch sees no GPU")
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [r for kind in args.teachers for r in bench_teacher(kind, args)]
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    rows: list[dict] = []
+    for kind in args.teachers:
+        rows += bench_teacher(kind, args)
+        # Written after each teacher too, so a run stopped half-way keeps what it measured.
+        write_json(args.json, {"bench": "model", "real": args.real, "dry_run": args.dry_run, "device": args.device,
+                               "device_name": gpu, "peak_flops": PEAK_FLOPS, "rows": rows})
     title = (f"bench_model ({'paper sizes, random bf16' if args.real else 'tiny preset'}, "
              f"{'dry run' if args.dry_run else gpu})")
     print_table(rows, title)

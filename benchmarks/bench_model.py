@@ -133,8 +133,8 @@ def real_processor(kind: str):
     size = {"height": 448, "width": 448}
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # InternVL3 preprocessor_config.json
     return InternVLProcessor(
-        # InternVLProcessor tiles each image by default (crop_to_patches=True): a 16:9 frame
-        # becomes 2 tiles + a thumbnail, 3 × 256 tokens, exactly as the teacher runs it.
+        # The teacher asks for one tile per frame (TeacherConfig.max_tiles = 1, InternVL's video
+        # setting); with max_tiles > 1 a 16:9 frame becomes 2 tiles + a thumbnail, 3 × 256 tokens.
         image_processor=GotOcr2ImageProcessor(size=size, min_patches=1, max_patches=12,
                                               image_mean=mean, image_std=std),
         video_processor=InternVLVideoProcessor(size=size), tokenizer=tiny.build_tiny_tokenizer(internvl=True),
@@ -168,6 +168,8 @@ def build_real(kind: str, device: str, dtype: torch.dtype):
         lora = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
                           target_modules=LORA_TARGETS, bias="none")
         teacher = teacher_cls(teacher_lm, real_processor(kind), teacher_cls.default_model, lora)
+        if hasattr(teacher, "max_tiles"):
+            teacher.max_tiles = t.max_tiles
         scorer = TeacherScorer(teacher.hidden_size, t.mlp_hidden)
     return HFSModel(cfg, student, teacher, scorer)
 

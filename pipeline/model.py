@@ -116,6 +116,10 @@ class TeacherConfig:
         lora_alpha: LoRA scaling α of θ3.
         lora_dropout: dropout on θ3's input.
         mlp_hidden: hidden width of MLP_t (Eq. 18).
+        max_tiles: InternVL only: 448-px tiles per frame. 1 (default) resizes each
+            frame to one tile (256 tokens), as InternVL3 runs video; n > 1 splits a
+            frame into up to n tiles plus a thumbnail, like its image chat (a 16:9
+            frame: 3 tiles, 3x the teacher's tokens and memory).
     """
 
     kind: str = "qwen2_5_vl"
@@ -124,6 +128,11 @@ class TeacherConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     mlp_hidden: int = 512
+    max_tiles: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_tiles, bool) or not isinstance(self.max_tiles, int) or self.max_tiles < 1:
+            raise ValueError(f"teacher.max_tiles must be an int >= 1 (tiles per frame), got {self.max_tiles!r}")
 
 
 _SECTIONS: dict[str, type] = {
@@ -323,6 +332,8 @@ class HFSModel(nn.Module):
             t.kind, t.name_or_path, device=device, dtype=dtype,
             lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
         )
+        if hasattr(teacher, "max_tiles"):
+            teacher.max_tiles = t.max_tiles
         scorer = TeacherScorer(teacher.hidden_size, t.mlp_hidden).to(device)
         return cls(cfg, student, teacher, scorer)
 

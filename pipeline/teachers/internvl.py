@@ -1,5 +1,12 @@
 """InternVL3 as the teacher (transformers' `InternVLForConditionalGeneration`, the "-hf" checkpoints).
 
+Frames are not tiled by default (`max_tiles = 1`): each frame is resized to
+one 448-px tile, 256 tokens, which is how InternVL3 itself runs video (its
+`load_video(..., max_num=1)`). The processor tiles images by default: a 16:9
+frame becomes 2 tiles + a thumbnail, three times the tokens, and a training
+step at the paper's sizes (16 frames) ran out of memory on a 141 GB H200
+(benchmarks/RESULTS.md). `max_tiles > 1` tiles frames the image-chat way.
+
 The processor writes each image as `<img>` + `<IMG_CONTEXT>`·(tiles·tokens per
 tile) + `</img>` and does not return how many tiles each image got, so a
 frame's span comes from its `<img>…</img>` pair and its tile count from the
@@ -21,6 +28,8 @@ class InternVLTeacher(Teacher):
 
     model_type = "internvl"
     default_model = "OpenGVLab/InternVL3-8B-hf"
+    max_tiles: int = 1
+    """Tiles per frame: 1 = the whole frame as one tile; n > 1 = up to n tiles plus a thumbnail."""
 
     @staticmethod
     def model_class_loader():
@@ -43,7 +52,8 @@ class InternVLTeacher(Teacher):
 
     def encode_sample(self, chat_text: str, frames: list) -> EncodedSample:
         """Processor output of one sample; tiles per frame = span length / tokens per tile."""
-        inputs = self.processor(text=[chat_text], images=frames, return_tensors="pt")
+        tiling = {"crop_to_patches": False} if self.max_tiles <= 1 else {"crop_to_patches": True, "max_patches": self.max_tiles}
+        inputs = self.processor(text=[chat_text], images=frames, return_tensors="pt", **tiling)
         ids = inputs["input_ids"][0]
         spans = self._frame_spans(ids)
         per_tile = self.processor.image_seq_length

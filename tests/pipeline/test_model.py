@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hfs.pipeline.model import Batch, HFSConfig, HFSModel, LossConfig
+from hfs.pipeline.model import Batch, HFSConfig, HFSModel, LossConfig, TeacherConfig
 from hfs.pipeline.selection import topk_select
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]  # one test process loads the model stack (--dist loadgroup)
@@ -205,3 +205,11 @@ def test_model_save_load_round_trip(qwen_model, tmp_path):
     a, b = qwen_model.evaluate(batch), loaded.evaluate(batch)
     torch.testing.assert_close(a.selection.scores, b.selection.scores, rtol=0, atol=0)
     torch.testing.assert_close(a.option_logits, b.option_logits, rtol=0, atol=0)
+
+
+def test_teacher_max_tiles_is_validated_and_reaches_the_internvl_teacher(one_thread):
+    with pytest.raises(ValueError, match="max_tiles"):
+        TeacherConfig(kind="internvl", max_tiles=0)
+    cfg = HFSConfig.tiny("internvl")
+    cfg.teacher.max_tiles = 4
+    assert HFSModel.build(cfg, device="cpu").teacher.max_tiles == 4

@@ -35,13 +35,31 @@ def _frames(seed: int, sizes) -> list:
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
 
 
-# 112x56 becomes 2 tiles + a thumbnail in the tiny InternVL, so a gate must repeat over tiles.
+# With tiling on (max_tiles=4), 112x56 becomes 2 tiles + a thumbnail in the tiny InternVL,
+# so a gate must repeat over tiles.
 IMAGES = [_frames(0, [(56, 42), (112, 56), (64, 48)]), _frames(1, [(64, 48), (56, 42), (56, 56)])]
 
 
 @pytest.fixture(scope="module", params=KINDS)
 def teacher(request):
-    return load_teacher(request.param, f"tiny-{request.param}").eval()
+    teacher = load_teacher(request.param, f"tiny-{request.param}").eval()
+    if request.param == "internvl":
+        teacher.max_tiles = 4  # the tiled path, the harder case for gates and pooling
+    return teacher
+
+
+def test_internvl_frames_are_one_tile_each_unless_tiling_is_asked_for():
+    teacher = load_teacher("internvl", "tiny-internvl")
+    assert teacher.max_tiles == 1
+    prompt = teacher.build_prompt(3, QUESTIONS[0], OPTIONS[0], TIMES[0])
+    one = teacher.encode_sample(prompt, IMAGES[0])
+    assert one.units_per_frame == [1, 1, 1] and len(one.vision["pixel_values"]) == 3
+    per_tile = teacher.processor.image_seq_length
+    assert [e - s for s, e in one.frame_spans] == [per_tile] * 3
+    teacher.max_tiles = 4
+    tiled = teacher.encode_sample(prompt, IMAGES[0])
+    assert tiled.units_per_frame == [1, 3, 1]  # the 2:1 frame: 2 tiles + a thumbnail
+    assert [e - s for s, e in tiled.frame_spans] == [per_tile, 3 * per_tile, per_tile]
 
 
 def _plain_forward(teacher, samples):

@@ -143,6 +143,9 @@ def run_worker(decoder: str, path: str, n_frames: int) -> dict:
     seconds = time.perf_counter() - t0
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    # Page faults while decoding: where first-touching memory is slow (a VM), fresh
+    # pages for the output frames cost time too; major faults mean evicted file pages.
+    faults = {"minflt": usage1.ru_minflt - usage0.ru_minflt, "majflt": usage1.ru_majflt - usage0.ru_majflt}
     expected = np.minimum(np.floor(targets * FPS + 1e-9).astype(int), n_frames - 1)
     got = []
     for frame in frames:
@@ -151,7 +154,7 @@ def run_worker(decoder: str, path: str, n_frames: int) -> dict:
         except ValueError:
             got.append(-1)
     accuracy = float(np.mean(np.asarray(got) == expected))
-    return {"seconds": seconds, "cpu_s": cpu, "accuracy": accuracy, "shape": list(np.asarray(frames[0]).shape), **extra}
+    return {"seconds": seconds, "cpu_s": cpu, **faults, "accuracy": accuracy, "shape": list(np.asarray(frames[0]).shape), **extra}
 
 
 # --------------------------------------------------------------------------
@@ -218,7 +221,8 @@ def run(videos: dict, repeats: int, timeout: float, decoders: tuple[str, ...] = 
                 if unavailable[decoder] or "error" in best.get(decoder, {}):
                     continue
                 result = measure(decoder, video, timeout)
-                print(f"  {name:>18} {decoder:>11}: {result.get('seconds', float('nan')):7.2f} s {result.get('error', '')}", flush=True)
+                faults = f"({result['minflt']} minor, {result['majflt']} major page faults)" if "minflt" in result else ""
+                print(f"  {name:>18} {decoder:>11}: {result.get('seconds', float('nan')):7.2f} s {faults}{result.get('error', '')}", flush=True)
                 if decoder not in best or "error" in result or result["seconds"] < best[decoder]["seconds"]:
                     best[decoder] = result
         for decoder in decoders:
@@ -259,7 +263,7 @@ def table(rows: list[dict]) -> str:
         if "error" in r:
             lines.append(f"| {r['video']} | {r['decoder']} | - | - | - | - | skipped: {r['error']} |")
             continue
-        notes = ", ".join(f"{k}={r[k]}" for k in ("frames", "seeks", "distinct") if k in r)
+        notes = ", ".join(f"{k}={r[k]}" for k in ("frames", "seeks", "distinct", "minflt", "majflt") if k in r)
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") else "-"
         lines.append(
             f"| {r['video']} | {r['decoder']} | {r['seconds']:.2f} | {r['cpu_s']:.2f} | {ratio} | {r['accuracy'] * 100:.0f}% | {notes} |"

@@ -168,8 +168,7 @@ def build_real(kind: str, device: str, dtype: torch.dtype):
         lora = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
                           target_modules=LORA_TARGETS, bias="none")
         teacher = teacher_cls(teacher_lm, real_processor(kind), teacher_cls.default_model, lora)
-        if hasattr(teacher, "max_tiles"):
-            teacher.max_tiles = t.max_tiles
+        teacher.max_tiles = t.max_tiles
         scorer = TeacherScorer(teacher.hidden_size, t.mlp_hidden)
     return HFSModel(cfg, student, teacher, scorer)
 
@@ -408,17 +407,14 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     rows: list[dict] = []
+    result = {"bench": "model", "real": args.real, "dry_run": args.dry_run, "device": args.device,
+              "device_name": gpu, "peak_flops": PEAK_FLOPS, "rows": rows}
     for kind in args.teachers:
         rows += bench_teacher(kind, args)
-        # Written after each teacher too, so a run stopped half-way keeps what it measured.
-        write_json(args.json, {"bench": "model", "real": args.real, "dry_run": args.dry_run, "device": args.device,
-                               "device_name": gpu, "peak_flops": PEAK_FLOPS, "rows": rows})
+        write_json(args.json, result)  # after each teacher, so a run stopped half-way keeps what it measured
     title = (f"bench_model ({'paper sizes, random bf16' if args.real else 'tiny preset'}, "
              f"{'dry run' if args.dry_run else gpu})")
     print_table(rows, title)
-    result = {"bench": "model", "real": args.real, "dry_run": args.dry_run, "device": args.device,
-              "device_name": gpu, "peak_flops": PEAK_FLOPS, "rows": rows}
-    write_json(args.json, result)
     return result
 
 

@@ -332,8 +332,7 @@ class HFSModel(nn.Module):
             t.kind, t.name_or_path, device=device, dtype=dtype,
             lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
         )
-        if hasattr(teacher, "max_tiles"):
-            teacher.max_tiles = t.max_tiles
+        teacher.max_tiles = t.max_tiles
         scorer = TeacherScorer(teacher.hidden_size, t.mlp_hidden).to(device)
         return cls(cfg, student, teacher, scorer)
 

@@ -182,6 +182,10 @@ class Teacher(nn.Module):
 
     model_type: ClassVar[str]
     default_model: ClassVar[str]
+    max_tiles: int = 1
+    """Image tiles per frame (TeacherConfig.max_tiles) for teachers that tile frames
+    (InternVL: 1 = the whole frame as one tile, n > 1 = up to n tiles plus a thumbnail);
+    the others ignore it."""
 
     def __init__(self, model: nn.Module, processor, name_or_path: str, lora_config=None):
         super().__init__()

@@ -28,8 +28,6 @@ class InternVLTeacher(Teacher):
 
     model_type = "internvl"
     default_model = "OpenGVLab/InternVL3-8B-hf"
-    max_tiles: int = 1
-    """Tiles per frame: 1 = the whole frame as one tile; n > 1 = up to n tiles plus a thumbnail."""
 
     @staticmethod
     def model_class_loader():

@@ -16,7 +16,11 @@ position and at or before the target (and skipping to it saves at least
 MIN_SKIP_FRAMES frames), seek to it; otherwise decode forward. Knowing the
 pts of the frame each target needs, the decoder may drop non-reference frames
 nobody needs (`skip_frame = "NONREF"`, set per packet), which leaves every
-needed frame bit-exact. Only frames that serve a target are converted to RGB.
+needed frame bit-exact. It also knows which packet carries each needed
+frame: once the last packet needed before a seek is sent, the decoder is
+drained rather than fed the packets that B-frame reordering and frame
+threads would otherwise need to push that frame out. Only frames that serve
+a target are converted to RGB.
 The ffmpeg binary (`ffmpeg_backend`) decodes the same targets and is the
 fallback for files PyAV cannot open or decode.
 """
@@ -460,17 +464,27 @@ def _combined(first: DecodeError, second: DecodeError) -> DecodeError:
 # --------------------------------------------------------------------------
 
 
+KNOWN_NONE = np.iinfo(np.int64).min
+"""`_Assigner.known` value of a target whose frame the index cannot name."""
+
+
 class _Assigner:
     """Hands sorted targets to frames under "last frame with pts <= t".
 
     Feed frames in time order with `push`; it returns the previous frame
     once a newer frame shows that no further target can need it. `finish`
     returns the last frame with every remaining target.
+
+    `known` (optional, per target in the caller's order) is the pts of the
+    frame each target needs, from a trusted packet index, or KNOWN_NONE
+    where the index cannot say. A frame whose pts is known to be a target's
+    is handed out as soon as it arrives, without waiting for the next one.
     """
 
-    def __init__(self, target_ticks: np.ndarray):
+    def __init__(self, target_ticks: np.ndarray, known: np.ndarray | None = None):
         self.order = np.argsort(target_ticks, kind="stable")
         self.ticks = target_ticks[self.order]
+        self.known = None if known is None else np.asarray(known, dtype=np.int64)[self.order]
         self.next = 0  # position in self.order of the first unserved target
         self.held: tuple[object, int, list[int]] | None = None
 
@@ -483,17 +497,38 @@ class _Assigner:
         """Tick of the earliest target still without a frame."""
         return int(self.ticks[self.next])
 
-    def push(self, frame: object, tick: int) -> tuple[object, int, list[int]] | None:
-        """Add a decoded frame; returns (frame, tick, targets) of a finished frame or None."""
+    def push(self, frame: object, tick: int) -> list[tuple[object, int, list[int]]]:
+        """Add a decoded frame; returns the (frame, tick, targets) it finishes, oldest first.
+
+        That is the previous frame once this newer one shows that no further
+        target can need it, and this frame itself when it is the `known`
+        frame of the next targets (at most two).
+        """
         current = (frame, tick, [])
         while not self.done and tick > self.ticks[self.next]:
             # The target precedes this frame: the held frame was shown then
             # (or, before the first frame, this one).
             (self.held or current)[2].append(int(self.order[self.next]))
             self.next += 1
-        finished = self.held if self.held is not None and self.held[2] else None
+        finished = [self.held] if self.held is not None and self.held[2] else []
+        if self.known is not None:
+            while not self.done and self.known[self.next] == tick:
+                current[2].append(int(self.order[self.next]))
+                self.next += 1
+            if current[2]:
+                finished.append(current)
+                current = (frame, tick, [])  # still the frame shown until the next one, its targets handed out
         self.held = current
         return finished
+
+    def known_ticks(self, position: int) -> tuple[int, int | None]:
+        """(known pts of the target at sorted `position`, that of the next target needing another frame).
+
+        KNOWN_NONE where unknown; the second is None when no target follows.
+        """
+        tick = int(self.known[position])
+        later = np.nonzero(self.known[position:] != tick)[0]
+        return tick, (int(self.known[position + later[0]]) if len(later) else None)
 
     @property
     def decoded_any(self) -> bool:
@@ -601,9 +636,11 @@ class _PyAVDecoder:
         self.seek_offsets = info.seek_offsets if indexed else np.zeros(0, dtype=np.int64)
         self.floor = 0  # index of the keyframe we last sought to (or sit at): never seek to it or before
         self.position: int | None = None  # pts of the last decoded frame
-        self.stats = {"frames": 0, "seeks": 0, "landed_early": 0, "landed_late": 0, "errors": 0}
+        self.stats = {"frames": 0, "packets": 0, "seeks": 0, "drains": 0, "resumes": 0, "landed_early": 0, "landed_late": 0, "errors": 0}
         self.reformatter = av.video.reformatter.VideoReformatter()  # one swscale context per video
         self.needed: set[int] | None = None  # pts of the frames targets need; others may be skipped
+        self.drain_after: int | None = None  # pts of the packet after which no more packets are needed
+        self.drained = False  # stopped at `drain_after`, everything decoded handed out
         self._pending = None
         self._frames: Iterator[object] | None = None
         self._set_frames(self._decode_from_here())
@@ -661,11 +698,19 @@ class _PyAVDecoder:
                     ctx.skip_frame, skipping = ("NONREF" if skip else "DEFAULT"), skip
             elif skipping:
                 ctx.skip_frame, skipping = "DEFAULT", False
+            self.stats["packets"] += 1
             try:
                 yield from packet.decode()
             except av.FFmpegError as err:
                 self.stats["errors"] += 1
                 log.debug("skipping undecodable packet at pts %s: %s", packet.pts, _av_reason(err))
+            if self.drain_after is not None and packet.pts == self.drain_after:
+                # The last frame needed before the next seek is in the decoder:
+                # flush it out instead of decoding further packets to push it out.
+                self.drained = True
+                self.stats["drains"] += 1
+                yield from self._drain()
+                return
 
     def _drain(self) -> Iterator[object]:
         """Frames still inside the decoder after the demuxer failed."""
@@ -686,6 +731,8 @@ class _PyAVDecoder:
         frame, self._pending = self._pending, None
         if frame is None:
             frame = next(self._frames, None)
+            if frame is None and self.drained:
+                frame = self._resume()
             if frame is None:
                 return None
         tick = self._tick(frame)
@@ -698,7 +745,8 @@ class _PyAVDecoder:
 
         The last keyframe at or before the target, when it lies after the
         current position (and after the last keyframe sought to) with at
-        least `min_skip_frames` frames in between; otherwise decode forward.
+        least `min_skip_frames` frames in between (any number once the
+        decoder is drained: nothing is in flight); otherwise decode forward.
         """
         i = int(np.searchsorted(self.keyframes, target_tick, side="right")) - 1
         if i <= self.floor:
@@ -706,6 +754,8 @@ class _PyAVDecoder:
         keyframe = int(self.keyframes[i])
         if self.position is not None and keyframe <= self.position:
             return None
+        if self.drained:
+            return i
         here = int(np.searchsorted(self.frame_ticks, self.position, side="right")) if self.position is not None else 0
         skipped = int(np.searchsorted(self.frame_ticks, keyframe, side="left")) - here
         return i if skipped >= self.min_skip_frames else None
@@ -718,6 +768,7 @@ class _PyAVDecoder:
         every try overshoots it restarts from the beginning without seeking.
         """
         keyframe = int(self.keyframes[i])
+        self.drained = False
         tries = [int(self.seek_offsets[i]), keyframe] + [int(k) for k in self.keyframes[max(0, i - 2) : i][::-1]]
         for offset in dict.fromkeys(tries):  # unique, in order
             self.stats["seeks"] += 1
@@ -734,12 +785,50 @@ class _PyAVDecoder:
             log.debug("seek to offset %d for keyframe %d landed at %s; trying earlier", offset, keyframe, landed)
         self._restart()
 
+    def drain_point(self, tick: int, next_tick: int | None) -> int | None:
+        """Where to stop feeding packets when the frame with pts `tick` is the last one
+        needed before the target needing the frame with pts `next_tick`: `tick`
+        itself when a keyframe after it leads to `next_tick` (or when nothing
+        follows), else None (decode on). KNOWN_NONE for either means unknown.
+        """
+        if tick == KNOWN_NONE or next_tick == KNOWN_NONE:
+            return None
+        if next_tick is None:
+            return tick
+        i = int(np.searchsorted(self.keyframes, next_tick, side="right")) - 1
+        return tick if i >= 0 and int(self.keyframes[i]) > tick else None
+
+    def _resume(self) -> object | None:
+        """First frame after `position` once decoding stopped at a drain that no seek followed.
+
+        Seeks back to the keyframe at or before the position and drops the
+        frames already handed out (rare: a drain is planned only where a seek
+        follows, but the decoder's position can rule that seek out).
+        """
+        position = self.position
+        if position is None or (self.drain_after is not None and self.drain_after <= position):
+            self.drain_after = None  # the drain already done; a later one (the next target's) stays
+        self.stats["resumes"] += 1
+        log.debug("%s: resuming after a drain at pts %s", self.path, position)
+        i = int(np.searchsorted(self.keyframes, position, side="right")) - 1 if position is not None else -1
+        if i >= 0:
+            self.seek(i)
+        else:
+            self._restart()
+        while True:
+            frame, self._pending = self._pending, None
+            if frame is None:
+                frame = next(self._frames, None)
+            if frame is None or position is None or self._tick(frame) > position:
+                return frame
+
     def _restart(self) -> None:
         """Back to the first frame with seeking disabled (when seeks cannot be trusted)."""
         log.info("%s: seeking lands after the keyframe; decoding from the start instead", self.path)
         self.close()
         self.container, self.stream = _open_pyav(self.path)
         self.floor = len(self.keyframes)
+        self.drained = False
         self._pending, self.position = None, None
         self._set_frames(self._decode_from_here())
 
@@ -755,34 +844,44 @@ def _iter_pyav(path: Path, timestamps: np.ndarray, info: VideoInfo, max_side: in
 
 
 def _run_pyav(decoder: _PyAVDecoder, timestamps: np.ndarray, info: VideoInfo, max_side: int | None) -> Iterator[DecodedFrame]:
-    """The decode loop: per target, seek or decode forward; hand frames to targets."""
+    """The decode loop: per target, seek or decode forward; hand frames to targets.
+
+    With a packet index the frame each target needs is known: it is handed
+    out as soon as it is decoded, and when a seek follows it, the decoder
+    is drained right after that frame's packet instead of being fed more
+    packets to push the frame out (B-frame reordering and frame threads
+    hold several frames back).
+    """
     tb = decoder.tb
     targets = target_ticks(timestamps, tb, decoder.start_tick)
-    assigner = _Assigner(targets)
-    planned_for = -1  # the target whose seek decision is made (it cannot change while decoding forward)
     expected = wanted_ticks(decoder.frame_ticks, targets) if decoder.frame_ticks is not None else None
+    known = None
     if expected is not None:
         decoder.skip_unneeded(expected)
+        # The last indexed frame is left to `_last_frame`, which checks for truncation.
+        known = np.where(expected < decoder.frame_ticks[-1], expected, KNOWN_NONE)
+    assigner = _Assigner(targets, known)
+    planned_for = -1  # the target whose seek decision is made (it cannot change while decoding forward)
 
     def emit(item) -> DecodedFrame:
         frame, tick, served = item
-        if expected is not None and decoder.needed is not None and np.any(expected[served] != tick):
-            # The decoder's pts disagree with the demuxed index: stop skipping frames.
+        if expected is not None and assigner.known is not None and np.any(expected[served] != tick):
+            # The decoder's pts disagree with the demuxed index: stop relying on it.
             log.warning("%s: decoded pts differ from the packet index; decoding every frame from here", decoder.path)
-            decoder.needed = None
+            decoder.needed = assigner.known = decoder.drain_after = None
         return DecodedFrame(sorted(served), _to_rgb(frame, max_side, frame.rotation, decoder.reformatter), float((tick - decoder.start_tick) * tb))
 
     while not assigner.done:
         if assigner.next != planned_for:
             planned_for = assigner.next
             keyframe = decoder.keyframe_to_seek(assigner.next_tick())
+            decoder.drain_after = decoder.drain_point(*assigner.known_ticks(assigner.next)) if assigner.known is not None else None
             if keyframe is not None:
                 decoder.seek(keyframe)
         got = decoder.next_frame()
         if got is None:
             break
-        finished = assigner.push(*got)
-        if finished is not None:
+        for finished in assigner.push(*got):
             yield emit(finished)
 
     if decoder.stats["errors"]:

@@ -365,8 +365,7 @@ def _assign(
         return DecodedFrame(sorted(targets), rgb, float((tick - start_tick) * tb))
 
     for k, tick in enumerate(out_ticks):
-        finished = assigner.push(k, int(tick))
-        if finished is not None:
+        for finished in assigner.push(k, int(tick)):
             yield emit(finished)
     last = _last_frame(assigner, emit, times, info, "ffmpeg decoded no frames")
     if last is not None:

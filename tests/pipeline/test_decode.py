@@ -152,6 +152,39 @@ def test_skipping_unneeded_frames_is_bit_exact(long_gop_video, monkeypatch):
     assert stats[0]["frames"] < stats[1]["frames"]  # non-reference B-frames were dropped
 
 
+def test_assigner_hands_out_a_known_frame_without_waiting_for_the_next():
+    targets = np.array([5, 12, 12, 30])  # ticks; the frames come at 0, 4, 8, 10, 20, 31
+    pushes = [("f0", 0), ("f4", 4), ("f8", 8), ("f10", 10), ("f20", 20), ("f31", 31)]
+    waiting = decode._Assigner(targets)
+    assert [waiting.push(*p) for p in pushes] == [[], [], [("f4", 4, [0])], [], [("f10", 10, [1, 2])], [("f20", 20, [3])]]
+    known = decode._Assigner(targets, known=np.array([4, 10, 10, decode.KNOWN_NONE]))
+    assert [known.push(*p) for p in pushes] == [[], [("f4", 4, [0])], [], [("f10", 10, [1, 2])], [], [("f20", 20, [3])]]
+    assert known.done
+
+
+def test_the_decoder_is_drained_before_a_seek_not_fed_more_packets(short_gop_video, long_gop_video, monkeypatch):
+    """B-frame reordering and frame threads hold frames back; pushing the needed frame out
+    with more packets decodes frames nobody needs, draining the decoder does not."""
+    stats = _count_seeks(monkeypatch)
+    sparse = np.array([0.5, 3.5, 6.5, 9.5])  # one target in every third one-second GOP
+    drained = _check_exact(short_gop_video, sparse)
+    monkeypatch.setattr(decode._PyAVDecoder, "drain_point", lambda self, tick, next_tick: None)
+    fed = _check_exact(short_gop_video, sparse)
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(drained, fed))
+    assert stats[0]["drains"] == 4 and stats[1]["drains"] == 0  # before each of the 3 seeks, and at the end
+    assert stats[0]["seeks"] == stats[1]["seeks"] == 3
+    assert stats[0]["packets"] < stats[1]["packets"]
+
+
+def test_a_drain_that_no_seek_follows_resumes_exactly(long_gop_video, monkeypatch):
+    # Drain after every needed frame, inside one GOP where no seek can follow: each time the
+    # decoder must go back to the keyframe and carry on after the frames it handed out.
+    stats = _count_seeks(monkeypatch)
+    monkeypatch.setattr(decode._PyAVDecoder, "drain_point", lambda self, tick, next_tick: tick)
+    _check_exact(long_gop_video, np.array([0.5, 1.5, 3.0, 5.0]))
+    assert stats[0]["resumes"] == 3 and stats[0]["seeks"] == 3
+
+
 def test_window_start_end(short_gop_video):
     result = decode_frames(short_gop_video.path, n=32, start=2.0, end=5.0)
     assert result.timestamps[0] == pytest.approx(2.0 + 0.5 * 3.0 / 32)

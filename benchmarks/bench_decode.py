@@ -2,6 +2,7 @@
 
     python benchmarks/bench_decode.py [--quick] [--json out.json] [--repeats N]
         [--only 60s_default_gop,...] [--decoders hfs,torchcodec]
+        [--paired torchcodec --rounds 5] [--peer-ffmpeg pyav]
 
 Videos (720p H.264 from libx264 "superfast", or "ultrafast" with B-frames,
 CABAC and deblocking put back for the 1-s GOP video: both have the decoder
@@ -19,6 +20,17 @@ FFmpeg builds), after the file was read once so the page cache is warm, and
 the best of `--repeats` runs is reported. Accuracy is the fraction of the 128
 frames whose pixel-encoded index is the frame shown at the target time.
 Goal (DESIGN.md, Stage 1): hfs at most 1.0x the fastest peer on every video.
+
+`--paired torchcodec`: for machines whose speed drifts between runs (a
+shared VM), hfs and torchcodec run in one process, interleaved target by
+target (one hfs frame, then torchcodec's call for the same targets), so a
+slow spell lands on both. Round 0 warms up; later rounds alternate which
+decoder goes first; the file is pinned in memory (mlock) so neither pays
+for reading it back. The verdict is on the median per-round ratio.
+
+`--peer-ffmpeg pyav` runs torchcodec on the FFmpeg libraries bundled with
+PyAV (the ones hfs uses) instead of the system's, so both decode with the
+same FFmpeg build: a comparison of strategies, not of FFmpeg versions.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -121,6 +134,136 @@ def decode_torchcodec(path: str, targets: np.ndarray) -> tuple[list[np.ndarray],
     return list(batch.data.numpy()), {}
 
 
+def ffmpeg_in_use() -> list[str]:
+    """File names of the libavcodec builds mapped into this process (which FFmpeg a decoder uses)."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return []
+    return sorted({line.split()[-1].rsplit("/", 1)[-1] for line in maps.read_text().splitlines() if "libavcodec" in line})
+
+
+def pyav_ffmpeg_dir(folder: Path = WORK / "ffmpeg-pyav") -> Path:
+    """A folder of links that gives PyAV's bundled FFmpeg libraries their plain sonames.
+
+    On LD_LIBRARY_PATH it makes torchcodec load the FFmpeg build hfs decodes
+    with (PyAV renames its bundled libraries, e.g. libavcodec-5e6b81c2.so.62.28.102).
+    """
+    import av
+
+    libs = Path(av.__file__).resolve().parent.parent / "av.libs"
+    if not libs.is_dir():
+        raise SystemExit(f"--peer-ffmpeg pyav: no bundled FFmpeg in {libs} (PyAV built against a system FFmpeg?)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for lib in libs.iterdir():
+        links = [lib.name]  # the bundled name, which the libraries' own dependencies use
+        if lib.name.startswith(("libav", "libsw")):
+            stem, _, version = lib.name.partition(".so.")
+            links.append(f"{stem.rsplit('-', 1)[0]}.so.{version.split('.')[0]}")  # libavcodec.so.62
+        for name in links:
+            link = folder / name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(lib)
+    return folder
+
+
+def pin_in_memory(path: str) -> object | None:
+    """mlock the file's pages so the kernel cannot evict them mid-run; the mapping, or None."""
+    import ctypes
+    import mmap
+
+    with open(path, "rb") as handle:
+        mapping = mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)
+    view = np.frombuffer(mapping, dtype=np.uint8)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mlock(ctypes.c_void_p(view.ctypes.data), ctypes.c_size_t(len(view))) != 0:
+        print(f"mlock failed ({os.strerror(ctypes.get_errno())}); the file is read once instead", file=sys.stderr)
+        view.sum()
+        return None
+    return mapping
+
+
+def paired_worker(peer: str, path: str, n_frames: int, rounds: int) -> dict:
+    """hfs vs `peer` (torchcodec) in one process, interleaved target by target; per-round seconds."""
+    import torch  # noqa: F401  (extraction workers import it too)
+    from torchcodec.decoders import VideoDecoder
+
+    from hfs.pipeline import decode
+    from hfs.pipeline.synthetic import read_frame_index
+
+    if peer != "torchcodec":
+        raise SystemExit(f"--paired supports torchcodec only, not {peer}")
+    mapping = pin_in_memory(path)
+    targets = segment_targets(n_frames)
+    expected = np.minimum(np.floor(targets * FPS + 1e-9).astype(int), n_frames - 1)
+    per_round = []
+    for r in range(rounds + 1):
+        hfs_first = r % 2 == 0
+        seconds = {"hfs": 0.0, peer: 0.0}
+        got = {"hfs": {}, peer: {}}
+
+        def timed(name, fn, *args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            seconds[name] += time.perf_counter() - t0
+            return out
+
+        def hfs_next(frames):
+            item = next(frames)
+            for i in item.targets:
+                got["hfs"][i] = item.rgb
+            return item
+
+        def peer_frames(i_list):
+            for i in i_list:
+                got[peer][i] = decoder.get_frame_played_at(float(targets[i]) + begin).data.numpy()
+
+        if hfs_first:
+            frames = timed("hfs", decode.iter_frames, path, targets, "pyav")  # lazy: probe at first next()
+            decoder = timed(peer, VideoDecoder, path, seek_mode="exact", num_ffmpeg_threads=0, dimension_order="NHWC")
+        else:
+            decoder = timed(peer, VideoDecoder, path, seek_mode="exact", num_ffmpeg_threads=0, dimension_order="NHWC")
+            frames = timed("hfs", decode.iter_frames, path, targets, "pyav")
+        begin = decoder.metadata.begin_stream_seconds or 0.0
+        while len(got["hfs"]) < len(targets):
+            if hfs_first:
+                item = timed("hfs", hfs_next, frames)
+                timed(peer, peer_frames, item.targets)
+            else:
+                first = min(set(range(len(targets))) - set(got["hfs"]))
+                timed(peer, peer_frames, [first])
+                item = timed("hfs", hfs_next, frames)
+                timed(peer, peer_frames, [i for i in item.targets if i != first])
+        frames.close()
+        del decoder
+        accuracy = {}
+        for name in seconds:
+            index = []
+            for i in range(len(targets)):
+                try:
+                    index.append(read_frame_index(np.asarray(got[name][i])))
+                except ValueError:
+                    index.append(-1)
+            accuracy[name] = float(np.mean(np.asarray(index) == expected))
+        per_round.append({"round": r, "first": "hfs" if hfs_first else peer, "hfs_s": seconds["hfs"],
+                          "peer_s": seconds[peer], "ratio": seconds["hfs"] / seconds[peer],
+                          "accuracy_hfs": accuracy["hfs"], "accuracy_peer": accuracy[peer]})
+        print(f"round {r} ({per_round[-1]['first']} first): hfs {seconds['hfs']:.2f} s, {peer} {seconds[peer]:.2f} s,"
+              f" ratio {per_round[-1]['ratio']:.2f}", file=sys.stderr, flush=True)
+    if mapping is not None:
+        mapping.close()  # unmapping unlocks the pages
+    return {"peer": peer, "pinned": mapping is not None, "rounds": per_round, "ffmpeg": ffmpeg_in_use()}
+
+
+def paired_summary(result: dict) -> dict:
+    """Median and spread of the per-round ratios, round 0 (warm-up) left out."""
+    rounds = [r for r in result["rounds"] if r["round"] > 0]
+    ratios = np.array([r["ratio"] for r in rounds])
+    exact = all(r["accuracy_hfs"] == 1.0 and r["accuracy_peer"] == 1.0 for r in rounds)
+    return {"median_ratio": float(np.median(ratios)), "min_ratio": float(ratios.min()), "max_ratio": float(ratios.max()),
+            "rounds_counted": len(rounds), "exact": exact, "met": bool(np.median(ratios) <= 1.0 and exact)}
+
+
 def _import_decoder(name: str) -> None:
     """Import the decoder's libraries up front so import time is not measured."""
     modules = {"hfs": ["av", "hfs.pipeline.decode"], "naive_pyav": ["av"], "decord": ["decord"], "torchcodec": ["torch", "torchcodec.decoders"]}
@@ -128,15 +271,20 @@ def _import_decoder(name: str) -> None:
         __import__(module)
 
 
+def segment_targets(n_frames: int) -> np.ndarray:
+    """The benchmark's 128 targets (segment centres, seconds) for a video of `n_frames`."""
+    from hfs.pipeline.decode import segment_centre_timestamps
+
+    return segment_centre_timestamps(0.0, n_frames / FPS, N_TARGETS)
+
+
 def run_worker(decoder: str, path: str, n_frames: int) -> dict:
     """One timed measurement: seconds, CPU seconds, accuracy against the pixel index."""
-    from hfs.pipeline.decode import segment_centre_timestamps
     from hfs.pipeline.synthetic import read_frame_index
 
     _import_decoder(decoder)
     Path(path).read_bytes()  # warm the page cache for every decoder alike
-    duration = n_frames / FPS
-    targets = segment_centre_timestamps(0.0, duration, N_TARGETS)
+    targets = segment_targets(n_frames)
     fn = globals()[f"decode_{decoder}"]
     usage0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     frames, extra = fn(path, targets)
@@ -154,7 +302,8 @@ def run_worker(decoder: str, path: str, n_frames: int) -> dict:
         except ValueError:
             got.append(-1)
     accuracy = float(np.mean(np.asarray(got) == expected))
-    return {"seconds": seconds, "cpu_s": cpu, **faults, "accuracy": accuracy, "shape": list(np.asarray(frames[0]).shape), **extra}
+    return {"seconds": seconds, "cpu_s": cpu, **faults, "accuracy": accuracy, "shape": list(np.asarray(frames[0]).shape),
+            "ffmpeg": ffmpeg_in_use(), **extra}
 
 
 # --------------------------------------------------------------------------
@@ -197,15 +346,24 @@ def ensure_installed(decoder: str) -> str | None:
     return None
 
 
-def measure(decoder: str, video: dict, timeout: float) -> dict:
-    """Run one measurement in a subprocess; its JSON, or {"error": last stderr line}."""
-    cmd = [sys.executable, __file__, "--worker", decoder, "--video", video["path"], "--n-frames", str(video["n_frames"])]
+PEER_ENV: dict[str, str] = {}
+"""Environment of torchcodec's worker processes (`--peer-ffmpeg pyav` sets LD_LIBRARY_PATH)."""
+
+
+def measure(decoder: str, video: dict, timeout: float, extra_args: tuple[str, ...] = ()) -> dict:
+    """Run one measurement in a subprocess; its JSON, or {"error": last stderr line}.
+
+    With `extra_args` (a paired run) the worker's progress lines go straight to the console.
+    """
+    cmd = [sys.executable, __file__, "--worker", decoder, "--video", video["path"], "--n-frames", str(video["n_frames"]), *extra_args]
+    env = {**os.environ, **PEER_ENV} if decoder == "torchcodec" or extra_args else None
+    live = bool(extra_args)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if live else subprocess.PIPE, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        lines = [line for line in (proc.stderr or "").splitlines() if line.strip()]
         return {"error": (lines[-1] if lines else f"exit code {proc.returncode}")[:160]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -271,6 +429,37 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_paired(videos: dict, peer: str, rounds: int, timeout: float, out: Path | None, peer_ffmpeg: str) -> None:
+    """`--paired`: one interleaved process per video; print the per-round table and the verdict."""
+    missing = ensure_installed(peer)
+    if missing:
+        raise SystemExit(f"--paired {peer}: {missing}")
+    results = []
+    for name, video in videos.items():
+        print(f"{name}: hfs vs {peer}, interleaved, {rounds} rounds after a warm-up", flush=True)
+        result = measure("hfs", video, timeout * (rounds + 1), ("--paired", peer, "--rounds", str(rounds)))
+        results.append({"video": name, **result, **({} if "error" in result else paired_summary(result))})
+    print()
+    print(paired_table(results))
+    met = bool(results) and all(r.get("met") for r in results)
+    print(f"\ngoal (hfs exact and median per-round ratio <= 1.0 against {peer} on every video): {'met' if met else 'NOT met'}")
+    write_json(out, {"bench": "decode_paired", "peer": peer, "peer_ffmpeg": peer_ffmpeg, "n_targets": N_TARGETS,
+                     "videos": videos, "results": results, "goal_met": met})
+
+
+def paired_table(results: list[dict]) -> str:
+    """Markdown table of paired runs: per-round ratios and their median."""
+    lines = ["| video | rounds (hfs s / peer s) | median ratio | range | exact | FFmpeg |", "|---|---|---:|---:|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['video']} | failed: {r['error']} | - | - | - | - |")
+            continue
+        rounds = ", ".join(f"{x['hfs_s']:.1f}/{x['peer_s']:.1f}" for x in r["rounds"] if x["round"] > 0)
+        lines.append(f"| {r['video']} | {rounds} | **{r['median_ratio']:.2f}** | {r['min_ratio']:.2f}-{r['max_ratio']:.2f} |"
+                     f" {'yes' if r['exact'] else 'NO'} | {', '.join(r['ffmpeg'])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Parse arguments; run as the orchestrator or as a one-measurement worker."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -285,13 +474,23 @@ def main() -> None:
         default=DECODERS,
         help=f"comma-separated subset of {','.join(DECODERS)} (default all); ratios are to the fastest peer measured",
     )
+    parser.add_argument("--paired", choices=["torchcodec"],
+                        help="hfs vs this peer in one process, interleaved target by target (for drifting machines)")
+    parser.add_argument("--rounds", type=int, default=5, help="--paired: rounds after the warm-up round (default 5)")
+    parser.add_argument("--peer-ffmpeg", choices=["system", "pyav"], default="system",
+                        help="FFmpeg for torchcodec: the system's (default) or the one bundled with PyAV, which hfs uses")
     parser.add_argument("--worker", choices=DECODERS, help=argparse.SUPPRESS)
     parser.add_argument("--video", help=argparse.SUPPRESS)
     parser.add_argument("--n-frames", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_worker(args.worker, args.video, args.n_frames)))
+        if args.paired:
+            print(json.dumps(paired_worker(args.paired, args.video, args.n_frames, args.rounds)))
+        else:
+            print(json.dumps(run_worker(args.worker, args.video, args.n_frames)))
         return
+    if args.peer_ffmpeg == "pyav":
+        PEER_ENV["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(pyav_ffmpeg_dir()), os.environ.get("LD_LIBRARY_PATH")]))
     chosen = QUICK_VIDEOS if args.quick else FULL_VIDEOS
     if args.only:
         unknown = sorted(set(args.only) - set(chosen))
@@ -302,6 +501,9 @@ def main() -> None:
     if unknown:
         parser.error(f"--decoders: unknown decoder(s) {', '.join(unknown)}; choose from {', '.join(DECODERS)}")
     videos = make_videos(chosen)
+    if args.paired:
+        run_paired(videos, args.paired, args.rounds, args.timeout, args.json, args.peer_ffmpeg)
+        return
     repeats = args.repeats or (1 if args.quick else 2)
     rows = run(videos, repeats, args.timeout, args.decoders)
     add_ratios(rows)

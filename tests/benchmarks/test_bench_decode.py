@@ -84,3 +84,42 @@ def test_run_measures_only_the_chosen_decoders_and_keeps_the_best(monkeypatch):
     rows = bench_decode.run({"v": {"path": "v.mp4", "n_frames": 30}}, repeats=2, timeout=1, decoders=("hfs", "torchcodec"))
     assert calls == ["install hfs", "install torchcodec", "hfs", "torchcodec", "hfs", "torchcodec"]
     assert [(r["decoder"], r["seconds"]) for r in rows] == [("hfs", 3.0), ("torchcodec", 4.0)]
+
+
+def test_paired_summary_leaves_out_the_warm_up_round():
+    rounds = [
+        {"round": 0, "ratio": 3.0, "accuracy_hfs": 1.0, "accuracy_peer": 1.0},  # warm-up: not counted
+        {"round": 1, "ratio": 0.9, "accuracy_hfs": 1.0, "accuracy_peer": 1.0},
+        {"round": 2, "ratio": 1.2, "accuracy_hfs": 1.0, "accuracy_peer": 1.0},
+        {"round": 3, "ratio": 0.8, "accuracy_hfs": 1.0, "accuracy_peer": 1.0},
+    ]
+    summary = bench_decode.paired_summary({"rounds": rounds})
+    assert summary == {"median_ratio": 0.9, "min_ratio": 0.8, "max_ratio": 1.2, "rounds_counted": 3, "exact": True, "met": True}
+    rounds[2]["accuracy_hfs"] = 127 / 128  # one wrong frame fails the goal whatever the speed
+    assert bench_decode.paired_summary({"rounds": rounds})["met"] is False
+
+
+def test_pyav_ffmpeg_links_load_the_build_pyav_bundles(tmp_path):
+    """torchcodec finds FFmpeg by plain soname (libavcodec.so.62); the links must lead to PyAV's own build."""
+    import ctypes
+
+    import av
+
+    if not (Path(av.__file__).resolve().parent.parent / "av.libs").is_dir():
+        pytest.skip("this PyAV uses a system FFmpeg")
+    major, minor, micro = av.library_versions["libavcodec"]
+    folder = bench_decode.pyav_ffmpeg_dir(tmp_path / "ffmpeg")
+    libavcodec = ctypes.CDLL(str(folder / f"libavcodec.so.{major}"))
+    assert libavcodec.avcodec_version() == (major << 16) | (minor << 8) | micro
+    assert bench_decode.pyav_ffmpeg_dir(tmp_path / "ffmpeg") == folder  # rerunning replaces the links
+
+
+def test_paired_worker_interleaves_hfs_and_torchcodec_exactly(clip):
+    pytest.importorskip("torchcodec.decoders")
+    path, n = clip
+    result = bench_decode.paired_worker("torchcodec", path, n, rounds=1)
+    assert [(r["round"], r["first"]) for r in result["rounds"]] == [(0, "hfs"), (1, "torchcodec")]
+    for r in result["rounds"]:
+        assert r["accuracy_hfs"] == r["accuracy_peer"] == 1.0
+        assert r["hfs_s"] > 0 and r["peer_s"] > 0 and r["ratio"] == pytest.approx(r["hfs_s"] / r["peer_s"])
+    assert bench_decode.paired_summary(result)["rounds_counted"] == 1

@@ -713,7 +713,10 @@ class _PyAVDecoder:
                 return
 
     def _drain(self) -> Iterator[object]:
-        """Frames still inside the decoder after the demuxer failed."""
+        """Frames still inside the decoder (after the demuxer failed, or at a drain).
+
+        The decoder takes no more packets until the next seek flushes it.
+        """
         try:
             yield from self.stream.codec_context.decode(None)
         except self._av.FFmpegError:

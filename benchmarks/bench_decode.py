@@ -189,13 +189,11 @@ def paired_worker(peer: str, path: str, n_frames: int, rounds: int) -> dict:
     from torchcodec.decoders import VideoDecoder
 
     from hfs.pipeline import decode
-    from hfs.pipeline.synthetic import read_frame_index
 
     if peer != "torchcodec":
         raise SystemExit(f"--paired supports torchcodec only, not {peer}")
     mapping = pin_in_memory(path)
     targets = segment_targets(n_frames)
-    expected = np.minimum(np.floor(targets * FPS + 1e-9).astype(int), n_frames - 1)
     per_round = []
     for r in range(rounds + 1):
         hfs_first = r % 2 == 0
@@ -236,15 +234,7 @@ def paired_worker(peer: str, path: str, n_frames: int, rounds: int) -> dict:
                 timed(peer, peer_frames, [i for i in item.targets if i != first])
         frames.close()
         del decoder
-        accuracy = {}
-        for name in seconds:
-            index = []
-            for i in range(len(targets)):
-                try:
-                    index.append(read_frame_index(np.asarray(got[name][i])))
-                except ValueError:
-                    index.append(-1)
-            accuracy[name] = float(np.mean(np.asarray(index) == expected))
+        accuracy = {name: frame_accuracy([got[name][i] for i in range(len(targets))], targets, n_frames) for name in seconds}
         per_round.append({"round": r, "first": "hfs" if hfs_first else peer, "hfs_s": seconds["hfs"],
                           "peer_s": seconds[peer], "ratio": seconds["hfs"] / seconds[peer],
                           "accuracy_hfs": accuracy["hfs"], "accuracy_peer": accuracy[peer]})
@@ -278,10 +268,22 @@ def segment_targets(n_frames: int) -> np.ndarray:
     return segment_centre_timestamps(0.0, n_frames / FPS, N_TARGETS)
 
 
-def run_worker(decoder: str, path: str, n_frames: int) -> dict:
-    """One timed measurement: seconds, CPU seconds, accuracy against the pixel index."""
+def frame_accuracy(frames: list, targets: np.ndarray, n_frames: int) -> float:
+    """Fraction of `frames` whose pixel-encoded index is the frame shown at its target time."""
     from hfs.pipeline.synthetic import read_frame_index
 
+    expected = np.minimum(np.floor(targets * FPS + 1e-9).astype(int), n_frames - 1)
+    got = []
+    for frame in frames:
+        try:
+            got.append(read_frame_index(np.asarray(frame)))
+        except ValueError:
+            got.append(-1)
+    return float(np.mean(np.asarray(got) == expected))
+
+
+def run_worker(decoder: str, path: str, n_frames: int) -> dict:
+    """One timed measurement: seconds, CPU seconds, accuracy against the pixel index."""
     _import_decoder(decoder)
     Path(path).read_bytes()  # warm the page cache for every decoder alike
     targets = segment_targets(n_frames)
@@ -294,14 +296,7 @@ def run_worker(decoder: str, path: str, n_frames: int) -> dict:
     # Page faults while decoding: where first-touching memory is slow (a VM), fresh
     # pages for the output frames cost time too; major faults mean evicted file pages.
     faults = {"minflt": usage1.ru_minflt - usage0.ru_minflt, "majflt": usage1.ru_majflt - usage0.ru_majflt}
-    expected = np.minimum(np.floor(targets * FPS + 1e-9).astype(int), n_frames - 1)
-    got = []
-    for frame in frames:
-        try:
-            got.append(read_frame_index(np.asarray(frame)))
-        except ValueError:
-            got.append(-1)
-    accuracy = float(np.mean(np.asarray(got) == expected))
+    accuracy = frame_accuracy(frames, targets, n_frames)
     return {"seconds": seconds, "cpu_s": cpu, **faults, "accuracy": accuracy, "shape": list(np.asarray(frames[0]).shape),
             "ffmpeg": ffmpeg_in_use(), **extra}
 

@@ -395,14 +395,18 @@ def add_ratios(rows: list[dict]) -> None:
             r["ratio_exact"] = r["seconds"] / min(exact_peers) if exact_peers else None
 
 
-def goal(rows: list[dict]) -> tuple[bool, list[str]]:
+def goal(rows: list[dict]) -> tuple[bool | None, list[str]]:
     """(hfs exact and <= 1.0x the fastest peer on every video, the peers it was measured against).
 
-    With `--decoders` a subset, the verdict holds only against the peers named.
+    With `--decoders` a subset, the verdict holds only against the peers named;
+    without hfs among them there is no verdict (None). An hfs run that failed is
+    a failed goal.
     """
+    peers = [d for d in PEERS if any(r["decoder"] == d and "seconds" in r for r in rows)]
+    if not any(r["decoder"] == "hfs" for r in rows):
+        return None, peers
     hfs_rows = [r for r in rows if r["decoder"] == "hfs" and "ratio" in r]
     met = bool(hfs_rows) and all(r["ratio"] is not None and r["ratio"] <= 1.0 and r["accuracy"] == 1.0 for r in hfs_rows)
-    peers = [d for d in PEERS if any(r["decoder"] == d and "seconds" in r for r in rows)]
     return met, peers
 
 
@@ -505,8 +509,8 @@ def main() -> None:
     print()
     print(table(rows))
     met, peers = goal(rows)
-    print(f"\ngoal (hfs exact and <= 1.0x the fastest peer on every video): {'met' if met else 'NOT met'}"
-          f" against {', '.join(peers) or 'no peer'}")
+    verdict = "no verdict (hfs not among --decoders)" if met is None else ("met" if met else "NOT met")
+    print(f"\ngoal (hfs exact and <= 1.0x the fastest peer on every video): {verdict} against {', '.join(peers) or 'no peer'}")
     write_json(args.json, {"bench": "decode", "n_targets": N_TARGETS, "videos": videos, "results": rows,
                            "goal_met": met, "peers_measured": peers})
 

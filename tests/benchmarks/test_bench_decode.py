@@ -68,6 +68,11 @@ def test_goal_names_the_peers_it_was_measured_against():
     ]
     bench_decode.add_ratios(rows)
     assert bench_decode.goal(rows) == (True, ["torchcodec"])
+    peers_only = rows[1:]  # `--decoders torchcodec`: no hfs row, so no verdict either way
+    assert bench_decode.goal(peers_only) == (None, ["torchcodec"])
+    failed = [{"video": "v", "decoder": "hfs", "error": "timed out after 900 s"}, *rows[1:]]
+    bench_decode.add_ratios(failed)
+    assert bench_decode.goal(failed) == (False, ["torchcodec"])
 
 
 def test_run_measures_only_the_chosen_decoders_and_keeps_the_best(monkeypatch):

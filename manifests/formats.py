@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from hfs.manifests.records import QASample, VideoItem, make_video_id
+from hfs.manifests.records import ANSWER_MISMATCH, UNREADABLE, QASample, VideoItem, make_video_id
 
 _FORMATS: dict[str, "ManifestFormat"] = {}
 
@@ -39,7 +39,14 @@ _GPT_ROLES = ("gpt", "assistant")
 
 
 class RecordError(ValueError):
-    """A record that cannot be read; the message is the reason, without file:line."""
+    """A record that cannot be read; the message is the reason, without file:line.
+
+    `kind` groups reasons for counting (`UNREADABLE`, `ANSWER_MISMATCH`).
+    """
+
+    def __init__(self, message: str, kind: str = UNREADABLE):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -313,7 +320,7 @@ def resolve_answer(answer: Any, options: tuple[str, ...]) -> int:
         raise RecordError(f"'answer' must be a letter, an index or an option's text, got {_type_name(answer)}")
     if isinstance(answer, int):
         if not 0 <= answer < n:
-            raise RecordError(f"answer index {answer} is out of range for {n} options")
+            raise RecordError(f"answer index {answer} is out of range for {n} options", ANSWER_MISMATCH)
         return answer
     text = _ANSWER_PREFIX.sub("", answer).strip()
     for i, option in enumerate(options):
@@ -324,9 +331,11 @@ def resolve_answer(answer: Any, options: tuple[str, ...]) -> int:
         index = ord(m.group(1) or m.group(2)) - ord("A")
         if index >= n:
             letter = chr(ord("A") + index)
-            raise RecordError(f"answer {_clip(answer)!r} names option {letter} but there are only {n} options")
+            raise RecordError(f"answer {_clip(answer)!r} names option {letter} but there are only {n} options",
+                              ANSWER_MISMATCH)
         return index
-    raise RecordError(f"answer {_clip(answer)!r} is neither an option letter, an index nor one of the {n} options")
+    raise RecordError(f"answer {_clip(answer)!r} is neither an option letter, an index nor one of the {n} options",
+                      ANSWER_MISMATCH)
 
 
 def make_samples(
@@ -348,7 +357,7 @@ def make_samples(
         try:
             index, answer_text = _check_turn(question, options, answer)
         except RecordError as exc:
-            raise RecordError(f"{where}{exc}") from None
+            raise RecordError(f"{where}{exc}", exc.kind) from None
         if index is not None:
             meta = {**meta, "answer_raw": answer}
         samples.append(
@@ -470,7 +479,7 @@ class VideoChat2Format(ManifestFormat):
                 # Many VideoChat2-IT entries carry an empty instruction: that is no instruction.
                 instruction = require_str(item, "i", required=False) if item.get("i") != "" else None
             except RecordError as exc:
-                raise RecordError(f"QA[{k}]: {exc}") from None
+                raise RecordError(f"QA[{k}]: {exc}", exc.kind) from None
             question, options, suffix = split_options(strip_media_tags(question))
             meta = {"turn": k, **({"instruction": instruction} if instruction else {})}
             if suffix:

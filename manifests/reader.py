@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from hfs.manifests.formats import (
+    UNREADABLE,
     ManifestFormat,
     RecordContext,
     RecordError,
@@ -261,7 +262,7 @@ class _ManifestBuilder:
         try:
             video, samples = fmt.parse(value, ctx)
         except RecordError as exc:
-            return self._bad(ctx, str(exc))
+            return self._bad(ctx, str(exc), exc.kind)
         if video is not None and not self._add_video(video, ctx):
             return
         for sample in samples:
@@ -292,9 +293,9 @@ class _ManifestBuilder:
         self.sample_ids.add(sample.sample_id)
         self.manifest.samples.append(sample)
 
-    def _bad(self, ctx: RecordContext, reason: str) -> None:
+    def _bad(self, ctx: RecordContext, reason: str, kind: str = UNREADABLE) -> None:
         """Record a skipped record: raise under strict, else log (rate-limited) and keep it."""
-        bad = BadRecord(ctx.file, ctx.line, reason)
+        bad = BadRecord(ctx.file, ctx.line, reason, kind)
         if self.strict:
             raise ManifestError(str(bad))
         self.manifest.bad.append(bad)

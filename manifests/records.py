@@ -62,6 +62,12 @@ class QASample:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
 
+UNREADABLE = "unreadable record"
+"""`BadRecord.kind` of a record that cannot be parsed."""
+ANSWER_MISMATCH = "answer matches no option"
+"""`BadRecord.kind` of a multiple-choice answer that names none of the options."""
+
+
 @dataclass(frozen=True)
 class BadRecord:
     """A manifest line or record that was skipped, and why."""
@@ -69,6 +75,7 @@ class BadRecord:
     file: str
     line: int  # 1-based line the record starts on (JSONL and JSON lists alike)
     reason: str
+    kind: str = UNREADABLE  # what `reason` is an instance of, for counting (UNREADABLE, ANSWER_MISMATCH)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.reason}"

@@ -6,7 +6,9 @@ checkpoint: resuming at step ``n`` gives exactly the values of an uninterrupted 
 
 from __future__ import annotations
 
-__all__ = ["gumbel_tau", "lambda_kl"]
+import math
+
+__all__ = ["gumbel_tau", "lambda_kl", "learning_rate"]
 
 
 def _check_step(step: int) -> None:
@@ -46,3 +48,22 @@ def lambda_kl(step: int, steps_per_epoch: int, start: float = 0.1, end: float = 
         )
     frac = min(step / steps_per_epoch, 1.0)
     return start + (end - start) * frac
+
+
+def learning_rate(step: int, total_steps: int, lr: float, warmup_steps: int = 0, schedule: str = "constant") -> float:
+    """AdamW learning rate at optimiser step ``step`` (the paper states only lr = 1e-5).
+
+    Linear warm-up from 0 over ``warmup_steps`` (lr·(step+1)/warmup_steps), then
+    "constant": lr; "cosine": lr·½(1 + cos(π·p)), p = (step − warmup)/(total − warmup),
+    reaching 0 after the last step.
+    """
+    _check_step(step)
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        span = max(1, total_steps - warmup_steps)
+        p = min(1.0, (step - warmup_steps) / span)
+        return lr * 0.5 * (1.0 + math.cos(math.pi * p))
+    raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")

@@ -8,8 +8,7 @@ top-k of s (``topk_select``), no noise (paper).
 
 Relaxation of the top-k mask (the paper does not say which; DESIGN.md "Interpretations"):
 
-* ``"successive_softmax"`` (default, as DESIGN.md specifies): see below.
-* ``"lml"``: m_i = σ((key_i − ν)/τ), with ν such that Σ_i m_i = k. It is the
+* ``"lml"`` (default): m_i = σ((key_i − ν)/τ), with ν such that Σ_i m_i = k. It is the
   Limited Multi-Label projection (Amos, Xu, Kolter, "The Limited Multi-Label Projection
   Layer", 2019): the maximiser of ⟨key, m⟩/τ + Σ_i H(m_i) over {0 ≤ m ≤ 1, Σ m = k},
   and the two-anchor case of the entropic-OT top-k (Xie et al., "Differentiable Top-k
@@ -17,13 +16,14 @@ Relaxation of the top-k mask (the paper does not say which; DESIGN.md "Interpret
   the hard top-k of the keys as τ → 0. ν is found by bisection; its gradient by the
   implicit function theorem (∂ν/∂key_j = σ'_j / Σ_l σ'_l), so Σ m stays k under any
   perturbation.
-* ``"successive_softmax"``: m = Σ_{j=1..k} a^j, a^j = softmax(α^j/τ), α^1 = key,
+* ``"successive_softmax"`` (an option): m = Σ_{j=1..k} a^j, a^j = softmax(α^j/τ), α^1 = key,
   α^{j+1} = α^j + log(1 − a^j) (Xie & Ermon, "Reparameterizable Subset Sampling via
   Continuous Relaxations", IJCAI 2019; Plötz & Roth, "Neural Nearest Neighbors
   Networks", NeurIPS 2018). Σ m = k, but m_i is NOT bounded by 1: with N = 128, k = 16
   and τ ∈ [0.5, 2] most rows have some m_i > 1 (up to ≈ 4), because a frame whose
-  weight dominates keeps part of every later step's mass. The paper states m ∈ [0, 1]^N,
-  which ``"lml"`` guarantees; ``SelectionConfig(relaxation="lml")`` switches to it.
+  weight dominates keeps part of every later step's mass, so F(m) would count one frame
+  several times. The paper states m ∈ [0, 1]^N, which ``"lml"`` guarantees; that is why
+  it is the default. ``SelectionConfig(relaxation="successive_softmax")`` switches back.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "SelectionConfig",
     "GumbelTopK",
     "gumbel_noise",
+    "per_sample_noise",
     "relaxed_topk",
     "gumbel_topk",
     "topk_select",
@@ -63,8 +64,9 @@ class SelectionConfig:
         straight_through: teacher input uses hard + soft − soft.detach() (value 0/1,
             gradient of the soft mask), so the answer CE reaches the student. If False
             the hard mask carries no gradient.
-        relaxation: soft top-k relaxation, "successive_softmax" (default, DESIGN.md; Σ m = k,
-            m_i may exceed 1) or "lml" (0 ≤ m ≤ 1, Σ m = k); see the module docstring.
+        relaxation: soft top-k relaxation, "lml" (default: 0 < m_i < 1, Σ m = k, the
+            paper's m ∈ [0, 1]^N) or "successive_softmax" (Σ m = k, but m_i reaches ≈ 3.4
+            at τ = 1 with N = 128, k = 16); see the module docstring.
     """
 
     k: int = 16
@@ -72,7 +74,7 @@ class SelectionConfig:
     tau_decay: float = 0.999
     tau_min: float = 0.5
     straight_through: bool = True
-    relaxation: Literal["lml", "successive_softmax"] = "successive_softmax"
+    relaxation: Literal["lml", "successive_softmax"] = "lml"
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -117,6 +119,18 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator
     return -torch.log(-torch.log(u))
 
 
+def per_sample_noise(seeds, n: int, device: torch.device | str | None = None) -> Tensor:
+    """Gumbel noise ``[B, n]`` whose row b is drawn from a generator seeded with ``seeds[b]``.
+
+    Training seeds each sample by (run seed, epoch, its place in the epoch's order), so a
+    sample gets the same noise whatever micro-batch, process or resume it lands in: the
+    noise needs no state in a checkpoint, and N processes draw what one process with N×
+    the accumulation draws.
+    """
+    rows = [gumbel_noise((n,), generator=torch.Generator().manual_seed(int(seed))) for seed in seeds]
+    return torch.stack(rows).to(device) if rows else torch.empty(0, n, device=device)
+
+
 def _lml(keys: Tensor, k: int, tau: float, iters: int = 64) -> Tensor:
     x = keys.double() / tau  # [B, N]; float64 so that Σ m = k holds to ~1e-12 before the cast
     n = x.shape[-1]
@@ -153,7 +167,7 @@ def _successive_softmax(keys: Tensor, k: int, tau: float) -> Tensor:
     return m
 
 
-def relaxed_topk(keys: Tensor, k: int, tau: float, relaxation: str = "successive_softmax") -> Tensor:
+def relaxed_topk(keys: Tensor, k: int, tau: float, relaxation: str = "lml") -> Tensor:
     """Soft top-k mask of ``keys [B, N]`` at temperature τ → ``[B, N]`` with Σ = k.
 
     ``"lml"``: σ((key − ν)/τ) with Σ = k, 0 < m < 1 (module docstring). ``"successive_softmax"``:
@@ -177,12 +191,14 @@ def gumbel_topk(
     tau: float,
     generator: torch.Generator | None = None,
     hard: bool = True,
-    relaxation: str = "successive_softmax",
+    relaxation: str = "lml",
+    noise: Tensor | None = None,
 ) -> GumbelTopK:
     """Eq. 10: m, S = Gumbel-TopK({s_i}, τ, k_sel) for scores ``s [B, N]`` in (0, 1).
 
     keys_i = log s_i + g_i (s clamped at 1e-8; g Gumbel noise drawn from ``generator``, so a
-    seeded generator reproduces the draw); S = the k largest keys (exactly k distinct
+    seeded generator reproduces the draw, or given as ``noise [B, N]``, e.g. drawn per
+    sample so a sample's noise does not depend on its batch); S = the k largest keys (exactly k distinct
     frames); soft = ``relaxed_topk(keys, k, τ)``. With ``hard=True`` the returned hard mask
     is straight-through, hard + (soft − soft.detach()): 0/1 values, gradient of soft.
     With ``hard=False`` it is the plain 0/1 mask (no gradient). Rows are independent.
@@ -191,7 +207,12 @@ def gumbel_topk(
         raise ValueError(f"s must be [B, N], got shape {tuple(s.shape)}")
     _check_k(k, s.shape[-1])
     work = s if s.dtype == torch.float64 else s.float()
-    g = gumbel_noise(s.shape, generator=generator, device=s.device).to(work.dtype)
+    if noise is not None:
+        if noise.shape != s.shape:
+            raise ValueError(f"noise must have the shape of s {tuple(s.shape)}, got {tuple(noise.shape)}")
+        g = noise.to(s.device, work.dtype)
+    else:
+        g = gumbel_noise(s.shape, generator=generator, device=s.device).to(work.dtype)
     keys = torch.log(work.clamp(_S_MIN, 1.0)) + g
     soft = relaxed_topk(keys, k, tau, relaxation)
     indices = keys.detach().topk(k, dim=-1).indices.sort(dim=-1).values

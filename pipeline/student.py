@@ -43,7 +43,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from .loading import ModelLoadError, check_base_model, default_dtype, resolve_model_path
 from .prompts import COT_PROMPT, student_qa_text
-from .queries import gather_task_queries
+from .queries import QUERY_POSITIONS, gather_task_queries
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,11 @@ class StudentConfig:
             aggregates with the learnable q_agg alone.
         max_text_tokens: at most this many tokens of question + options (E_qa); longer
             texts are cut at the end, with a warning.
+        query_positions: where Eq. 5 spreads the K query positions in pass A: "paper"
+            (default) over all of E_input = [E_CoT; E_qa], as the paper writes it; "question"
+            at the ends of the K successive parts of the E_qa span. Under a causal LM the
+            paper's first positions read only the fixed CoT prompt, so they are the same
+            for every sample (queries.py).
     """
 
     name_or_path: str = "Qwen/Qwen2.5-1.5B-Instruct"
@@ -116,6 +121,7 @@ class StudentConfig:
     use_cot: bool = True
     static_query: bool = False
     max_text_tokens: int = 512
+    query_positions: str = "paper"
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)  # YAML/JSON give lists
@@ -129,6 +135,8 @@ class StudentConfig:
             raise ValueError("StudentConfig lora_r, clip_dim, mlp_hidden, max_text_tokens must be >= 1")
         if not self.target_modules:
             raise ValueError("StudentConfig.target_modules must name at least one module")
+        if self.query_positions not in QUERY_POSITIONS:
+            raise ValueError(f"StudentConfig.query_positions must be one of {QUERY_POSITIONS}, got {self.query_positions!r}")
 
     @property
     def num_task_queries(self) -> int:
@@ -218,6 +226,7 @@ class Student(nn.Module):
         )
         self.lm = get_peft_model(base_model, lora, adapter_name=TASK_ANALYZER)
         self.lm.add_adapter(CONTEXT_AGGREGATOR, lora)
+        self.train_task_analyzer = True
         self._enable_adapter_grads()
         d = base_model.config.hidden_size
         device = base_model.get_input_embeddings().weight.device
@@ -252,8 +261,10 @@ class Student(nn.Module):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     def _enable_adapter_grads(self) -> None:
-        """Undo peft's freezing of the inactive adapter: both θ1 and θ2 always train."""
-        self.lm.set_requires_grad(list(ADAPTERS), requires_grad=True)
+        """Undo peft's freezing of the inactive adapter: θ2 always trains, θ1 unless it is
+        frozen (``train_task_analyzer`` False: K = 0, where pass A never runs)."""
+        self.lm.set_requires_grad([CONTEXT_AGGREGATOR], requires_grad=True)
+        self.lm.set_requires_grad([TASK_ANALYZER], requires_grad=self.train_task_analyzer)
 
     def _use_adapter(self, name: str) -> None:
         """Activate one adapter for the next LM pass, keeping both trainable (peft trap)."""
@@ -338,6 +349,9 @@ class Student(nn.Module):
             return torch.zeros(B, 0, self.hidden_size, device=self.device, dtype=self.lm_dtype)
         e_input = self.lm.get_input_embeddings()(text.task_ids)
         hidden = self._run_lm(TASK_ANALYZER, e_input, text.task_lengths)
+        if self.cfg.query_positions == "question":  # E_qa sits right after the template head
+            starts = torch.full_like(text.qa_lengths, len(self._head_ids))
+            return gather_task_queries(hidden, text.qa_lengths, K, starts, spread="question")
         return gather_task_queries(hidden, text.task_lengths, K)
 
     # --- Eqs. 7–8: pass B (θ2) ---------------------------------------------------------

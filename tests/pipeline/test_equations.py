@@ -16,7 +16,7 @@ from hfs.pipeline.losses import (
     student_distribution,
     total_loss,
 )
-from hfs.pipeline.queries import gather_task_queries, task_query_positions
+from hfs.pipeline.queries import gather_task_queries, question_query_positions, task_query_positions
 from hfs.pipeline.schedules import gumbel_tau, lambda_kl
 from hfs.pipeline.set_objective import (
     SetObjectiveConfig,
@@ -99,6 +99,30 @@ def test_gather_task_queries_defaults_and_edges():
         gather_task_queries(hidden, T([7, 3]), K=2)
     with pytest.raises(ValueError, match="lengths"):
         gather_task_queries(hidden, T([0, 3]), K=2)
+
+
+@pytest.mark.parametrize("K, length, expected", [
+    (0, 10, []),
+    (1, 10, [9]),  # ⌈10/1⌉ − 1
+    (3, 10, [3, 6, 9]),  # ⌈10/3⌉ − 1 = 3, ⌈20/3⌉ − 1 = 6, 9
+    (4, 10, [2, 4, 7, 9]),  # ⌈2.5⌉ − 1, ⌈5⌉ − 1, ⌈7.5⌉ − 1, 9
+    (3, 2, [0, 1, 1]),  # K > length: ⌈2/3⌉ − 1 = 0, ⌈4/3⌉ − 1 = 1, 1
+])
+def test_question_query_positions_by_hand(K, length, expected):
+    assert question_query_positions(K, length) == expected
+
+
+def test_gather_task_queries_over_a_span():
+    hidden = _hidden()
+    # paper spread: row 0, 3 tokens from position 2 → 2 + [0, 1, 2]; row 1, 4 tokens from 1 → 1 + [0, 1, 3].
+    q = gather_task_queries(hidden, T([3, 4]), K=3, starts=T([2, 1]))
+    assert q[0, :, 0].tolist() == [2.0, 3.0, 4.0] and q[1, :, 0].tolist() == [101.0, 102.0, 104.0]
+    # question spread: row 0 → 2 + [0, 1, 2]; row 1 → 1 + [⌈4/3⌉ − 1, ⌈8/3⌉ − 1, 3] = 1 + [1, 2, 3].
+    q = gather_task_queries(hidden, T([3, 4]), K=3, starts=T([2, 1]), spread="question")
+    assert q[0, :, 0].tolist() == [2.0, 3.0, 4.0] and q[1, :, 0].tolist() == [102.0, 103.0, 104.0]
+    assert gather_task_queries(hidden, T([3, 4]), K=1, starts=T([2, 1]))[:, 0, 0].tolist() == [4.0, 104.0]
+    with pytest.raises(ValueError, match="spans"):
+        gather_task_queries(hidden, T([5, 4]), K=2, starts=T([2, 1]))  # 2 + 5 > 6
 
 
 # ---------------------------------------------------------------- Eq. 6: separation loss

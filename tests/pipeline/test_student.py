@@ -88,6 +88,21 @@ def test_task_queries_sit_at_eq5_positions(student):
     student.train()
 
 
+def test_query_positions_paper_vs_question():
+    """Eq. 5 as written puts q_task^(1) at position 0 of E_input, inside the fixed CoT prompt: a
+    causal LM gives it the same value for every question. Spread over E_qa, every query differs."""
+    paper = make_student(K=3).eval()
+    question = make_student(K=3, query_positions="question").eval()
+    for student, same_first in ((paper, True), (question, False)):
+        text = student.text_inputs(QUESTIONS, OPTIONS)
+        with torch.no_grad():
+            q = student.task_queries(text)
+        assert torch.allclose(q[0, 0], q[1, 0], atol=1e-5) == same_first
+        assert not torch.allclose(q[0, 2], q[1, 2], atol=1e-5)  # the last position reads the question
+    with pytest.raises(ValueError, match="query_positions"):
+        StudentConfig(query_positions="middle")
+
+
 def test_cot_prompt_is_wrapped_in_the_chat_template():
     with_cot, without = make_student(use_cot=True), make_student(use_cot=False)
     head = with_cot._task_head

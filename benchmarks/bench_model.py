@@ -183,19 +183,30 @@ def build_tiny(kind: str, device: str):
 # --- inputs -----------------------------------------------------------------------------------
 
 
-def make_batch(B: int, N: int, frame_size: tuple[int, int]):
-    from PIL import Image
+def jpeg_frames(B: int, N: int, frame_size: tuple[int, int]) -> list[list[bytes]]:
+    """B videos of N JPEG frames (width, height) as the cache stores them for the teacher."""
+    from torchvision.io import encode_jpeg
 
+    w, h = frame_size
+    out = []
+    for b in range(B):
+        g = torch.Generator().manual_seed(b)
+        base = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+        out.append([encode_jpeg(base.roll(i, dims=2), quality=90).numpy().tobytes() for i in range(N)])
+    return out
+
+
+def make_batch(B: int, N: int, frame_size: tuple[int, int]):
+    """A micro-batch of B questions over N frames: random CLIP features, JPEG teacher frames."""
     from hfs.pipeline.model import Batch
 
     g = torch.Generator().manual_seed(B)
-    frames = [[Image.new("RGB", frame_size, (2 * i % 256, 60 * b % 256, 128)) for i in range(N)] for b in range(B)]
     return Batch(
         features=torch.randn(B, N, 512, generator=g),
         timestamps=torch.linspace(0.5, 600.0, N).expand(B, N).clone(),
         questions=[QUESTION] * B, options=[list(OPTIONS) for _ in range(B)],
         answer_index=torch.tensor([2] * B), answers=[OPTIONS[2]] * B,
-        frame_loader=lambda b, idx: [frames[b][i] for i in idx],
+        frames=jpeg_frames(B, N, frame_size),
     )
 
 
@@ -206,7 +217,9 @@ def token_counts(model, batch) -> dict[str, int]:
     K, N = student.cfg.num_task_queries, batch.features.shape[1]
     pass_a = int(text.task_lengths.sum()) if K else 0
     pass_b = int((N + text.qa_lengths + K + 1).sum())
-    images = [batch.frame_loader(b, list(range(k))) for b in range(len(batch))]
+    from hfs.pipeline.frames import decode_jpegs
+
+    images = [decode_jpegs(batch.frames[b][:k]) for b in range(len(batch))]
     times = batch.timestamps[:, :k].tolist()
     samples = model.teacher.encode_batch(images, batch.questions, batch.options, times)
     teacher_lm = sum(len(s.input_ids) for s in samples)

@@ -33,7 +33,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Literal, NamedTuple, Sequence
+from typing import Any, Literal, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,8 @@ __all__ = [
     "Evaluation",
     "pseudo_label_loss",
     "HFSModel",
+    "read_saved_config",
+    "trained_groups",
 ]
 
 SUPERVISIONS = ("answer", "pseudo_label")
@@ -213,8 +215,9 @@ class HFSConfig:
 # --- inputs and outputs ---------------------------------------------------------------------
 
 
-FrameLoader = Callable[[int, list[int]], list]
-"""``frame_loader(b, indices) -> list[PIL.Image]``: frames ``indices`` (ascending) of sample b."""
+JpegFrames = Sequence[Any]
+"""One sample's N teacher frames as JPEG bytes (``bytes``, uint8 numpy arrays or uint8
+tensors), in time order: what ``FeatureCache.frames`` returns."""
 
 
 @dataclass
@@ -228,9 +231,11 @@ class Batch:
         options: B option lists; ``[]`` for an open-ended question.
         answer_index: ``[B]`` long, index of the correct option; −1 for open-ended.
         answers: B reference answer texts (used for open-ended questions).
-        frame_loader: loads the selected frames as PIL images for the teacher.
+        frames: B lists of the N teacher frames as JPEG bytes. Only the k selected ones
+            are decoded, inside the step, on the model's device (``frames.decode_jpegs``).
         frame_labels: optional ``[B, N]`` per-frame pseudo-labels in [0, 1], only for
             ``losses.supervision = "pseudo_label"``.
+        sample_ids: optional B sample ids (logs, predictions).
     """
 
     features: Tensor
@@ -239,8 +244,9 @@ class Batch:
     options: list[list[str]]
     answer_index: Tensor
     answers: list[str]
-    frame_loader: FrameLoader
+    frames: list[JpegFrames]
     frame_labels: Tensor | None = None
+    sample_ids: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -262,6 +268,9 @@ class Batch:
                 raise ValueError(f"sample {b}: answer_index {y} for {len(opts)} options")
             if not opts and y != -1:
                 raise ValueError(f"sample {b}: open-ended (no options) but answer_index {y}, expected -1")
+        if len(self.frames) != B or any(len(f) != N for f in self.frames):
+            raise ValueError(f"frames must hold N={N} JPEGs for each of the {B} samples, got "
+                             f"{[len(f) for f in self.frames]}")
         if self.frame_labels is not None and tuple(self.frame_labels.shape) != (B, N):
             raise ValueError(f"frame_labels must be [B, N]=[{B}, {N}], got {tuple(self.frame_labels.shape)}")
 
@@ -321,38 +330,60 @@ class HFSModel(nn.Module):
         cls, cfg: HFSConfig, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> "HFSModel":
         """Load both models (bf16 on GPU, fp32 on CPU unless ``dtype``), add fresh adapters
-        and heads. Fresh weights come from torch's global RNG: seed it first."""
+        and heads, and freeze what the config leaves unused (``configure_trainable``).
+        Fresh weights come from torch's global RNG: seed it first."""
         from .student import build_student
-        from .teachers import TeacherScorer, load_teacher
+        from .teachers import TeacherScorer
 
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = _device(device)
         student = build_student(cfg.student, device=device, dtype=dtype)
-        t = cfg.teacher
-        teacher = load_teacher(
-            t.kind, t.name_or_path, device=device, dtype=dtype,
-            lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
-        )
-        teacher.max_tiles = t.max_tiles
-        scorer = TeacherScorer(teacher.hidden_size, t.mlp_hidden).to(device)
-        return cls(cfg, student, teacher, scorer)
+        teacher = _teacher_from_config(cfg.teacher, device, dtype)
+        scorer = TeacherScorer(teacher.hidden_size, cfg.teacher.mlp_hidden).to(device)
+        return cls(cfg, student, teacher, scorer).configure_trainable()
 
     @property
     def device(self) -> torch.device:
         return self.student.device
 
-    def trainable_parameters(self) -> dict[str, list[nn.Parameter]]:
-        """Everything the optimiser updates, by name: θ1, θ2 (student LoRA), θ3 (teacher
-        LoRA), W_v, q_agg, MLP_s, MLP_t. Every other weight is frozen."""
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parts that can train, by name: θ1, θ2 (student LoRA), θ3 (teacher LoRA),
+        W_v, q_agg, MLP_s, MLP_t, whether or not the config trains them. Every other
+        weight (both base models, the vision tower) is always frozen."""
         groups = self.student.trainable_named_parameters()
+        theta3 = [p for n, p in self.teacher.named_parameters() if "lora_" in n]
         return {
             "theta1": groups[TASK_ANALYZER],
             "theta2": groups[CONTEXT_AGGREGATOR],
-            "theta3": list(self.teacher.trainable_parameters()),
+            "theta3": theta3,
             "W_v": groups["W_v"],
             "q_agg": groups["q_agg"],
             "MLP_s": groups["MLP_s"],
             "MLP_t": list(self.teacher_scorer.parameters()),
         }
+
+    def trainable_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """What the optimiser updates, by name (``trained_groups(cfg)``); every other weight
+        is frozen, so DDP needs no ``find_unused_parameters``."""
+        return {name: ps for name, ps in self.parameter_groups().items() if ps and all(p.requires_grad for p in ps)}
+
+    def configure_trainable(self) -> "HFSModel":
+        """Freeze the parts the config does not use (``trained_groups``) and train the rest."""
+        trained = trained_groups(self.cfg)
+        for name, params in self.parameter_groups().items():
+            for p in params:
+                p.requires_grad_(name in trained)
+        self.student.train_task_analyzer = "theta1" in trained
+        self.student._enable_adapter_grads()
+        return self
+
+    def check_trainable_fp32(self) -> None:
+        """Raise if a trained parameter is not float32: Adam updates of ~1e-5 vanish in
+        bf16 (peft below 0.19 created new adapters in the base model's dtype)."""
+        bad = [f"{group} ({p.dtype})" for group, ps in self.trainable_parameters().items() for p in ps
+               if p.dtype != torch.float32]
+        if bad:
+            raise RuntimeError(f"trainable parameters must be float32, found {', '.join(sorted(set(bad)))}; "
+                               "upgrade peft to >= 0.19")
 
     # --- pieces of the training path ------------------------------------------------------
 
@@ -363,12 +394,14 @@ class HFSModel(nn.Module):
         return set_objective_terms(s, soft, t, c.weights, c.tau_c, c.gamma, c.terms)
 
     def _teacher(self, batch: Batch, indices: Tensor, gates: Tensor, answers: bool):
-        """Eq. 16: the teacher on the selected frames (time order), each gated by ``gates [B, k]``."""
+        """Eq. 16: the teacher on the selected frames (time order), each gated by ``gates [B, k]``.
+
+        Only the k selected JPEGs of each sample are decoded, here, on the teacher's device."""
+        from .frames import decode_jpegs
+
         idx = indices.tolist()
-        images = [batch.frame_loader(b, rows) for b, rows in enumerate(idx)]
-        for b, frames in enumerate(images):
-            if len(frames) != len(idx[b]):
-                raise ValueError(f"frame_loader returned {len(frames)} frames for {len(idx[b])} indices (sample {b})")
+        device = self.teacher.device
+        images = [decode_jpegs([batch.frames[b][i] for i in rows], device=device) for b, rows in enumerate(idx)]
         times = batch.timestamps.gather(1, indices.to(batch.timestamps.device)).tolist()
         open_ended = any(not o for o in batch.options)
         return self.teacher(
@@ -394,17 +427,23 @@ class HFSModel(nn.Module):
     # --- the three paths --------------------------------------------------------------------
 
     def forward(
-        self, batch: Batch, step: int, steps_per_epoch: int, generator: torch.Generator | None = None
+        self,
+        batch: Batch,
+        step: int,
+        steps_per_epoch: int,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
     ) -> tuple[LossTerms, Selection]:
         """Training step, Eqs. 1–21. ``step``: optimiser step (τ and λ_KL schedules);
-        ``generator``: source of the Gumbel noise (seeded → reproducible)."""
+        the Gumbel noise is ``noise [B, N]`` when given (training draws it per sample,
+        ``selection.per_sample_noise``), else drawn from ``generator``."""
         batch.validate()
         sel_cfg, loss_cfg = self.cfg.selection, self.cfg.losses
         out = self.student(batch.features, batch.questions, batch.options)
         s = out.scores
         tau = sel_cfg.tau(step)
-        mask = gumbel_topk(s, sel_cfg.k, tau, generator=generator,
-                           hard=sel_cfg.straight_through, relaxation=sel_cfg.relaxation)
+        mask = gumbel_topk(s, sel_cfg.k, tau, generator=generator, hard=sel_cfg.straight_through,
+                           relaxation=sel_cfg.relaxation, noise=noise)
         f = self._set_objective(s, mask.soft, batch.timestamps)
         sep = separation_loss(out.task_queries.float())
         kl = None
@@ -488,26 +527,69 @@ class HFSModel(nn.Module):
     def load(
         cls, directory: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> "HFSModel":
-        """Load what ``save`` wrote, onto the base models named in its config."""
+        """Load what ``save`` wrote, onto the base models named in its config; every config
+        field that shapes the model (``teacher.max_tiles`` included) comes back as saved."""
         from .loading import ModelLoadError
         from .student import load_student
-        from .teachers import load_scorer, load_teacher
+        from .teachers import load_scorer
 
         directory = Path(directory)
-        config_file = directory / "hfs_config.json"
-        if not config_file.is_file():
-            raise ModelLoadError(f"{directory} is not a saved HFS model: hfs_config.json is missing")
-        cfg = HFSConfig.from_dict(json.loads(config_file.read_text()))
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        cfg = read_saved_config(directory)
+        device = _device(device)
         student = load_student(directory / "student", device=device, dtype=dtype)
-        cfg.student = student.cfg
-        t = cfg.teacher
-        teacher = load_teacher(
-            t.kind, t.name_or_path, device=device, dtype=dtype, lora_r=t.lora_r, lora_alpha=t.lora_alpha,
-            lora_dropout=t.lora_dropout, adapter=directory / "teacher_lora" if t.lora_r > 0 else None,
-        )
+        if student.cfg != cfg.student:
+            raise ModelLoadError(f"{directory}: student/student.json and hfs_config.json disagree about the student")
+        adapter = directory / "teacher_lora" if cfg.teacher.lora_r > 0 else None
+        teacher = _teacher_from_config(cfg.teacher, device, dtype, adapter=adapter)
         scorer = load_scorer(directory / "teacher_scorer.safetensors", device=device)
-        return cls(cfg, student, teacher, scorer)
+        return cls(cfg, student, teacher, scorer).configure_trainable()
+
+
+def read_saved_config(directory: str | Path) -> HFSConfig:
+    """The ``HFSConfig`` a saved model was made with (``hfs_config.json``)."""
+    from .loading import ModelLoadError
+
+    config_file = Path(directory) / "hfs_config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"{directory} is not a saved HFS model: hfs_config.json is missing")
+    try:
+        return HFSConfig.from_dict(json.loads(config_file.read_text()))
+    except (ValueError, TypeError) as err:
+        raise ModelLoadError(f"{config_file}: {err}") from err
+
+
+def trained_groups(cfg: HFSConfig) -> set[str]:
+    """Which parameter groups the config trains: everything the forward pass uses.
+
+    θ1 only with task queries (K > 0 and no static query); θ3 and MLP_t only when the
+    teacher runs in training (answer supervision), MLP_t only with the KL term, θ3 only
+    with a teacher adapter (lora_r > 0).
+    """
+    groups = {"theta2", "W_v", "q_agg", "MLP_s"}
+    if cfg.student.num_task_queries > 0:
+        groups.add("theta1")
+    if cfg.losses.supervision == "answer":
+        if cfg.teacher.lora_r > 0:
+            groups.add("theta3")
+        if cfg.losses.use_kl:
+            groups.add("MLP_t")
+    return groups
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _teacher_from_config(t: TeacherConfig, device: torch.device, dtype: torch.dtype | None, adapter=None):
+    """The teacher a ``TeacherConfig`` describes, fresh LoRA or the one saved in ``adapter``."""
+    from .teachers import load_teacher
+
+    teacher = load_teacher(
+        t.kind, t.name_or_path, device=device, dtype=dtype, lora_r=t.lora_r, lora_alpha=t.lora_alpha,
+        lora_dropout=t.lora_dropout, adapter=adapter,
+    )
+    teacher.max_tiles = t.max_tiles
+    return teacher
 
 
 class _eval_mode:

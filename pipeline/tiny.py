@@ -335,6 +335,19 @@ def _seeded_model(model_cls, config):
     return model.float().eval()
 
 
+def _save_quietly(model, out: Path) -> None:
+    """`model.save_pretrained(out)` without transformers' progress bar (a tiny model is one shard)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(out)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def build_tiny_student(out_dir: str | Path) -> Path:
     """Save a random tiny `Qwen2ForCausalLM` student and its tokenizer to `out_dir`; returns it."""
     from transformers import Qwen2ForCausalLM
@@ -342,7 +355,7 @@ def build_tiny_student(out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = _seeded_model(Qwen2ForCausalLM, tiny_student_config())
-    model.save_pretrained(out)
+    _save_quietly(model, out)
     build_tiny_tokenizer().save_pretrained(out)
     logger.info("built tiny student in %s", out)
     return out
@@ -412,7 +425,7 @@ def build_tiny_teacher(kind: str, out_dir: str | Path) -> Path:
     processor = build_tiny_processor(kind)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _seeded_model(model_cls, config).save_pretrained(out)
+    _save_quietly(_seeded_model(model_cls, config), out)
     processor.save_pretrained(out)
     logger.info("built tiny %s teacher in %s", kind, out)
     return out

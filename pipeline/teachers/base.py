@@ -1,8 +1,9 @@
 """The teacher M_t (Sec. 3.4): a video LLM that answers from the selected frames.
 
 One interface for every teacher. A teacher gets the k selected frames of each
-sample as separate images in time order, each frame's straight-through gate
-value (1.0 in the forward pass), the question and options, and returns
+sample as one uint8 tensor [k, 3, H, W] (RGB, time order, on any device; see
+`hfs.pipeline.frames.decode_jpegs`), each frame's straight-through gate value
+(1.0 in the forward pass), the question and options, and returns
 
 - `option_logits` z (Eq. 16): LM logits at the answer position restricted to
   the option letters, for the CE of Eq. 17;
@@ -11,9 +12,14 @@ value (1.0 in the forward pass), the question and options, and returns
 - `answer_loss`: token CE of the reference answer for open-ended samples.
 
 The gate multiplies every visual token embedding of its frame before the
-language model sees it, so d(CE)/d(gate) reaches the student. Subclasses only
-say how their processor lays out image tokens and how their vision features
-come out; the forward pass, pooling and heads are shared.
+language model sees it, so d(CE)/d(gate) reaches the student. Subclasses say
+how frames become pixel values (resize / normalise / patchify as tensor ops on
+the frames' device, every parameter read from the loaded processor's image
+processor config), how the image placeholders of the chat text expand, and how
+their vision features come out; the forward pass, pooling and heads are shared.
+The processor object stays loaded for its tokenizer, chat template and config,
+but is never called in the forward pass: calling it would run PIL-era CPU code
+for every sample of every step.
 
 The language model carries a LoRA adapter θ3 (peft); the vision tower and
 projector stay frozen.
@@ -30,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from hfs.pipeline import prompts
+from hfs.pipeline.frames import check_frames
 from hfs.pipeline.loading import (
     ModelLoadError,
     adapter_base_model,
@@ -69,12 +76,13 @@ class TeacherOutput:
 
 @dataclass
 class EncodedSample:
-    """One sample after the processor: prompt (+ answer) ids and its vision inputs.
+    """One sample ready for the model: prompt (+ answer) ids and its vision inputs.
 
     input_ids: [L] prompt ids (image placeholders expanded) followed by answer ids.
     prompt_len: number of prompt ids; the answer position is prompt_len - 1.
     frame_spans: per frame, [start, end) of its visual tokens in input_ids.
-    vision: the processor's vision tensors for this sample (pixel_values, …).
+    vision: the sample's vision tensors, laid out as the HF processor lays them out
+        (pixel_values on the frames' device, …).
     extra: other per-token tensors the model needs ([L] each, padded with 0).
     units_per_frame: vision feature blocks per frame (images for Qwen, tiles for InternVL).
     """
@@ -295,9 +303,36 @@ class Teacher(nn.Module):
         """The transformers class of this teacher (imported lazily)."""
         raise NotImplementedError
 
-    def encode_sample(self, chat_text: str, frames: list) -> EncodedSample:
-        """Run the processor on one sample; locate each frame's visual tokens."""
+    def encode_sample(self, chat_text: str, frames: Tensor) -> EncodedSample:
+        """One sample as model inputs, without calling the processor.
+
+        chat_text: the chat-templated prompt with one image placeholder per frame.
+        frames: uint8 [k, 3, H, W], RGB, time order, on any device.
+        Turns the frames into pixel values with tensor ops on their device, expands the
+        placeholders as the HF processor would, tokenizes, and locates each frame's tokens.
+        """
         raise NotImplementedError
+
+    @property
+    def image_processor(self):
+        """The loaded image processor: read for its config (sizes, mean, std, resample), never called."""
+        return self.processor.image_processor
+
+    @staticmethod
+    def expand_image_placeholders(chat_text: str, placeholder: str, replacements: list[str]) -> str:
+        """Replace the j-th `placeholder` of the chat text by `replacements[j]` (one per frame),
+        in one pass, as the HF processor does (a replacement may contain the placeholder)."""
+        pieces = chat_text.split(placeholder)
+        if len(pieces) - 1 != len(replacements):
+            raise ValueError(
+                f"the prompt has {len(pieces) - 1} image placeholders {placeholder!r} for {len(replacements)} frames"
+            )
+        return pieces[0] + "".join(r + p for r, p in zip(replacements, pieces[1:]))
+
+    def tokenize_prompt(self, text: str) -> Tensor:
+        """Token ids [L] (int64, CPU) of the expanded prompt, tokenized as the processor's
+        tokenizer call does (its default special tokens, no padding, no truncation)."""
+        return torch.tensor(self.tokenizer(text)["input_ids"], dtype=torch.long)
 
     def image_features(self, vision: dict[str, Tensor], units_per_frame: list[int], gates: Tensor):
         """Visual token embeddings of all frames (frozen encoder, no grad) times their gates.
@@ -323,13 +358,22 @@ class Teacher(nn.Module):
         messages = prompts.teacher_messages(num_frames, text)
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def encode_batch(self, images, questions, options, timestamps=None, answers=None) -> list[EncodedSample]:
-        """Processor outputs per sample; an open-ended sample's answer (+ end of turn) is appended."""
+    def encode_batch(
+        self,
+        frames: list[Tensor],
+        questions: list[str],
+        options: list[list[str] | None],
+        timestamps: list[list[float]] | None = None,
+        answers: list[str | None] | None = None,
+    ) -> list[EncodedSample]:
+        """`encode_sample` per sample (frames[b]: uint8 [k, 3, H, W]); an open-ended sample's
+        answer (+ end of turn) is appended."""
         samples = []
-        for b, frames in enumerate(images):
+        for b, sample_frames in enumerate(frames):
+            check_frames(sample_frames, f"frames of sample {b}")
             opts = options[b] or []
-            chat = self.build_prompt(len(frames), questions[b], opts, timestamps[b] if timestamps else None)
-            sample = self.encode_sample(chat, list(frames))
+            chat = self.build_prompt(len(sample_frames), questions[b], opts, timestamps[b] if timestamps else None)
+            sample = self.encode_sample(chat, sample_frames)
             answer = answers[b] if answers is not None else None
             if not opts and answer:
                 ids = self.tokenizer.encode(answer.strip(), add_special_tokens=False) + [end_of_turn_id(self.tokenizer)]
@@ -361,7 +405,7 @@ class Teacher(nn.Module):
 
     def forward(
         self,
-        images: list[list],
+        frames: list[Tensor],
         gates: Tensor,
         questions: list[str],
         options: list[list[str] | None],
@@ -370,14 +414,15 @@ class Teacher(nn.Module):
     ) -> TeacherOutput:
         """Teacher pass over B samples of k frames (Eqs. 16 and 18).
 
-        images[b]: the k selected frames of sample b in time order (PIL images).
+        frames[b]: uint8 [k, 3, H, W], the k selected frames of sample b (RGB, time order),
+            on any device (`hfs.pipeline.frames.decode_jpegs`); resized and normalised there.
         gates: [B, k] straight-through mask values (1.0 forward; carry d/d gate).
         options[b]: the options of sample b, [] or None for an open-ended question.
         timestamps[b]: the k frame times in seconds, written into the prompt.
         answers[b]: reference answer text, scored (answer_loss) for open-ended samples.
         """
-        self._check_inputs(images, gates, questions, options, timestamps, answers)
-        samples = self.encode_batch(images, questions, options, timestamps, answers)
+        self._check_inputs(frames, gates, questions, options, timestamps, answers)
+        samples = self.encode_batch(frames, questions, options, timestamps, answers)
         batch, vision = self.collate(samples)
         units = [u for s in samples for u in s.units_per_frame]
         features = self.image_features(vision, units, gates.reshape(-1))
@@ -398,9 +443,9 @@ class Teacher(nn.Module):
             answer_mask=answer_mask,
         )
 
-    def _check_inputs(self, images, gates, questions, options, timestamps, answers) -> None:
+    def _check_inputs(self, frames, gates, questions, options, timestamps, answers) -> None:
         """One clear error for inconsistent batch arguments."""
-        batch = len(images)
+        batch = len(frames)
         if gates.ndim != 2 or gates.shape[0] != batch:
             raise ValueError(f"gates must be [B, k] with B={batch}, got {tuple(gates.shape)}")
         k = gates.shape[1]
@@ -408,9 +453,10 @@ class Teacher(nn.Module):
         for name, value in named.items():
             if value is not None and len(value) != batch:
                 raise ValueError(f"{name} has {len(value)} entries for {batch} samples")
-        for b, frames in enumerate(images):
-            if len(frames) != k:
-                raise ValueError(f"sample {b} has {len(frames)} frames but gates has k={k}")
+        for b, sample_frames in enumerate(frames):
+            check_frames(sample_frames, f"frames of sample {b}")
+            if len(sample_frames) != k:
+                raise ValueError(f"sample {b} has {len(sample_frames)} frames but gates has k={k}")
             if timestamps is not None and len(timestamps[b]) != k:
                 raise ValueError(f"sample {b} has {len(timestamps[b])} timestamps for {k} frames")
 
@@ -439,7 +485,12 @@ class Teacher(nn.Module):
         return torch.stack(rows)
 
     def _option_logits(self, answer_states: Tensor, options) -> Tensor:
-        """z (Eq. 16): LM-head logits of the option letters at the answer position, -inf padded."""
+        """z (Eq. 16): LM-head logits of the option letters at the answer position -> [B, Cmax]
+        float32, -inf padded.
+
+        Computed in float32 whatever the model dtype and any autocast context: the CE of
+        Eq. 17 and the argmax compare logits that can differ by less than a bf16 step.
+        """
         counts = [len(o or []) for o in options]
         c_max = max(counts)
         out = answer_states.new_full((len(options), c_max), float("-inf"), dtype=torch.float32)
@@ -447,10 +498,12 @@ class Teacher(nn.Module):
             return out
         letter_ids = torch.tensor(letter_token_ids(self.tokenizer, c_max), device=answer_states.device)
         head = self.hf_model.get_output_embeddings()
-        bias = None if head.bias is None else head.bias[letter_ids]
-        logits = nn.functional.linear(answer_states, head.weight[letter_ids], bias)
+        with torch.autocast(answer_states.device.type, enabled=False):
+            weight = head.weight[letter_ids].float()
+            bias = None if head.bias is None else head.bias[letter_ids].float()
+            logits = nn.functional.linear(answer_states.float(), weight, bias)
         for b, count in enumerate(counts):
-            out[b, :count] = logits[b, :count].float()
+            out[b, :count] = logits[b, :count]
         return out
 
     def _answer_loss(self, last: Tensor, input_ids: Tensor, samples, options, answers):

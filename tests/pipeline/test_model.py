@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 
 import pytest
@@ -42,14 +43,18 @@ def qwen_model(one_thread) -> HFSModel:
     return _build("qwen2_5_vl")
 
 
-def frame(b: int, i: int) -> Image.Image:
-    """A 64×48 frame whose colour encodes (sample, index)."""
-    return Image.new("RGB", (64, 48), (20 * i % 256, 80 * b % 256, 128))
+def frame(b: int, i: int) -> bytes:
+    """A 64×48 JPEG whose colour encodes (sample, index), as the cache stores teacher frames."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (20 * i % 256, 80 * b % 256, 128)).save(out, format="JPEG")
+    return out.getvalue()
 
 
-def loader(b: int, indices: list[int]) -> list[Image.Image]:
-    assert indices == sorted(indices), "frames must be asked for in time order"
-    return [frame(b, i) for i in indices]
+class Untouchable(list):
+    """N frames that fail the test when one is read."""
+
+    def __getitem__(self, i):
+        raise AssertionError("the teacher must not run here")
 
 
 def make_batch(open_ended: bool = False, seed: int = 0) -> Batch:
@@ -65,7 +70,7 @@ def make_batch(open_ended: bool = False, seed: int = 0) -> Batch:
         options=options,
         answer_index=torch.tensor(answer_index),
         answers=["a dog barking", "It is red."],
-        frame_loader=loader,
+        frames=[[frame(b, i) for i in range(N)] for b in range(2)],
     )
 
 
@@ -163,10 +168,7 @@ def test_pseudo_label_supervision_runs_without_teacher(qwen_model):
     pl = with_losses(qwen_model, supervision="pseudo_label", use_kl=False)
     batch = make_batch()
 
-    def no_frames(b, indices):
-        raise AssertionError("the teacher must not run under pseudo-label supervision")
-
-    batch.frame_loader = no_frames
+    batch.frames = [Untouchable([b""] * N) for _ in range(2)]
     batch.frame_labels = torch.zeros(2, N)
     batch.frame_labels[:, :3] = 1.0
     pl.zero_grad()
@@ -213,3 +215,103 @@ def test_teacher_max_tiles_is_validated_and_reaches_the_internvl_teacher(one_thr
     cfg = HFSConfig.tiny("internvl")
     cfg.teacher.max_tiles = 4
     assert HFSModel.build(cfg, device="cpu").teacher.max_tiles == 4
+
+
+def test_a_saved_model_keeps_every_field_that_shapes_it(one_thread, tmp_path):
+    cfg = HFSConfig.tiny("internvl")
+    cfg.teacher.max_tiles = 4
+    cfg.student.query_positions = "question"
+    HFSModel.build(cfg, device="cpu").save(tmp_path / "m")
+    loaded = HFSModel.load(tmp_path / "m", device="cpu")
+    assert loaded.teacher.max_tiles == 4 and loaded.cfg == cfg
+    assert loaded.student.cfg.query_positions == "question"
+
+
+# ---------------------------------------------------------------- every config value reaches its equation
+
+TERM_KEYS = ("total", "ce", "kl", "set_objective", "relevance", "coverage", "redundancy", "sep",
+             "lambda_kl", "lambda_set", "lambda_sep", "tau")
+
+
+def _terms(model: HFSModel, batch: Batch, noise: torch.Tensor) -> dict:
+    with torch.no_grad():
+        terms, sel = model(batch, step=2, steps_per_epoch=4, noise=noise)
+    return {**terms.as_dict(), "tau": sel.tau}
+
+
+def _changed(a: dict, b: dict) -> set[str]:
+    return {k for k in TERM_KEYS
+            if (a[k] is None) != (b[k] is None) or (a[k] is not None and abs(a[k] - b[k]) > 1e-9 * max(1.0, abs(a[k])))}
+
+
+@pytest.mark.parametrize("section, field, value, expected", [
+    ("set_objective", "tau_c", 3.0, {"coverage", "set_objective", "total"}),
+    ("set_objective", "gamma", 3.0, {"redundancy", "set_objective", "total"}),
+    ("set_objective", "weights", (0.6, 0.3, 0.2), {"set_objective", "total"}),
+    ("set_objective", "terms", ("cov", "red"), {"relevance", "set_objective", "total"}),
+    ("set_objective", "terms", ("rel", "red"), {"coverage", "set_objective", "total"}),
+    ("set_objective", "terms", ("rel", "cov"), {"redundancy", "set_objective", "total"}),
+    ("losses", "tau_d", 0.25, {"kl", "total"}),
+    ("losses", "lambda_kl_start", 0.3, {"lambda_kl", "total"}),
+    ("losses", "lambda_kl_end", 0.5, {"lambda_kl", "total"}),
+    ("losses", "lambda_set", 1e-2, {"lambda_set", "total"}),
+    ("losses", "lambda_sep", 0.5, {"lambda_sep", "total"}),
+    ("losses", "use_kl", False, {"kl", "lambda_kl", "total"}),
+    ("losses", "use_set", False, {"lambda_set", "total"}),
+    ("losses", "use_sep", False, {"lambda_sep", "total"}),
+    ("selection", "tau0", 1.0, {"tau", "relevance", "coverage", "redundancy", "set_objective", "total"}),
+])
+def test_each_config_value_changes_exactly_its_loss_terms(qwen_model, section, field, value, expected):
+    """Eqs. 11–21: a value wired into the wrong equation (τc for γ, say) changes other terms."""
+    batch = make_batch()
+    noise = torch.distributions.Gumbel(0.0, 1.0).sample((2, N))
+    qwen_model.eval()  # no dropout: the two passes differ only by the config
+    base = _terms(qwen_model, batch, noise)
+    cfg = replace(qwen_model.cfg, **{section: replace(getattr(qwen_model.cfg, section), **{field: value})})
+    other = _terms(HFSModel(cfg, qwen_model.student, qwen_model.teacher, qwen_model.teacher_scorer), batch, noise)
+    qwen_model.train()
+    assert _changed(base, other) == expected
+
+
+def test_the_same_noise_gives_the_same_selection(qwen_model):
+    batch, noise = make_batch(), torch.randn(2, N)
+    qwen_model.eval()
+    with torch.no_grad():
+        a = qwen_model(batch, step=0, steps_per_epoch=4, noise=noise)[1]
+        b = qwen_model(batch, step=0, steps_per_epoch=4, noise=noise)[1]
+    qwen_model.train()
+    torch.testing.assert_close(a.soft_mask, b.soft_mask, rtol=0, atol=0)
+    assert torch.equal(a.indices, b.indices)
+
+
+# ---------------------------------------------------------------- the trainable set follows the config
+
+ALL = {"theta1", "theta2", "theta3", "W_v", "q_agg", "MLP_s", "MLP_t"}
+
+
+@pytest.mark.parametrize("changes, frozen", [
+    ({}, set()),
+    ({"student": {"K": 0}}, {"theta1"}),
+    ({"student": {"static_query": True}}, {"theta1"}),
+    ({"losses": {"use_kl": False}}, {"MLP_t"}),
+    ({"losses": {"supervision": "pseudo_label", "use_kl": False}}, {"theta3", "MLP_t"}),
+    ({"teacher": {"lora_r": 0}}, {"theta3"}),
+])
+def test_the_trainable_set_is_what_the_config_uses(one_thread, changes, frozen):
+    """What trains is exactly what the forward pass uses, so DDP needs no find_unused_parameters."""
+    cfg = HFSConfig.tiny("qwen2_5_vl")
+    for section, values in changes.items():
+        setattr(cfg, section, replace(getattr(cfg, section), **values))
+    torch.manual_seed(0)
+    model = HFSModel.build(cfg, device="cpu")
+    _live_lora(model)
+    trained = set(model.trainable_parameters())
+    assert trained == ALL - frozen - ({"theta3"} if cfg.teacher.lora_r == 0 else set())
+    batch = make_batch()
+    batch.frame_labels = torch.rand(2, N)
+    terms, _ = model(batch, step=0, steps_per_epoch=4)
+    terms.total.backward()
+    for group, params in model.parameter_groups().items():
+        for p in params:
+            assert (p.grad is not None) == (group in trained), (group, p.shape)
+    model.check_trainable_fp32()

@@ -17,7 +17,7 @@ from hfs.pipeline.teachers import (
     register_teacher,
     save_scorer,
 )
-from hfs.pipeline.teachers.base import HIDDEN_LAYER, letter_token_ids
+from hfs.pipeline.teachers.base import HIDDEN_LAYER, letter_token_ids, token_runs
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]  # one test process loads the model stack (--dist loadgroup)
 
@@ -27,17 +27,16 @@ OPTIONS = [["to take milk", "to clean it", "to close it"], ["hello", "bye"]]
 TIMES = [[1.0, 4.5, 9.0], [0.5, 2.0, 3.5]]
 
 
-def _frames(seed: int, sizes) -> list:
-    """Noise images of the given (width, height) sizes; different seeds give different frames."""
-    from PIL import Image
-
+def _frames(seed: int, width: int, height: int, k: int = 3) -> torch.Tensor:
+    """k noise frames of one video, uint8 [k, 3, height, width]; different seeds give different frames."""
     rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+    return torch.from_numpy(rng.integers(0, 256, (k, 3, height, width), dtype=np.uint8))
 
 
-# With tiling on (max_tiles=4), 112x56 becomes 2 tiles + a thumbnail in the tiny InternVL,
-# so a gate must repeat over tiles.
-IMAGES = [_frames(0, [(56, 42), (112, 56), (64, 48)]), _frames(1, [(64, 48), (56, 42), (56, 56)])]
+# With tiling on (max_tiles=4), a 112x56 frame becomes 2 tiles + a thumbnail in the tiny InternVL,
+# so a gate must repeat over tiles; a 64x48 frame stays one tile. In the tiny Qwen2.5-VL they
+# give 8 and 4 visual tokens a frame.
+FRAMES = [_frames(0, 112, 56), _frames(1, 64, 48)]
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -52,14 +51,160 @@ def test_internvl_frames_are_one_tile_each_unless_tiling_is_asked_for():
     teacher = load_teacher("internvl", "tiny-internvl")
     assert teacher.max_tiles == 1
     prompt = teacher.build_prompt(3, QUESTIONS[0], OPTIONS[0], TIMES[0])
-    one = teacher.encode_sample(prompt, IMAGES[0])
+    one = teacher.encode_sample(prompt, FRAMES[0])
     assert one.units_per_frame == [1, 1, 1] and len(one.vision["pixel_values"]) == 3
     per_tile = teacher.processor.image_seq_length
     assert [e - s for s, e in one.frame_spans] == [per_tile] * 3
     teacher.max_tiles = 4
-    tiled = teacher.encode_sample(prompt, IMAGES[0])
-    assert tiled.units_per_frame == [1, 3, 1]  # the 2:1 frame: 2 tiles + a thumbnail
-    assert [e - s for s, e in tiled.frame_spans] == [per_tile, 3 * per_tile, per_tile]
+    tiled = teacher.encode_sample(prompt, FRAMES[0])
+    assert tiled.units_per_frame == [3, 3, 3]  # 2:1 frames: 2 tiles + a thumbnail each
+    assert [e - s for s, e in tiled.frame_spans] == [3 * per_tile] * 3
+    assert teacher.encode_sample(prompt, FRAMES[1]).units_per_frame == [1, 1, 1]  # 4:3 stays one tile
+
+
+# -- tensor image path == the HF processor on the same frames as PIL images ----------------------
+
+PIXEL_ATOL = 1e-6
+"""Allowed |pixel_values - HF processor's| after normalisation. Measured: 0.0 for every case
+below (same uint8 resize kernel on the CPU, same fused float32 normalisation)."""
+
+FRAME_SIZES = [(64, 48), (112, 56), (56, 42), (448, 252), (252, 448), (200, 300), (30, 500)]
+"""(width, height): landscape, 2:1, tiny, the cache's 16:9 at 448, portraits, an extreme strip."""
+
+VARIANTS = [("qwen2_5_vl", 1), ("internvl", 1), ("internvl", 4)]
+"""(teacher kind, max_tiles)."""
+
+
+@pytest.fixture(scope="module")
+def frozen_teachers():
+    """One adapter-free teacher per kind, for encoding-only tests."""
+    return {kind: load_teacher(kind, f"tiny-{kind}", lora_r=0).eval() for kind in KINDS}
+
+
+def _as_pil(frames: torch.Tensor) -> list:
+    """uint8 [k, 3, H, W] -> k PIL RGB images (tests only: the reference input of the HF processor)."""
+    from PIL import Image
+
+    return [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in frames]
+
+
+def _processor_reference(teacher, chat: str, frames: torch.Tensor):
+    """The HF processor on the same frames as PIL images, with the teacher's tiling kwargs,
+    and the tiles per frame from its image processor."""
+    pil = _as_pil(frames)
+    tiling = {}
+    if isinstance(teacher, InternVLTeacher):
+        tiling = {"crop_to_patches": False}
+        if teacher.max_tiles > 1:
+            tiling = {"crop_to_patches": True, "max_patches": teacher.max_tiles}
+    ref = teacher.processor(text=[chat], images=pil, return_tensors="pt", **tiling)
+    tiles = None
+    if isinstance(teacher, InternVLTeacher):
+        tiles = teacher.processor.image_processor(pil, return_tensors="pt", **tiling)["num_patches"]
+        tiles = tiles.tolist() if hasattr(tiles, "tolist") else list(tiles)
+    return ref, tiles
+
+
+def _check_equals_processor(teacher, frames: torch.Tensor) -> float:
+    """encode_sample(frames) against the HF processor; returns max |pixel difference|."""
+    chat = teacher.build_prompt(len(frames), QUESTIONS[0], OPTIONS[0], TIMES[0][: len(frames)])
+    ours = teacher.encode_sample(chat, frames)
+    ref, tiles = _processor_reference(teacher, chat, frames)
+    ref_ids = ref["input_ids"][0]
+    assert torch.equal(ours.input_ids, ref_ids)
+    # each frame's visual tokens are one run of the image token in the processor's ids
+    assert ours.frame_spans == token_runs(ref_ids, teacher.hf_model.config.image_token_id)
+    if isinstance(teacher, QwenVLTeacher):
+        assert torch.equal(ours.vision["image_grid_thw"], ref["image_grid_thw"])
+        assert torch.equal(ours.extra["mm_token_type_ids"], ref["mm_token_type_ids"][0])
+    else:
+        assert ours.units_per_frame == tiles
+    pixels, ref_pixels = ours.vision["pixel_values"], ref["pixel_values"]
+    assert pixels.dtype == torch.float32 and pixels.shape == ref_pixels.shape
+    diff = (pixels - ref_pixels).abs().max().item()
+    assert diff <= PIXEL_ATOL
+    return diff
+
+
+@pytest.mark.parametrize("size", FRAME_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("kind,max_tiles", VARIANTS, ids=lambda v: str(v))
+def test_encode_sample_from_tensors_equals_the_hf_processor(frozen_teachers, monkeypatch, kind, max_tiles, size):
+    teacher = frozen_teachers[kind]
+    monkeypatch.setattr(teacher, "max_tiles", max_tiles)
+    _check_equals_processor(teacher, _frames(sum(size), *size))
+
+
+def test_qwen_at_the_real_pixel_bounds_keeps_a_448x252_frame(frozen_teachers, monkeypatch):
+    """Qwen2.5-VL-7B's bounds (min 56², max 28²·16384 pixels): a cached 448x252 frame is already
+    a multiple of 28, so it is not resized: 16x9 merge windows, 144 tokens a frame."""
+    from transformers.image_utils import SizeDict
+
+    teacher = frozen_teachers["qwen2_5_vl"]
+    monkeypatch.setattr(teacher.processor.image_processor, "size", SizeDict(shortest_edge=3136, longest_edge=12845056))
+    frames = _frames(5, 448, 252, k=2)
+    _check_equals_processor(teacher, frames)
+    chat = teacher.build_prompt(2, QUESTIONS[0], OPTIONS[0], None)
+    sample = teacher.encode_sample(chat, frames)
+    assert sample.vision["image_grid_thw"].tolist() == [[1, 18, 32]] * 2
+    assert [e - s for s, e in sample.frame_spans] == [144, 144]
+
+
+def test_frames_of_a_batch_may_differ_in_size_between_samples(frozen_teachers):
+    teacher = frozen_teachers["qwen2_5_vl"]
+    samples = teacher.encode_batch(FRAMES, QUESTIONS, OPTIONS, TIMES)
+    assert [s.vision["image_grid_thw"].tolist() for s in samples] == [[[1, 4, 8]] * 3, [[1, 4, 4]] * 3]
+
+
+def test_forward_runs_no_pil_and_no_processor_call(teacher, monkeypatch):
+    """The step's image path is tensor ops: any PIL image op or processor call fails the pass."""
+    import PIL.Image
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("PIL or the HF processor ran inside the teacher's forward pass")
+
+    for name in ("resize", "convert", "crop", "transpose", "tobytes"):
+        monkeypatch.setattr(PIL.Image.Image, name, forbidden)
+    for name in ("fromarray", "frombuffer", "frombytes", "open", "new"):
+        monkeypatch.setattr(PIL.Image, name, forbidden)
+    monkeypatch.setattr(type(teacher.processor), "__call__", forbidden)
+    image_processor = type(teacher.processor.image_processor)
+    for name in ("__call__", "preprocess", "_preprocess", "resize", "rescale_and_normalize"):
+        monkeypatch.setattr(image_processor, name, forbidden)
+    with pytest.raises(AssertionError, match="PIL or the HF processor"):
+        teacher.processor(text=["x"])  # the patches bite
+
+    gates = torch.ones(2, 3, requires_grad=True)
+    out = teacher(FRAMES, gates, QUESTIONS, OPTIONS, TIMES, answers=None)
+    teacher.zero_grad()
+    out.option_logits[:, :2].sum().backward()
+    assert (gates.grad != 0).all()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in teacher.trainable_parameters())
+    teacher.zero_grad()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_option_logits_are_fp32_for_a_bf16_model_under_autocast(kind):
+    teacher = load_teacher(kind, f"tiny-{kind}", dtype=torch.bfloat16, lora_r=0).eval()
+    head = teacher.hf_model.get_output_embeddings()
+    assert head.weight.dtype == torch.bfloat16
+    states = torch.randn(2, teacher.hidden_size, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    options = [["a", "b", "c"], ["x", "y"]]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        # what the guard is for: autocast would run an fp32 linear in bf16
+        assert torch.nn.functional.linear(states.float(), head.weight.float()).dtype == torch.bfloat16
+        z = teacher._option_logits(states, options)
+    assert z.dtype == torch.float32
+    letters = letter_token_ids(teacher.tokenizer, 3)
+    reference = states.double() @ head.weight[letters].double().T
+    if head.bias is not None:
+        reference = reference + head.bias[letters].double()
+    torch.testing.assert_close(z[0].double(), reference[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(z[1, :2].double(), reference[1, :2], atol=1e-6, rtol=1e-5)
+    assert torch.isneginf(z[1, 2])
+    # the whole pass under autocast, bf16 weights: fp32 option logits
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        out = teacher(FRAMES, torch.ones(2, 3), QUESTIONS, OPTIONS, TIMES)
+    assert out.option_logits.dtype == torch.float32 and torch.isfinite(out.option_logits[:, :2]).all()
 
 
 def _plain_forward(teacher, samples):
@@ -72,8 +217,8 @@ def _plain_forward(teacher, samples):
 def test_gates_of_one_equal_the_plain_forward(teacher):
     gates = torch.ones(2, 3)
     with torch.no_grad():
-        out = teacher(IMAGES, gates, QUESTIONS, OPTIONS, TIMES)
-    samples = teacher.encode_batch(IMAGES, QUESTIONS, OPTIONS, TIMES)
+        out = teacher(FRAMES, gates, QUESTIONS, OPTIONS, TIMES)
+    samples = teacher.encode_batch(FRAMES, QUESTIONS, OPTIONS, TIMES)
     plain, _ = _plain_forward(teacher, samples)
     letters = [teacher.tokenizer.convert_tokens_to_ids(c) for c in "ABC"]
     hidden = plain.hidden_states[HIDDEN_LAYER]
@@ -122,10 +267,10 @@ def test_pooling_takes_exactly_each_frames_vision_tokens(teacher):
     handle = layers[len(layers) + HIDDEN_LAYER].register_forward_hook(positional_output, prepend=True)
     try:
         with torch.no_grad():
-            out = teacher(IMAGES, torch.ones(2, 3), QUESTIONS, OPTIONS, TIMES)
+            out = teacher(FRAMES, torch.ones(2, 3), QUESTIONS, OPTIONS, TIMES)
     finally:
         handle.remove()
-    samples = teacher.encode_batch(IMAGES, QUESTIONS, OPTIONS, TIMES)
+    samples = teacher.encode_batch(FRAMES, QUESTIONS, OPTIONS, TIMES)
     for b, s in enumerate(samples):
         per_frame = _image_token_positions(teacher, s.input_ids, s)
         expected = torch.tensor([1000.0 * b + np.mean(p) for p in per_frame], dtype=torch.float32)
@@ -135,20 +280,20 @@ def test_pooling_takes_exactly_each_frames_vision_tokens(teacher):
 
 def test_gates_receive_gradient_and_scale_features(teacher):
     gates = torch.ones(2, 3, requires_grad=True)
-    out = teacher(IMAGES, gates, QUESTIONS, OPTIONS, TIMES)
+    out = teacher(FRAMES, gates, QUESTIONS, OPTIONS, TIMES)
     out.option_logits[0, 0].backward()
     assert gates.grad is not None
     assert (gates.grad[0] != 0).all()  # every frame of sample 0 matters
     assert (gates.grad[1] == 0).all()  # samples do not leak into each other
     with torch.no_grad():
-        half = teacher(IMAGES, torch.full((2, 3), 0.5), QUESTIONS, OPTIONS, TIMES)
+        half = teacher(FRAMES, torch.full((2, 3), 0.5), QUESTIONS, OPTIONS, TIMES)
     assert not torch.allclose(half.option_logits[0, :3], out.option_logits[0, :3].detach())
 
 
 def test_batch_with_different_option_counts_matches_single_samples(teacher):
     with torch.no_grad():
-        out = teacher(IMAGES, torch.ones(2, 3), QUESTIONS, OPTIONS, TIMES)
-        alone = teacher(IMAGES[1:], torch.ones(1, 3), QUESTIONS[1:], OPTIONS[1:], TIMES[1:])
+        out = teacher(FRAMES, torch.ones(2, 3), QUESTIONS, OPTIONS, TIMES)
+        alone = teacher(FRAMES[1:], torch.ones(1, 3), QUESTIONS[1:], OPTIONS[1:], TIMES[1:])
     assert out.option_logits.shape == (2, 3)
     assert out.frame_hidden.shape == (2, 3, teacher.hidden_size)
     assert out.context_hidden.shape == (2, teacher.hidden_size)
@@ -162,13 +307,13 @@ def test_open_ended_answer_loss_matches_plain_lm_loss_and_trains(teacher):
     answers = [None, "She says hello to the man"]
     options = [OPTIONS[0], None]
     gates = torch.ones(2, 3, requires_grad=True)
-    out = teacher(IMAGES, gates, QUESTIONS, options, TIMES, answers)
+    out = teacher(FRAMES, gates, QUESTIONS, options, TIMES, answers)
     assert out.answer_mask.tolist() == [False, True]
     assert torch.isneginf(out.option_logits[1]).all()
     loss = out.answer_loss[1]
     assert torch.isfinite(loss) and loss > 0 and out.answer_loss[0] == 0
 
-    sample = teacher.encode_batch(IMAGES[1:], QUESTIONS[1:], [None], TIMES[1:], answers[1:])[0]
+    sample = teacher.encode_batch(FRAMES[1:], QUESTIONS[1:], [None], TIMES[1:], answers[1:])[0]
     plain, batch = _plain_forward(teacher, [sample])
     labels = batch["input_ids"].clone()
     labels[:, : sample.prompt_len] = -100
@@ -211,7 +356,7 @@ def test_adapter_save_load_round_trip(kind, tmp_path):
     import json
 
     trained = load_teacher(kind, f"tiny-{kind}").eval()
-    args = (IMAGES[:1], torch.ones(1, 3), QUESTIONS[:1], OPTIONS[:1], TIMES[:1])
+    args = (FRAMES[:1], torch.ones(1, 3), QUESTIONS[:1], OPTIONS[:1], TIMES[:1])
     with torch.no_grad():
         before = trained(*args).option_logits
         _randomise_lora(trained, seed=3)
@@ -264,9 +409,15 @@ def test_registry_and_auto_kind():
 
 def test_bad_batch_arguments_fail_clearly(teacher):
     with pytest.raises(ValueError, match="has 3 frames but gates has k=2"):
-        teacher(IMAGES, torch.ones(2, 2), QUESTIONS, OPTIONS)
+        teacher(FRAMES, torch.ones(2, 2), QUESTIONS, OPTIONS)
     with pytest.raises(ValueError, match="options has 1 entries for 2 samples"):
-        teacher(IMAGES, torch.ones(2, 3), QUESTIONS, OPTIONS[:1])
+        teacher(FRAMES, torch.ones(2, 3), QUESTIONS, OPTIONS[:1])
+    with pytest.raises(ValueError, match=r"frames of sample 1 must be a uint8 tensor \[k, 3, H, W\].*got list"):
+        teacher([FRAMES[0], _as_pil(FRAMES[1])], torch.ones(2, 3), QUESTIONS, OPTIONS)
+    with pytest.raises(ValueError, match=r"frames of sample 0 must be a uint8 tensor .*torch.float32"):
+        teacher([FRAMES[0].float(), FRAMES[1]], torch.ones(2, 3), QUESTIONS, OPTIONS)
+    with pytest.raises(ValueError, match=r"got torch.uint8 \[3, 56, 112\]"):
+        teacher([FRAMES[0][0], FRAMES[1]], torch.ones(2, 3), QUESTIONS, OPTIONS)
 
 
 def test_resolve_model_path(tmp_path):

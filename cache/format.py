@@ -3,10 +3,16 @@
 ```
 cache/
   plan.json               config + shard -> videos (written first, atomically)
+  config.json             the config alone (written with plan.json; readers
+                          need it and plan.json is ~200 MB at 1M videos)
   shard-00000.h5          features [n,F,D] f16, timestamps [n,F] f32,
                           frames [n,F] JPEG bytes (optional), video_ids [n]
   shard-00000.parquet     one row per planned video, written LAST: a shard is
                           done iff its index exists
+  index.arrow             every finished shard's index rows in one Arrow IPC
+                          file (memory-mapped by readers), plus the shards it
+                          covers; derived data, rebuilt from the shard indexes
+                          when stale (cache/index.py)
   stats.json              summary of the whole cache
 ```
 Rows of videos that failed have `status="error"` and `row=-1`: they have no
@@ -25,6 +31,8 @@ import pyarrow as pa
 
 FORMAT_VERSION = 1
 PLAN_FILE = "plan.json"
+CONFIG_FILE = "config.json"
+INDEX_FILE = "index.arrow"
 STATS_FILE = "stats.json"
 SHARD_PREFIX = "shard-"
 

@@ -1,6 +1,8 @@
 """The shard plan: which videos go into which shard, decided before any work.
 
-The plan is saved as `plan.json` next to the shards. Re-running extraction
+The plan is saved as `plan.json` next to the shards, and its config alone
+as `config.json` (a reader needs only the config, and plan.json lists every
+video: ~200 MB at 1M videos). Re-running extraction
 against an existing cache must use the same config (an error otherwise that
 names what differs); videos already planned keep their shard, new videos are
 appended in new shards, so a rerun with a longer manifest extends the cache
@@ -9,11 +11,14 @@ and redoes nothing.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from hfs.cache.format import (
+    CONFIG_FILE,
     FORMAT_VERSION,
     PLAN_FILE,
     CacheError,
@@ -22,6 +27,8 @@ from hfs.cache.format import (
     read_json,
     shard_name,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,10 +98,35 @@ def load_plan(cache_dir: str | Path) -> Plan | None:
     return Plan.from_json(obj)
 
 
+def write_config(cache_dir: str | Path, config: dict[str, Any]) -> None:
+    """Write `config.json` (atomically): the plan's config without the video list."""
+    atomic_write_json(Path(cache_dir) / CONFIG_FILE, {"format_version": FORMAT_VERSION, "config": config})
+
+
+def read_config(cache_dir: str | Path) -> dict[str, Any]:
+    """The config a cache was made with, from `config.json`.
+
+    Caches made before config.json existed have it only in `plan.json`: it is
+    read from there (parsing every planned video once) and config.json is
+    written for the next reader when the folder is writable.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / CONFIG_FILE
+    if path.exists():
+        return read_json(path)["config"]
+    config = read_json(cache_dir / PLAN_FILE)["config"]
+    if os.access(cache_dir, os.W_OK):
+        try:
+            write_config(cache_dir, config)
+        except OSError as e:  # a read-only mount that os.access did not see: stay read-only
+            log.debug("cannot write %s: %s", path, e)
+    return config
+
+
 def plan_extraction(
     cache_dir: str | Path, videos: Iterable[Any], config: dict[str, Any], shard_size: int
 ) -> tuple[Plan, int]:
-    """Load or create `plan.json`, appending shards for videos not yet planned.
+    """Load or create `plan.json` (and `config.json`), appending shards for videos not yet planned.
 
     `videos` are `VideoItem`s (anything with video_id, path, key, start, end).
     Returns the plan and the number of newly planned videos. Raises
@@ -122,6 +154,9 @@ def plan_extraction(
     for i in range(0, len(new), shard_size):
         chunk = new[i : i + shard_size]
         plan.shards.append(ShardSpec(shard_name(len(plan.shards)), [_video_entry(v) for v in chunk]))
-    if new or not (cache_dir / PLAN_FILE).exists():
+    wrote_plan = bool(new) or not (cache_dir / PLAN_FILE).exists()
+    if wrote_plan:
         atomic_write_json(cache_dir / PLAN_FILE, plan.to_json())
+    if wrote_plan or not (cache_dir / CONFIG_FILE).exists():  # also brings older caches up to date
+        write_config(cache_dir, plan.config)
     return plan, len(new)

@@ -24,6 +24,7 @@ from hfs.cache import (
     CacheError,
     VideoResult,
     clean_stale_files,
+    consolidate_index,
     plan_extraction,
     read_index,
     write_shard,
@@ -267,6 +268,7 @@ def extract(videos: Sequence[Any], cache_dir: str | Path, cfg: ExtractConfig, wo
                     _collect(summary, lambda: run_shard(s.to_json(), str(cache_dir), cfg.to_dict(), bar.video), s.name)
             else:
                 _run_dask(pending, cache_dir, cfg, workers, scheduler, bar, summary)
+    consolidate_index(cache_dir)  # index.arrow: readers (and the stats below) map one file, not every shard's
     stats = write_stats(cache_dir, {"bad_manifest_lines": bad_manifest_lines})
     run_rows = {v["video_id"] for s in pending for v in s.videos}
     index = [r for r in read_index(cache_dir).to_pylist() if r["video_id"] in run_rows]

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
+from enum import Enum
+
 import typer
 
 app = typer.Typer(
@@ -34,6 +36,12 @@ def _setup_logging(verbose: int) -> None:
     # shutdown chatter ("Event loop was unresponsive") would reach the console. Its config
     # is read from the environment at import: set it there, for child processes too.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", logging.getLevelName(quiet).lower())
+
+
+class TrainDevice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 VERBOSE = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")
@@ -74,6 +82,39 @@ def extract(
         teacher_frame_size=teacher_frame_size, model=model, pretrained=pretrained, preset=preset,
         workers=workers, scheduler=scheduler, threads=threads, device=device, backend=backend, shard_size=shard_size,
         batch_size=batch_size, strict=strict, progress=progress,
+    ))
+
+
+@app.command()
+def train(
+    cache: Path = typer.Option(..., "--cache", "-c", help="Feature cache made by `hfs extract` (shard-*.h5 + index)."),
+    data: List[Path] = typer.Option(..., "--data", "-d", help="Training QA file: LLaVA-Video-178K JSON, VideoChat2-IT JSON (one sample per QA item) or generic JSONL. Repeat for several. Samples whose video is not in the cache are skipped and counted."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.json, data.json, metrics.jsonl, checkpoints/."),
+    student: Optional[str] = typer.Option(None, "--student", help="Student LM: Hugging Face id or local folder (default Qwen/Qwen2.5-1.5B-Instruct)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher: qwen2.5-vl (Qwen2.5-VL-7B-Instruct, default), internvl3 (InternVL3-8B-hf), or a Hugging Face id / local folder of either kind."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="`tiny`: tiny random student and teacher built offline, k_sel=4; for smoke runs on the CPU."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML or JSON file with any of the sections student, selection, set_objective, losses, teacher, train."),
+    set_: List[str] = typer.Option([], "--set", help="Override one field, section.field=value (Python literal), e.g. train.lr=1e-4, losses.use_kl=false, student.K=0. Repeatable; applied last."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint, exactly; the configuration must be the same (only train.max_steps, epochs, checkpointing and workers may change)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Optimiser steps in all (train.max_steps); overrides --epochs."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Passes over the training samples (train.epochs, default 1)."),
+    video_root: Optional[Path] = typer.Option(None, "--video-root", help="Folder relative video paths in --data resolve against (as given to `hfs extract`); only the paths as written make the video ids."),
+    device: TrainDevice = typer.Option(TrainDevice.auto, "--device", help="auto: the process's GPU (torchrun: LOCAL_RANK) when there is one, else the CPU."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with the loss and the ETA."),
+    verbose: int = VERBOSE,
+) -> None:
+    """Stage 2: train the student and the teacher together from the cache (paper Eq. 21).
+
+    One process per GPU: `torchrun --nproc-per-node N -m hfs.stages.cli train ...` (same options). Every
+    paper default can be changed with --config or --set; the resolved config is saved in --out.
+    """
+    _setup_logging(verbose)
+    from hfs.stages.train import run
+
+    raise typer.Exit(run(
+        cache=cache, data=data, out=out, student=student, teacher=teacher, preset=preset, config_file=config,
+        overrides=set_, resume=resume, max_steps=max_steps, epochs=epochs, video_root=video_root, device=device.value,
+        progress=progress,
     ))
 
 

@@ -315,3 +315,24 @@ def test_the_trainable_set_is_what_the_config_uses(one_thread, changes, frozen):
         for p in params:
             assert (p.grad is not None) == (group in trained), (group, p.shape)
     model.check_trainable_fp32()
+
+
+def test_the_training_step_runs_no_pil_and_no_processor_call(model, monkeypatch):
+    """JPEG decoding and the teacher's image preprocessing are tensor ops inside the step."""
+    import PIL.Image
+
+    batch = make_batch()  # JPEGs made with PIL before the patches
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("PIL or the HF processor ran inside HFSModel.forward")
+
+    for name in ("resize", "convert", "crop", "transpose", "tobytes", "load"):
+        monkeypatch.setattr(PIL.Image.Image, name, forbidden)
+    for name in ("fromarray", "frombuffer", "frombytes", "open", "new"):
+        monkeypatch.setattr(PIL.Image, name, forbidden)
+    monkeypatch.setattr(type(model.teacher.processor), "__call__", forbidden)
+    for name in ("__call__", "preprocess", "_preprocess"):
+        monkeypatch.setattr(type(model.teacher.processor.image_processor), name, forbidden)
+    terms, _ = model(batch, step=0, steps_per_epoch=4, noise=torch.zeros(2, N))
+    terms.total.backward()
+    model.zero_grad()

@@ -1,0 +1,331 @@
+"""Training throughput: samples/s, data-wait fraction, and the share of each step spent
+outside model compute (reading, JPEG decoding, the teacher's image preprocessing).
+
+    python benchmarks/bench_train.py [--quick] [--steps 16] [--workers 0 2] [--json out.json]
+    python benchmarks/bench_train.py --real --device cuda [--batch-sizes 1 2] [--json out.json]
+    python benchmarks/bench_train.py --real --dry-run
+
+Default (CPU): the real loop of ``hfs train`` (stages/train.py, in this process) with the
+tiny preset on a synthetic cache written with the cache writer: 24 videos of N = 128
+frames, teacher JPEGs of 448×252 (the cache's default longest side), k_sel = 16, micro-batch
+2 × accumulation 2. One row per ``--workers`` value (DataLoader worker processes). The
+in-step work that is not model compute is timed by wrapping ``frames.decode_jpegs`` and
+``Teacher.encode_batch``; data wait comes from ``metrics.jsonl``. The first 2 steps are
+warm-up and left out. In the same run the teacher's preprocessing of 16 frames with the
+published processors' settings is timed both ways: the tensor path the step uses
+(``decode_jpegs`` + ``encode_sample``) and the old one (PIL decode + the HF processor), as
+a ratio.
+
+``--real --device cuda``: the paper's sizes with random bf16 weights (bench_model.py's
+configs): one full optimiser step (bf16 autocast, forward, backward, clip, AdamW) on 128
+frames of 448×252 JPEGs, k_sel = 16: step time, peak memory, MFU (FLOPs as in
+bench_model.py) and the share of the step spent decoding and preprocessing frames.
+Goals (issue 14): data wait < 5 % of the step; MFU >= 40 %; peak memory at micro-batch 1
+within one 80 GB GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import write_json
+
+WORK = Path(__file__).resolve().parent / "_work" / "train"
+QUESTION = "What happens right after the woman in the red coat closes the car door?"
+OPTIONS = ["She waves", "She walks to the shop", "She drives away", "She opens the trunk"]
+
+log = logging.getLogger("bench_train")
+
+
+# --- a synthetic cache ----------------------------------------------------------------------------
+
+
+def make_cache(root: Path, videos: int, n_frames: int, frame_size: tuple[int, int]) -> tuple[Path, Path]:
+    """A cache of ``videos`` videos (random features, JPEG teacher frames) and a JSONL manifest
+    with one question each, written by the cache's own plan and shard writer."""
+    from torchvision.io import encode_jpeg
+
+    from hfs.cache import VideoResult, plan_extraction, write_shard
+    from hfs.manifests import VideoItem, make_video_id
+    from hfs.pipeline.extract import ExtractConfig
+
+    cache = root / "cache"
+    manifest = root / "train.jsonl"
+    if (root / "done").exists():
+        return cache, manifest
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    cfg = ExtractConfig(frames=n_frames, preset="tiny", pretrained="none")
+    items = [VideoItem(make_video_id(f"v{i}.mp4"), str(root / f"v{i}.mp4"), f"v{i}.mp4") for i in range(videos)]
+    plan, _ = plan_extraction(cache, items, cfg.cache_config(), shard_size=8)
+    rng = np.random.default_rng(0)
+    w, h = frame_size
+    attrs = {**cfg.cache_config(), "teacher_frames": True, "encoder": "tiny"}
+    for shard in plan.shards:
+        results = []
+        for v in shard.videos:
+            base = torch.from_numpy(rng.integers(0, 256, (3, h // 8, w // 8), dtype=np.uint8))
+            base = torch.nn.functional.interpolate(base[None].float(), size=(h, w), mode="bilinear")[0].byte()
+            frames = [encode_jpeg(base.roll(3 * i, dims=2), quality=90).numpy().tobytes() for i in range(n_frames)]
+            results.append(VideoResult(
+                v["video_id"], v["path"], features=rng.standard_normal((n_frames, 512)).astype(np.float16),
+                timestamps=np.linspace(0.5, 60.0, n_frames, dtype=np.float32), frames=frames,
+                duration=60.0, fps=25.0, width=w, height=h, frames_decoded=n_frames, distinct_frames=n_frames,
+            ))
+        write_shard(cache, shard.name, results, attrs)
+    lines = [json.dumps({"video": f"v{i}.mp4", "id": f"q{i}", "question": QUESTION, "options": OPTIONS,
+                         "answer": i % 4}) for i in range(videos)]
+    manifest.write_text("\n".join(lines) + "\n")
+    (root / "done").touch()
+    return cache, manifest
+
+
+# --- timing the in-step work that is not model compute ---------------------------------------------
+
+
+class StepWork:
+    """Seconds spent in ``decode_jpegs`` and ``Teacher.encode_batch`` while installed."""
+
+    def __init__(self, cuda: bool = False) -> None:
+        self.cuda = cuda
+        self.seconds = {"decode": 0.0, "preprocess": 0.0}
+
+    def _timed(self, name: str, fn):
+        def wrapper(*args, **kwargs):
+            if self.cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.seconds[name] += time.perf_counter() - t0
+            return out
+        return wrapper
+
+    @contextlib.contextmanager
+    def installed(self):
+        from hfs.pipeline import frames
+        from hfs.pipeline.teachers.base import Teacher
+
+        decode, encode = frames.decode_jpegs, Teacher.encode_batch
+        frames.decode_jpegs = self._timed("decode", decode)
+        Teacher.encode_batch = self._timed("preprocess", encode)
+        try:
+            yield self
+        finally:
+            frames.decode_jpegs, Teacher.encode_batch = decode, encode
+
+
+# --- the CPU rows: the real loop --------------------------------------------------------------------
+
+
+def loop_row(cache: Path, manifest: Path, workers: int, steps: int, warmup: int = 2) -> dict:
+    """Run ``hfs train`` for ``steps`` steps with ``workers`` DataLoader workers; medians after warm-up."""
+    from hfs.stages.train import run
+
+    out = WORK / f"run_w{workers}"
+    shutil.rmtree(out, ignore_errors=True)
+    work = StepWork()
+    t0 = time.perf_counter()
+    with work.installed():
+        status = run(cache=cache, data=[manifest], out=out, preset="tiny", max_steps=steps, progress=False,
+                     device="cpu", overrides=["selection.k=16", "train.batch_size=4", "train.micro_batch_size=2",
+                                              f"train.num_workers={workers}", f"train.checkpoint_every={steps}"])
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise RuntimeError(f"hfs train exited with {status}")
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][warmup:]
+    step_s = sum(m["step_s"] for m in lines)
+    # decode/preprocess were summed over every step: scale by the timed steps' share of all steps
+    share = len(lines) / steps
+    decode, prep = work.seconds["decode"] * share, work.seconds["preprocess"] * share
+    wait = sum(m["data_wait_frac"] * m["step_s"] for m in lines)
+    return {
+        "workers": workers, "steps": steps, "timed_steps": len(lines), "batch": 4, "frames": 128, "k_sel": 16,
+        "samples_per_s": statistics.median(m["samples_per_s"] for m in lines),
+        "step_s": statistics.median(m["step_s"] for m in lines),
+        "data_wait_frac": wait / step_s, "decode_frac": decode / step_s, "preprocess_frac": prep / step_s,
+        "outside_compute_frac": (wait + decode + prep) / step_s, "wall_s": wall,
+    }
+
+
+def preprocessing_comparison(frames: list[bytes], kind: str, repeats: int) -> dict:
+    """The teacher input for 16 frames with the published processors' settings (Qwen2.5-VL:
+    28-px merge windows up to 1280 of them; InternVL3: 448-px tiles): the tensor path the step
+    uses vs PIL decoding + the HF processor. The models are on the meta device (not run)."""
+    import io
+
+    import bench_model as bm
+    from PIL import Image
+
+    from hfs.pipeline.frames import decode_jpegs
+
+    teacher = bm.build_real(kind, "meta", torch.bfloat16).teacher
+    prompt = teacher.build_prompt(len(frames), QUESTION, OPTIONS, list(range(len(frames))))
+
+    def tensor_path():
+        teacher.encode_sample(prompt, decode_jpegs(frames))
+
+    def hf_path():
+        images = [Image.open(io.BytesIO(f)).convert("RGB") for f in frames]
+        teacher.processor(text=[prompt], images=images, return_tensors="pt")
+
+    out = {"teacher": kind, "frames": len(frames)}
+    for name, fn in (("tensor_s", tensor_path), ("hf_processor_s", hf_path)):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times)
+    out["speedup"] = out["hf_processor_s"] / out["tensor_s"]
+    return out
+
+
+# --- the GPU rows: one optimiser step at paper sizes ------------------------------------------------
+
+
+def real_rows(args) -> list[dict]:
+    import bench_model as bm
+
+    rows = []
+    device = "meta" if args.dry_run else args.device
+    for kind in args.teachers:
+        model = bm.build_real(kind, device, torch.bfloat16)
+        model.train()
+        params = bm.param_counts(model)
+        trainable = [p for ps in model.trainable_parameters().values() for p in ps]
+        for p in trainable:  # as HFSModel.build leaves them with peft >= 0.19: float32
+            p.data = p.data.float()
+        optimizer = None if args.dry_run else torch.optim.AdamW(trainable, lr=1e-5, weight_decay=0.01)
+        for B in args.batch_sizes:
+            batch = bm.make_batch(B, 128, (448, 252))
+            tokens = bm.token_counts(model, batch)
+            flops = bm.step_flops(params, tokens, "train")
+            row = {"teacher": kind, "micro_batch": B, "frames": 128, "k_sel": model.cfg.selection.k,
+                   **{f"tokens_{k}": v for k, v in tokens.items()}, "tflop": flops / 1e12}
+            if not args.dry_run:
+                work = StepWork(cuda=True)
+
+                def step():
+                    optimizer.zero_grad(set_to_none=True)
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        terms, _ = model(batch, step=0, steps_per_epoch=100, generator=torch.Generator().manual_seed(0))
+                    terms.total.backward()
+                    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+                    optimizer.step()
+
+                try:
+                    with work.installed():
+                        seconds, peak = bm.measure(step, args.device, args.repeats)
+                    calls = args.repeats + 1  # measure() runs one warm-up call
+                    row.update(step_s=seconds, peak_gib=peak / 1024, mfu=flops / seconds / bm.PEAK_FLOPS,
+                               decode_frac=work.seconds["decode"] / calls / seconds,
+                               preprocess_frac=work.seconds["preprocess"] / calls / seconds)
+                except torch.OutOfMemoryError as err:
+                    log.warning("%s B=%d: out of memory (%s)", kind, B, str(err).splitlines()[0])
+                    row["oom"] = True
+                    torch.cuda.empty_cache()
+            rows.append(row)
+            log.info("%s", row)
+        del model, optimizer
+        if not args.dry_run:
+            torch.cuda.empty_cache()
+    return rows
+
+
+# --- tables ------------------------------------------------------------------------------------------
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def print_cpu(rows: list[dict], prep: list[dict], title: str) -> None:
+    print(f"\n### {title}\n")
+    print("| workers | samples/s | step s | data wait | JPEG decode | preprocess | outside model compute |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['workers']} | {r['samples_per_s']:.2f} | {r['step_s']:.3f} | {_pct(r['data_wait_frac'])} | "
+              f"{_pct(r['decode_frac'])} | {_pct(r['preprocess_frac'])} | {_pct(r['outside_compute_frac'])} |")
+    if prep:
+        print("\n| teacher | frames | tensor path ms | PIL + HF processor ms | speed-up |")
+        print("|---|---|---|---|---|")
+        for p in prep:
+            print(f"| {p['teacher']} | {p['frames']} | {1e3 * p['tensor_s']:.1f} | {1e3 * p['hf_processor_s']:.1f} | "
+                  f"{p['speedup']:.1f}x |")
+    best = min(r["data_wait_frac"] for r in rows) if rows else None
+    if best is not None:
+        print(f"\ngoal data wait < 5 % of the step: {'met' if best < 0.05 else 'NOT met'} (best {_pct(best)})")
+
+
+def print_real(rows: list[dict], title: str) -> None:
+    print(f"\n### {title}\n")
+    print("| teacher | B | teacher tok | TFLOP | step ms | peak GiB | MFU | decode | preprocess |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        timed = "step_s" in r
+        cells = [r["teacher"], str(r["micro_batch"]), str(r["tokens_teacher_lm"]), f"{r['tflop']:.3g}",
+                 f"{1e3 * r['step_s']:.0f}" if timed else ("out of memory" if r.get("oom") else "-"),
+                 f"{r['peak_gib']:.1f}" if timed else "-", _pct(r["mfu"]) if timed else "-",
+                 _pct(r["decode_frac"]) if timed else "-", _pct(r["preprocess_frac"]) if timed else "-"]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--real", action="store_true", help="paper sizes on a GPU (random bf16 weights), one optimiser step")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda[:i] with --real")
+    ap.add_argument("--dry-run", action="store_true", help="--real: build on the meta device, count tokens and FLOPs")
+    ap.add_argument("--teachers", nargs="+", default=["qwen2_5_vl", "internvl"], choices=["qwen2_5_vl", "internvl"])
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2], help="--real: micro-batch sizes")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats (after one warm-up)")
+    ap.add_argument("--steps", type=int, default=16, help="CPU: optimiser steps per row (2 of them warm-up)")
+    ap.add_argument("--workers", nargs="+", type=int, default=[0, 2], help="CPU: DataLoader workers, one row each")
+    ap.add_argument("--videos", type=int, default=24, help="CPU: videos in the synthetic cache")
+    ap.add_argument("--quick", action="store_true", help="CPU: 6 steps, 8 videos, workers 2 only")
+    ap.add_argument("--json", type=Path, default=None, help="write the result here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.real and not args.dry_run and not args.device.startswith("cuda"):
+        ap.error("--real needs --device cuda (the 7-8B teachers do not fit a CPU run); use --dry-run to count")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error("--device cuda but torch sees no GPU")
+    result: dict = {"bench": "train", "real": args.real, "dry_run": args.dry_run, "device": args.device}
+    if args.real:
+        result["device_name"] = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "meta (dry run)"
+        result["rows"] = rows = real_rows(args)
+        write_json(args.json, result)
+        print_real(rows, f"bench_train --real ({result['device_name']})")
+        return result
+    if args.quick:
+        args.steps, args.videos, args.workers = 6, 8, [2]
+    cache, manifest = make_cache(WORK / f"data_{args.videos}", args.videos, 128, (448, 252))
+    result["rows"] = rows = []
+    for workers in args.workers:
+        rows.append(loop_row(cache, manifest, workers, args.steps))
+        write_json(args.json, result)
+    from hfs.cache import FeatureCache
+
+    with FeatureCache(cache) as fc:
+        frames = fc.frames(fc.video_ids()[0], range(0, 128, 8))
+    result["preprocessing"] = [preprocessing_comparison(frames, kind, args.repeats) for kind in args.teachers]
+    write_json(args.json, result)
+    print_cpu(rows, result["preprocessing"], f"bench_train (tiny preset, CPU, {torch.get_num_threads()} threads)")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)

@@ -1,0 +1,475 @@
+"""`hfs train`: the end-to-end student–teacher loop from the cache (DESIGN.md, "Stage 2").
+
+One loop, read top to bottom as nanoGPT's train.py: processes, config and run folder;
+data; model and optimiser; then for each optimiser step: the micro-batches (gradient
+accumulation), the clip, the update (or its skip when a loss or the gradient is not
+finite, agreed by every process), one line of ``metrics.jsonl``, and a checkpoint every
+``train.checkpoint_every`` steps and at the end. Schedules (τ, λ_KL, lr) are pure
+functions of the step and the data order and Gumbel noise are pure functions of
+(seed, step), so ``--resume`` continues exactly where the newest checkpoint stopped.
+
+The same command runs under ``torchrun --nproc-per-node N``: one process per GPU, DDP,
+only rank 0 logs and writes; the effective batch stays ``train.batch_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hfs.stages.console import console, error
+
+log = logging.getLogger(__name__)
+
+TEACHER_ALIASES = {"qwen2.5-vl": "qwen2_5_vl", "qwen2_5_vl": "qwen2_5_vl", "internvl3": "internvl", "internvl": "internvl"}
+"""``--teacher`` names that pick a registered teacher with its default model."""
+
+TIMING_KEYS = ("samples_per_s", "data_wait_frac", "step_s")
+"""Fields of a metrics line that measure time; every other field is exact on resume."""
+
+CONFIG_FILE, DATA_FILE, METRICS_FILE = "config.json", "data.json", "metrics.jsonl"
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start as asked; the message says why and what to do."""
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Processes:
+    """This process's place among the training processes (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK)."""
+
+    def __init__(self, device: str = "auto") -> None:
+        import torch
+        import torch.distributed as dist
+
+        self.ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise TrainError("--device cuda, but torch sees no CUDA device")
+        if self.ddp:
+            dist.init_process_group(backend="nccl" if cuda else "gloo")
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+            self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        else:
+            self.rank, self.world, self.local_rank = 0, 1, 0
+        if cuda:
+            torch.cuda.set_device(self.local_rank)
+        self.device = torch.device(f"cuda:{self.local_rank}" if cuda else "cpu")
+        self.main = self.rank == 0
+
+    def all_agree(self, flag: bool) -> bool:
+        """True when ``flag`` is true in any process (every process gets the same answer)."""
+        if not self.ddp:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def mean(self, values: list[float]) -> list[float]:
+        """Element-wise mean over processes."""
+        if not self.ddp:
+            return values
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return (t / self.world).tolist()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """``obj`` of every process, in rank order (the same list in every process)."""
+        if not self.ddp:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.ddp:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.ddp:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def command_line_options(student: Optional[str], teacher: Optional[str], max_steps: Optional[int],
+                         epochs: Optional[int], preset: Optional[str]) -> dict[str, dict[str, Any]]:
+    """The config sections that ``--student``, ``--teacher``, ``--max-steps``, ``--epochs`` set."""
+    options: dict[str, dict[str, Any]] = {}
+    if student is not None:
+        options["student"] = {"name_or_path": student}
+    if teacher is not None:
+        kind = TEACHER_ALIASES.get(teacher.lower())
+        if kind is not None:
+            name = f"tiny-{kind}" if preset == "tiny" else None
+            options["teacher"] = {"kind": kind, "name_or_path": name}
+        else:
+            from hfs.pipeline.teachers.base import _kind_from_config  # TODO: public name once base.py settles
+
+            options["teacher"] = {"kind": _kind_from_config(teacher, allow_download=False), "name_or_path": teacher}
+    train = {k: v for k, v in (("max_steps", max_steps), ("epochs", epochs)) if v is not None}
+    if train:
+        options["train"] = train
+    return options
+
+
+def resumed_config(run_dir: Path, requested):
+    """The saved config of ``run_dir``, with the ``train`` fields a resumed run may change
+    taken from ``requested``. Any other difference is an error naming both values."""
+    from hfs.pipeline.config import RESUMABLE_CHANGES, RunConfig
+
+    saved = RunConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
+    old, new = saved.to_dict(), requested.to_dict()
+    differs = [f"{section}.{key}: run has {old[section][key]!r}, this command asks for {new[section][key]!r}"
+               for section in old for key in old[section]
+               if old[section][key] != new[section][key] and not (section == "train" and key in RESUMABLE_CHANGES)]
+    if differs:
+        raise TrainError(f"--resume: {run_dir} was made with another configuration:\n  - " + "\n  - ".join(differs)
+                         + "\nRun the same command as before (only how long it runs may change), or use a new --out.")
+    for key in RESUMABLE_CHANGES:
+        setattr(saved.train, key, getattr(requested.train, key))
+    return saved
+
+
+def check_cache_fits(cache, model_cfg) -> None:
+    """Stop with a clear message when the cache cannot feed this model."""
+    from hfs.cache import CacheError
+
+    dim = cache.config.get("embed_dim")
+    if dim is not None and int(dim) != model_cfg.student.clip_dim:
+        raise CacheError(f"{cache.path} holds {dim}-d features (encoder {cache.config.get('model')!r}) but "
+                         f"student.clip_dim is {model_cfg.student.clip_dim}; extract with the encoder the student expects "
+                         "or set student.clip_dim")
+    no_frames = "teacher_frame_size" in cache.config and cache.config["teacher_frame_size"] is None
+    if model_cfg.losses.supervision == "answer" and no_frames:
+        raise CacheError(f"{cache.path} was extracted without teacher frames (--frames none); "
+                         "the teacher needs them: extract again with frames")
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def run(
+    cache: Path,
+    data: Sequence[Path],
+    out: Path,
+    student: Optional[str] = None,
+    teacher: Optional[str] = None,
+    preset: Optional[str] = None,
+    config_file: Optional[Path] = None,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    max_steps: Optional[int] = None,
+    epochs: Optional[int] = None,
+    video_root: Optional[Path] = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> int:
+    """Train; returns the process exit status (0 done, 2 usage or input error)."""
+    from hfs.cache import CacheError
+    from hfs.manifests import ManifestError
+    from hfs.pipeline.config import ConfigError
+    from hfs.pipeline.loading import ModelLoadError
+
+    procs = None
+    try:
+        cfg, checkpoint = _run_config(Path(out), student, teacher, preset, config_file, overrides, resume,
+                                      max_steps, epochs)
+        _materialise_models(cfg.model)
+        procs = Processes(device)
+        return _train(procs, cfg, checkpoint, Path(cache), [Path(d) for d in data], Path(out), video_root, progress)
+    except (TrainError, ConfigError, CacheError, ManifestError, ModelLoadError, FileNotFoundError) as err:
+        rank = procs.rank if procs is not None else int(os.environ.get("RANK", 0))
+        if rank == 0:
+            error(str(err))
+        else:
+            log.error("rank %d: %s", rank, err)
+        return 2
+    finally:
+        if procs is not None:
+            procs.close()
+
+
+def _run_config(out: Path, student, teacher, preset, config_file, overrides, resume: bool, max_steps, epochs):
+    """The run's config and the checkpoint to resume from (None: start at step 0). Reads the run
+    folder, writes nothing."""
+    from hfs.pipeline.checkpoint import latest_checkpoint
+    from hfs.pipeline.config import resolve_run_config
+
+    tiny_teacher = TEACHER_ALIASES.get((teacher or "").lower(), "qwen2_5_vl")
+    options = command_line_options(student, teacher, max_steps, epochs, preset)
+    cfg = resolve_run_config(preset, tiny_teacher, config_file, options, overrides)
+    if not resume:
+        if (out / CONFIG_FILE).is_file():
+            raise TrainError(f"{out} already holds a run; add --resume to continue it, or choose a new --out")
+        return cfg, None
+    if not (out / CONFIG_FILE).is_file():
+        raise TrainError(f"--resume: {out} has no {CONFIG_FILE}; start the run without --resume")
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None and int(os.environ.get("RANK", 0)) == 0:
+        log.warning("--resume: %s has no checkpoint yet; starting from step 0", out)
+    return resumed_config(out, cfg), checkpoint
+
+
+def _materialise_models(model_cfg) -> None:
+    """Find (or, for a tiny preset, build) both models' folders in this process before any
+    process group exists: transformers writes a model only on rank 0 once one does, so the
+    other ranks could not build their tiny presets."""
+    from hfs.pipeline.loading import resolve_model_path
+
+    resolve_model_path(model_cfg.student.name_or_path, what="--student")
+    if model_cfg.teacher.name_or_path is not None:
+        resolve_model_path(model_cfg.teacher.name_or_path, what="--teacher")
+
+
+def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path], out: Path, video_root,
+           progress: bool) -> int:
+    import torch
+
+    from hfs.cache import FeatureCache
+    from hfs.cache.format import atomic_write_json
+    from hfs.pipeline.checkpoint import load_trainer_state, rng_state, save_checkpoint, set_rng_state
+    from hfs.pipeline.data import QADataset, StepSampler, collate, training_samples
+    from hfs.pipeline.model import HFSModel
+    from hfs.pipeline.schedules import learning_rate
+    from hfs.pipeline.selection import per_sample_noise
+
+    train = cfg.train
+    accumulation = train.accumulation(procs.world)
+    procs.barrier()  # every process has looked at the run folder before rank 0 writes to it
+
+    # -- data ----------------------------------------------------------------------------------
+    if not cache_dir.is_dir():
+        raise TrainError(f"--cache {cache_dir}: no such folder; make it with `hfs extract --out {cache_dir}`")
+    feature_cache = FeatureCache(cache_dir, max_open_shards=train.max_open_shards)
+    check_cache_fits(feature_cache, cfg.model)
+    for f in data:
+        if not f.is_file():
+            raise TrainError(f"--data {f}: no such file")
+    samples, skipped = training_samples(data, feature_cache, video_root)
+    if samples.num_rows < train.batch_size:
+        raise TrainError(f"{samples.num_rows} trainable samples (of {samples.num_rows + skipped.skipped} read), fewer than "
+                         f"one batch of train.batch_size={train.batch_size}; see the skip counts above")
+    steps_per_epoch = samples.num_rows // train.batch_size
+    total_steps = train.max_steps if train.max_steps is not None else steps_per_epoch * train.epochs
+    if procs.main:
+        out.mkdir(parents=True, exist_ok=True)
+        print_skip_report(skipped, data)
+        atomic_write_json(out / DATA_FILE, {"data": [str(d) for d in data], "cache": str(cache_dir), **skipped.to_dict()})
+        if checkpoint is None:
+            atomic_write_json(out / CONFIG_FILE, cfg.to_dict())
+
+    # -- model and optimiser -------------------------------------------------------------------
+    torch.manual_seed(train.seed)  # the fresh adapters and heads: the same in every process
+    precision = train.precision if train.precision != "auto" else ("bf16" if procs.device.type == "cuda" else "fp32")
+    dtype = torch.float32 if precision == "fp32" else None  # None: bf16 on CUDA, fp32 on the CPU
+    if checkpoint is not None:
+        model = HFSModel.load(checkpoint / "model", device=procs.device, dtype=dtype)
+    else:
+        model = HFSModel.build(cfg.model, device=procs.device, dtype=dtype)
+    model.train()
+    model.check_trainable_fp32()
+    groups = model.trainable_parameters()
+    params = [p for ps in groups.values() for p in ps]
+    optimizer = torch.optim.AdamW(params, lr=train.lr, betas=train.betas, eps=train.eps,
+                                  weight_decay=train.weight_decay)
+    start_step, skipped_steps = 0, 0
+    if checkpoint is not None:
+        state = load_trainer_state(checkpoint)
+        optimizer.load_state_dict(state["optimizer"])
+        start_step, skipped_steps = state["step"], state["skipped_steps"]
+        if len(state["rng"]) == procs.world:
+            set_rng_state(state["rng"][procs.rank])
+        elif procs.main:
+            log.warning("checkpoint made with %d processes, resumed with %d: dropout draws differ from an "
+                        "uninterrupted run", len(state["rng"]), procs.world)
+    else:
+        torch.manual_seed(train.seed + procs.rank)  # dropout: different in every process
+    if procs.main:
+        _truncate_metrics(out / METRICS_FILE, start_step)
+    ddp_model = model
+    if procs.ddp:
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        # the buffers (rotary tables) are the same everywhere: no sync before every forward
+        no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                   else "broadcast_buffers")
+        ddp_model = DistributedDataParallel(model, **{no_sync: False})
+
+    sampler = StepSampler(samples.num_rows, train.batch_size, train.micro_batch_size, procs.world, procs.rank,
+                          train.seed, start_step, total_steps)
+    loader = torch.utils.data.DataLoader(
+        QADataset(samples, cache_dir, train.max_open_shards), batch_sampler=sampler, collate_fn=collate,
+        num_workers=train.num_workers, prefetch_factor=train.prefetch_factor if train.num_workers else None,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(train.seed),  # its base seed must not draw from dropout's RNG
+    )
+    autocast = (torch.autocast(procs.device.type, dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+
+    def save(step: int) -> None:
+        rngs = procs.gather(rng_state())
+        if procs.main:
+            save_checkpoint(out, step, model, {
+                "step": step, "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
+                "skipped_steps": skipped_steps, "optimizer": optimizer.state_dict(), "rng": rngs,
+                "world_size": procs.world, "config": cfg.to_dict(), "versions": _versions(),
+            }, keep=train.keep_checkpoints)
+        procs.barrier()
+
+    # -- the loop --------------------------------------------------------------------------------
+    if procs.main:
+        log.info("training %s: %d trainable parameters in %s; %d steps of %d samples (%d × %d × %d processes)",
+                 out, sum(p.numel() for p in params), ", ".join(groups), total_steps, train.batch_size,
+                 train.micro_batch_size, accumulation, procs.world)
+    bar = _ProgressBar(total_steps, start_step, enabled=progress and procs.main)
+    batches = iter(loader)
+    with bar:
+        for step in range(start_step, total_steps):
+            t_step = time.perf_counter()
+            data_wait = 0.0
+            lr = learning_rate(step, total_steps, train.lr, train.warmup_steps, train.lr_schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            sums: dict[str, float] = {}
+            tau, bad = None, False
+            for micro in range(accumulation):
+                t_wait = time.perf_counter()
+                tb = next(batches)
+                data_wait += time.perf_counter() - t_wait
+                n_frames = tb.batch.features.shape[1]
+                noise = per_sample_noise(tb.noise_seeds, n_frames, device=procs.device)
+                last = micro == accumulation - 1
+                sync = contextlib.nullcontext() if (last or not procs.ddp) else ddp_model.no_sync()
+                with sync:
+                    with autocast:
+                        terms, selection = ddp_model(tb.batch, step, steps_per_epoch, noise=noise)
+                    loss = terms.total / accumulation
+                    bad |= not bool(torch.isfinite(loss))
+                    loss.backward()  # also when not finite: every process must join DDP's all-reduce
+                tau = selection.tau
+                for key, value in terms.as_dict().items():
+                    if value is not None:
+                        sums[key] = sums.get(key, 0.0) + value / accumulation
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip if train.grad_clip > 0 else math.inf)
+            bad = procs.all_agree(bad or not bool(torch.isfinite(grad_norm)))
+            if bad:
+                skipped_steps += 1
+                if procs.main:
+                    log.warning("step %d: loss or gradient not finite; update skipped (%d so far)", step + 1, skipped_steps)
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            keys = sorted(sums)
+            means = dict(zip(keys, procs.mean([sums[k] for k in keys])))
+            wait = procs.mean([data_wait])[0]
+            elapsed = time.perf_counter() - t_step
+            if procs.main:
+                record = {
+                    "step": step + 1, "epoch": step // steps_per_epoch, **means, "tau": tau, "lr": lr,
+                    "grad_norm": float(grad_norm), "skipped": bad, "skipped_steps": skipped_steps,
+                    "samples_per_s": train.batch_size / elapsed, "data_wait_frac": wait / elapsed, "step_s": elapsed,
+                }
+                _append_metrics(out / METRICS_FILE, record)
+                bar.update(step + 1, means.get("total", float("nan")))
+            if (step + 1) % train.checkpoint_every == 0 or step + 1 == total_steps:
+                save(step + 1)
+    if procs.main:
+        console.print(f"trained {total_steps - start_step} steps ({skipped_steps} skipped in all) → {out}")
+    return 0
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def _append_metrics(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics lines past ``step`` (written after the checkpoint a run resumes from)."""
+    if not path.is_file():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    keep = [ln for ln in lines if json.loads(ln)["step"] <= step]
+    if len(keep) != len(lines):
+        from hfs.cache.format import atomic_write_bytes
+
+        atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
+        log.info("%s: dropped %d lines after step %d (resuming there)", path, len(lines) - len(keep), step)
+
+
+def print_skip_report(report, data: Sequence[Path]) -> None:
+    """The samples kept and what was skipped, by reason, with an example of each."""
+    from rich.table import Table
+
+    t = Table(title=f"training data: {', '.join(map(str, data))}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("samples kept", f"[green]{report.kept}[/green]")
+    for reason, n in report.counts.most_common():
+        t.add_row(f"skipped: {reason}", f"{n}  (e.g. {report.examples[reason][0]})")
+    if not report.counts:
+        t.add_row("skipped", "0")
+    console.print(t)
+
+
+class _ProgressBar:
+    """A rich progress bar over optimiser steps with the loss and the ETA (rank 0 only)."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        self.enabled = enabled
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console)
+            self.task = self.progress.add_task("train", total=total, completed=start, loss="-")
+
+    def __enter__(self) -> "_ProgressBar":
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def update(self, completed: int, loss: float) -> None:
+        if self.enabled:
+            self.progress.update(self.task, completed=completed, loss=f"{loss:.4f}")

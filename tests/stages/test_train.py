@@ -1,0 +1,228 @@
+"""`hfs train` end to end on the tiny preset: learning, exact resume (also after SIGKILL), two
+processes with gloo, skip accounting, non-finite steps, and the checkpoint checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from hfs.stages.cli import app
+from hfs.stages.train import TIMING_KEYS
+
+from colour_task import colour_records, extract, llava_record, write_colour_videos
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]
+
+
+def train(args: list[str], expect: int = 0) -> str:
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == expect, res.output + repr(res.exception)
+    return res.output
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def exact(lines: list[dict]) -> list[dict]:
+    """Metrics lines without the fields that measure time."""
+    return [{k: v for k, v in line.items() if k not in TIMING_KEYS} for line in lines]
+
+
+def weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    """Every trained tensor of checkpoint ``step``: both student adapters, heads, θ3, MLP_t."""
+    model = run / "checkpoints" / f"step-{step:08d}" / "model"
+    out = {}
+    for f in sorted(model.rglob("*.safetensors")):
+        out.update({f"{f.relative_to(model)}:{k}": v for k, v in load_file(str(f)).items()})
+    assert out, f"no weights under {model}"
+    return out
+
+
+def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if atol:
+            assert torch.allclose(a[k], b[k], atol=atol, rtol=0), f"{k}: max diff {(a[k] - b[k]).abs().max()}"
+        else:
+            assert torch.equal(a[k], b[k]), f"{k} differs: max diff {(a[k] - b[k]).abs().max()}"
+
+
+@pytest.fixture(scope="module")
+def run20(colour_task, tmp_path_factory) -> Path:
+    """20 uninterrupted steps, a checkpoint every 5."""
+    out = tmp_path_factory.mktemp("run20") / "run"
+    train(colour_task.train_args(out, "--max-steps", "20", "--set", "train.checkpoint_every=5"))
+    return out
+
+
+def test_loss_goes_down_on_a_learnable_task(colour_task, tmp_path):
+    out = tmp_path / "run"
+    train(colour_task.train_args(out, "--max-steps", "30", "--set", "train.checkpoint_every=30"))
+    lines = metrics(out)
+    assert [m["step"] for m in lines] == list(range(1, 31))
+    first = sum(m["total"] for m in lines[:5]) / 5
+    last = sum(m["total"] for m in lines[-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+    for key in ("ce", "kl", "set_objective", "relevance", "coverage", "redundancy", "sep", "tau", "lambda_kl",
+                "lr", "grad_norm", "samples_per_s", "data_wait_frac"):
+        assert all(m[key] is not None for m in lines), key
+    assert lines[0]["tau"] == 2.0 and lines[-1]["tau"] == pytest.approx(2.0 * 0.999**29)
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["lr"] == 1e-3 and config["losses"]["lambda_set"] == 1e-4
+
+
+def test_resume_continues_exactly(colour_task, run20, tmp_path):
+    out = tmp_path / "run"
+    train(colour_task.train_args(out, "--max-steps", "10", "--set", "train.checkpoint_every=5"))
+    train(colour_task.train_args(out, "--max-steps", "20", "--set", "train.checkpoint_every=5", "--resume"))
+    assert exact(metrics(out)) == exact(metrics(run20))
+    assert_same_weights(weights(out, 20), weights(run20, 20))
+
+
+def test_resume_after_sigkill_between_checkpoints(colour_task, run20, tmp_path):
+    out = tmp_path / "run"
+    args = colour_task.train_args(out, "--max-steps", "20", "--set", "train.checkpoint_every=5")
+    proc = subprocess.Popen([sys.executable, "-m", "hfs.stages.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        done = len((out / "metrics.jsonl").read_text().splitlines()) if (out / "metrics.jsonl").exists() else 0
+        if done >= 7:  # past the checkpoint at 5, before the one at 10
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    assert len(metrics(out)) > 5  # work past the last checkpoint was lost...
+    train(colour_task.train_args(out, "--max-steps", "20", "--set", "train.checkpoint_every=5", "--resume"))
+    assert exact(metrics(out)) == exact(metrics(run20))  # ...and redone exactly
+    assert_same_weights(weights(out, 20), weights(run20, 20))
+    assert not list((out / "checkpoints").glob(".*tmp*"))
+
+
+def test_two_processes_reach_the_parameters_of_one_with_twice_the_accumulation(colour_task, tmp_path):
+    """gloo on the CPU: 2 processes × micro-batch 2 × accumulation 1 == 1 process × 2 × 2."""
+    common = ["--max-steps", "3", "--set", "student.lora_dropout=0.0", "--set", "teacher.lora_dropout=0.0"]
+    one = tmp_path / "one"
+    train(colour_task.train_args(one, *common))
+    two = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "hfs.stages.cli", *colour_task.train_args(two, *common)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert_same_weights(weights(two, 3), weights(one, 3), atol=1e-5)
+    for a, b in zip(metrics(one), metrics(two)):
+        assert a["total"] == pytest.approx(b["total"], rel=1e-4)
+
+
+def test_every_skip_reason_is_counted_and_training_goes_on(tmp_path):
+    videos = write_colour_videos(tmp_path, n=4)
+    (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video")
+    records = colour_records(videos, per_video=2)
+    records += [
+        llava_record("broken", "videos/broken.mp4", "What colour is the screen?", ["red", "blue"], "A"),
+        llava_record("nocache", "videos/v0.mp4", "What colour is the screen?", ["red", "blue"], "A"),
+        llava_record("nooption", "videos/v1.mp4", "What colour is the screen?", ["red", "blue"], "green"),
+        {"id": "malformed", "video": "videos/v2.mp4", "conversations": "not a list"},
+    ]
+    extract_manifest = tmp_path / "extract.json"
+    extract_manifest.write_text(json.dumps(records[:-3]))  # broken.mp4 becomes an error row
+    extract(extract_manifest, tmp_path / "cache")
+    records[-3]["video"] = "videos/v9.mp4"  # a video the cache has never seen
+    manifest = tmp_path / "train.json"
+    manifest.write_text(json.dumps(records))
+    out = tmp_path / "run"
+    output = train(["train", "--cache", str(tmp_path / "cache"), "--data", str(manifest), "--out", str(out),
+                    "--preset", "tiny", "--no-progress", "--device", "cpu", "--max-steps", "2",
+                    "--set", "train.batch_size=4", "--set", "train.micro_batch_size=2", "--set", "train.num_workers=0"])
+    report = json.loads((out / "data.json").read_text())
+    assert report["kept"] == 8
+    assert report["skipped_by_reason"] == {"video failed extraction": 1, "video not in the cache": 1,
+                                           "answer matches no option": 1, "unreadable record": 1}
+    for reason in report["skipped_by_reason"]:
+        assert reason in output
+    assert len(metrics(out)) == 2
+
+
+def test_a_non_finite_loss_skips_the_update_and_is_counted(colour_task, tmp_path, monkeypatch):
+    from hfs.pipeline.model import HFSModel
+
+    forward = HFSModel.forward
+
+    def poisoned(self, batch, step, *args, **kwargs):
+        terms, selection = forward(self, batch, step, *args, **kwargs)
+        if step == 1:
+            terms.total = terms.total * float("nan")
+        return terms, selection
+
+    monkeypatch.setattr(HFSModel, "forward", poisoned)
+    out = tmp_path / "run"
+    train(colour_task.train_args(out, "--max-steps", "3", "--set", "train.checkpoint_every=1",
+                                 "--set", "train.keep_checkpoints=3"))
+    lines = metrics(out)
+    assert [m["skipped"] for m in lines] == [False, True, False]
+    assert lines[-1]["skipped_steps"] == 1
+    assert_same_weights(weights(out, 2), weights(out, 1))  # the poisoned step changed nothing
+    state = torch.load(out / "checkpoints" / "step-00000003" / "trainer_state.pt", weights_only=False)
+    assert state["skipped_steps"] == 1
+
+
+def test_resume_refuses_another_teacher_and_names_both(colour_task, tmp_path):
+    out = tmp_path / "run"
+    train(colour_task.train_args(out, "--max-steps", "1"))
+    output = train(colour_task.train_args(out, "--max-steps", "2", "--resume", "--teacher", "internvl3"), expect=2)
+    assert "teacher.kind" in output and "'qwen2_5_vl'" in output and "'internvl'" in output
+
+
+def test_a_second_run_into_the_same_folder_needs_resume(colour_task, tmp_path):
+    out = tmp_path / "run"
+    train(colour_task.train_args(out, "--max-steps", "1"))
+    output = train(colour_task.train_args(out, "--max-steps", "1"), expect=2)
+    assert "--resume" in output
+
+
+def test_usage_errors_name_the_problem(colour_task, tmp_path):
+    output = train(colour_task.train_args(tmp_path / "r", "--set", "train.lr=fast"), expect=2)
+    assert "train.lr" in output
+    output = train(colour_task.train_args(tmp_path / "r", "--set", "losses.nope=1"), expect=2)
+    assert "nope" in output
+    args = colour_task.train_args(tmp_path / "r")
+    args[args.index("--cache") + 1] = str(tmp_path / "nocache")
+    assert "nocache" in train(args, expect=2)
+    output = train(colour_task.train_args(tmp_path / "r", "--set", "train.batch_size=5"), expect=2)
+    assert "batch_size" in output
+
+
+def _agree(rank: int, port: int, results) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from hfs.stages.train import Processes
+
+    procs = Processes("cpu")
+    results[rank] = (procs.all_agree(rank == 1), procs.all_agree(False), procs.mean([float(rank), 2.0]))
+    procs.close()
+
+
+def test_every_process_agrees_to_skip_when_one_sees_a_non_finite_loss():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.start_processes(_agree, args=(port, results), nprocs=2, start_method="spawn")
+    assert dict(results) == {0: (True, False, [0.5, 2.0]), 1: (True, False, [0.5, 2.0])}

@@ -1,0 +1,229 @@
+"""Subtitle cues: SRT (Video-MME), LongVideoBench's JSON cue forms, and the lines around selected frames.
+
+Formats, as the published files write them:
+
+- **SRT** (Video-MME `subtitle/{videoID}.srt`): blocks of an index line, a
+  time line `HH:MM:SS,mmm --> HH:MM:SS,mmm` and text lines, separated by blank
+  lines. The text is wrapped in `<font color="white" size=".72c">...</font>`;
+  cues may overlap (YouTube roll-up captions). lmms-eval reads them in
+  `lmms_eval/tasks/videomme/utils.py` (`load_subtitles`).
+- **LongVideoBench JSON** (`subtitles/{subtitle_path}`), a list in one of two
+  forms, as `insert_subtitles_into_frames` in
+  github.com/longvideobench/LongVideoBench `longvideobench/longvideobench_dataset.py`
+  (and lmms-eval `lmms_eval/tasks/longvideobench/utils.py`) reads them:
+  `{"timestamp": [start_s, end_s], "text": ...}` (end may be null: the cue
+  lasts to the end of the video; both loaders also treat an integer end as
+  null, which looks unintended, so here a number is always read as seconds) or `{"start": "HH:MM:SS.mmm", "end": ...,
+  "line": ...}`. Times are on the *source* video's timeline; the question's
+  `starting_timestamp_for_subtitles` (seconds) is subtracted to put them on
+  the clip's timeline.
+
+The window rule (`cues_near`): a cue [start, end) is kept when it overlaps
+[t - w, t + w] for at least one selected frame time t (seconds on the clip's
+timeline), i.e. `start <= t + w and end > t - w`; kept cues are deduplicated
+and returned in time order. With w = 0 this is exactly lmms-eval's Video-MME
+rule (a cue is kept when a sampled frame falls inside it, `start <= t < end`),
+so the default window is 0 s; LongVideoBench's own loader instead keeps a cue
+when a frame lies strictly inside it after widening cues shorter than 1 s to
+1 s, which a window of 0.5 s approximates.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_S = 0.0  # half-width w of the window around each selected frame, seconds (see module docstring)
+
+_SRT_TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[,.](\d{1,3}))?"
+_SRT_TIMING = re.compile(rf"^\s*{_SRT_TIME}\s*-->\s*{_SRT_TIME}")
+_TAG = re.compile(r"<[^>]*>")  # <font ...>, </font>, <i>, <b>...
+_ASS_OVERRIDE = re.compile(r"\{\\[^}]*\}")  # {\an8} positioning codes some SRT files carry
+
+
+class SubtitleError(ValueError):
+    """A subtitle file that cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One subtitle cue: `start` and `end` in seconds on the clip's timeline, `text` without markup."""
+
+    start: float
+    end: float
+    text: str
+
+
+def clean_text(text: str) -> str:
+    """Cue text without tags (`<font ...>`, `<i>`), ASS codes and entities, on one line."""
+    text = _ASS_OVERRIDE.sub("", _TAG.sub("", text))
+    return " ".join(html.unescape(text).split())
+
+
+def _clock(h: str | None, m: str, s: str, frac: str | None) -> float:
+    """Seconds of an SRT clock reading; "1,5" is 1.5 s (the fraction is decimal, not milliseconds)."""
+    return int(h or 0) * 3600 + int(m) * 60 + int(s) + (int(frac) / 10 ** len(frac) if frac else 0.0)
+
+
+def parse_srt(text: str) -> list[Cue]:
+    """The cues of an SRT document, in file order, overlapping cues kept.
+
+    A cue starts at a time line and takes the text lines after it up to the
+    next blank line (or the next index-and-time pair, for files that leave out
+    blank lines). Tags are stripped; cues left without text are dropped.
+    """
+    lines = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    cues: list[Cue] = []
+    current: tuple[float, float, list[str]] | None = None
+
+    def close():
+        if current is not None:
+            body = clean_text(" ".join(current[2]))
+            if body:
+                cues.append(Cue(current[0], max(current[0], current[1]), body))
+
+    for i, line in enumerate(lines):
+        timing = _SRT_TIMING.match(line)
+        if timing:
+            close()
+            g = timing.groups()
+            current = (_clock(*g[0:4]), _clock(*g[4:8]), [])
+        elif not line.strip():
+            close()
+            current = None
+        elif current is not None:
+            is_index = line.strip().isdigit() and i + 1 < len(lines) and _SRT_TIMING.match(lines[i + 1])
+            if not is_index:
+                current[2].append(line)
+    close()
+    return cues
+
+
+def _seconds(value: Any, what: str) -> float:
+    """Seconds from a number or an "HH:MM:SS.mmm" / "MM:SS" clock string."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"{what} is not finite")
+        return float(value)
+    if isinstance(value, str):
+        parts = value.strip().replace(",", ".").split(":")
+        try:
+            numbers = [float(p) for p in parts]
+        except ValueError:
+            numbers = []
+        if 1 <= len(numbers) <= 3:
+            return sum(n * 60 ** k for k, n in enumerate(reversed(numbers)))
+    raise ValueError(f"{what} must be seconds or a clock time, got {value!r}")
+
+
+def parse_lvb_cues(data: Any, offset_s: float = 0.0, duration_s: float | None = None) -> list[Cue]:
+    """Cues of a LongVideoBench subtitle file (either JSON form), on the clip's timeline.
+
+    `offset_s` is the question's `starting_timestamp_for_subtitles`, subtracted
+    from every time; a "timestamp" cue whose end is null lasts to the clip's end
+    (`duration_s`, else forever). Cues that end before the clip starts are
+    dropped. Raises ValueError naming the first bad cue.
+    """
+    if not isinstance(data, list):
+        raise ValueError(f"expected a list of cues, got {type(data).__name__}")
+    cues = []
+    for k, item in enumerate(data):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"cue {k} is not an object")
+        if "timestamp" in item:
+            span, text = item.get("timestamp"), item.get("text")
+            if not isinstance(span, (list, tuple)) or len(span) != 2:
+                raise ValueError(f"cue {k}: 'timestamp' must be [start, end], got {span!r}")
+            start = _seconds(span[0], f"cue {k} start")
+            if span[1] is not None:
+                end = _seconds(span[1], f"cue {k} end")
+            else:  # an open cue lasts to the clip's end (on the source timeline until the offset is removed)
+                end = duration_s + offset_s if duration_s is not None else math.inf
+        elif "start" in item:
+            start, end = _seconds(item.get("start"), f"cue {k} start"), _seconds(item.get("end"), f"cue {k} end")
+            text = item.get("line")
+        else:
+            raise ValueError(f"cue {k} has neither 'timestamp' nor 'start'")
+        if not isinstance(text, str):
+            raise ValueError(f"cue {k}: the text must be a string, got {text!r}")
+        body = clean_text(text)
+        start, end = start - offset_s, end - offset_s
+        if body and end > 0:
+            cues.append(Cue(start, max(start, end), body))
+    return cues
+
+
+def read_subtitle_file(path: str, offset_s: float = 0.0, duration_s: float | None = None) -> list[Cue]:
+    """The cues of a subtitle file: `.srt` as SRT, `.json` as LongVideoBench cues; SubtitleError if unreadable."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise SubtitleError(f"{path}: cannot read subtitles: {exc.strerror or exc}") from None
+    if path.lower().endswith(".json"):
+        try:
+            return parse_lvb_cues(json.loads(text), offset_s, duration_s)
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise SubtitleError(f"{path}: not LongVideoBench subtitle JSON: {exc}") from None
+    cues = parse_srt(text)
+    if offset_s:
+        cues = [Cue(c.start - offset_s, c.end - offset_s, c.text) for c in cues if c.end - offset_s > 0]
+    return cues
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_cues(path: str, offset_s: float, duration_s: float | None) -> tuple[Cue, ...]:
+    """`read_subtitle_file`, cached: the evaluation loop asks for the same video's cues once per question."""
+    return tuple(read_subtitle_file(path, offset_s, duration_s))
+
+
+def cues_near(cues: Iterable[Cue], timestamps_s: Sequence[float], window_s: float = DEFAULT_WINDOW_S) -> list[Cue]:
+    """The cues overlapping [t - w, t + w] of any selected frame time t, deduplicated, in time order.
+
+    A cue [start, end) overlaps when `start <= t + w and end > t - w`; a cue
+    of zero length counts as the instant `start`. Times are seconds on the
+    clip's timeline; `window_s` is w.
+    """
+    if window_s < 0:
+        raise ValueError(f"window_s must be >= 0, got {window_s}")
+    times = sorted(float(t) for t in timestamps_s)
+    kept = set()
+    for cue in cues:
+        for t in times:
+            reaches = cue.end > t - window_s or (cue.end == cue.start and cue.start >= t - window_s)
+            if cue.start <= t + window_s and reaches:
+                kept.add(cue)
+                break
+    return sorted(kept, key=lambda c: (c.start, c.end, c.text))
+
+
+def lines_near(cues: Iterable[Cue], timestamps_s: Sequence[float], window_s: float = DEFAULT_WINDOW_S) -> list[str]:
+    """The text of `cues_near`, one line per cue."""
+    return [c.text for c in cues_near(cues, timestamps_s, window_s)]
+
+
+def sample_subtitle_lines(sample, timestamps_s: Sequence[float], window_s: float = DEFAULT_WINDOW_S) -> list[str]:
+    """Subtitle lines around the selected frames of one question, for the "with subtitles" prompt.
+
+    Reads the sample's subtitle file (`meta["subtitle_path"]`, None when the
+    benchmark has none for this video) with its offset (`meta["subtitle_offset_s"]`,
+    seconds) and clip length (`meta["duration_s"]`), then applies `lines_near`.
+    `timestamps_s` are the selected frames' times in seconds. An empty list
+    means no subtitles: lmms-eval then writes "No subtitles available".
+    SubtitleError when the file exists but cannot be read.
+    """
+    meta = sample.meta
+    path = meta.get("subtitle_path")
+    if not path:
+        return []
+    cues = _cached_cues(path, float(meta.get("subtitle_offset_s") or 0.0), meta.get("duration_s"))
+    return lines_near(cues, timestamps_s, window_s)

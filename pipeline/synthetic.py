@@ -348,3 +348,133 @@ def write_scene_video(
     ticks, time_base, rate = _timing(n_frames, fps, None)
     _write_video(Path(path), _scene_frames(scenes, height, width), ticks, time_base, rate, size, codec, gop, None, 23, "veryfast")
     return np.array(ticks, dtype=np.float64) * float(time_base)
+
+
+# --------------------------------------------------------------------------
+# Shapes anywhere, moving distractors (the synthetic QA task)
+# --------------------------------------------------------------------------
+
+SHAPE_KINDS = ("circle", "square", "triangle", "diamond", "cross")
+"""Shapes `shape_mask` draws (`shape` above draws the first three, centred)."""
+
+
+def shape_mask(kind: str, height: int, width: int, centre: tuple[float, float], radius: float) -> np.ndarray:
+    """(height, width) bool mask of one filled shape.
+
+    `centre` is (y, x) in pixels, `radius` the half-size of its bounding box
+    in pixels. Kinds: "circle", "square", "triangle" (apex up), "diamond"
+    (a square turned 45°), "cross" (a plus sign, arms a third of the box wide).
+    """
+    if kind not in SHAPE_KINDS:
+        raise ValueError(f"unknown shape {kind!r} (expected one of {', '.join(SHAPE_KINDS)})")
+    yy, xx = np.mgrid[0:height, 0:width]
+    dy, dx = yy - centre[0], xx - centre[1]
+    inside = (np.abs(dy) <= radius) & (np.abs(dx) <= radius)
+    if kind == "circle":
+        return dy**2 + dx**2 <= radius**2
+    if kind == "square":
+        return inside
+    if kind == "triangle":  # width grows linearly from the apex at the top of the box
+        return inside & (np.abs(dx) <= (dy + radius) / 2)
+    if kind == "diamond":
+        return np.abs(dy) + np.abs(dx) <= radius
+    arm = radius / 3  # cross
+    return inside & ((np.abs(dy) <= arm) | (np.abs(dx) <= arm))
+
+
+def _bounce(position: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """`position` folded into [low, high] as if bouncing off the walls (a triangle wave)."""
+    span = np.maximum(high - low, 1e-9)
+    phase = np.mod(position - low, 2 * span)
+    return low + np.where(phase <= span, phase, 2 * span - phase)
+
+
+class MovingBlobs:
+    """A scene fill: dim grey discs drifting and bouncing over a dark, lightly noisy ground.
+
+    Distractor motion for the synthetic QA task: consecutive frames differ
+    (so no two frames are trivially identical), yet every pixel stays grey
+    (R = G = B before compression), clearly unlike a saturated answer shape.
+    Frame `i` depends only on (`seed`, `i`), so frames render in any order.
+
+    Args:
+        height, width: frame size in pixels.
+        seed: everything random (blob sizes, greys, paths, noise) derives from it.
+        n_blobs: number of discs.
+        ground: grey level (0-255) of the background.
+        greys: (low, high) grey levels of the discs.
+        radii: (low, high) disc radius in pixels.
+        speed: (low, high) disc speed in pixels per frame.
+        noise: amplitude (grey levels) of per-frame uniform noise; 0 for none.
+    """
+
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        seed: int = 0,
+        n_blobs: int = 3,
+        ground: int = 35,
+        greys: tuple[int, int] = (70, 140),
+        radii: tuple[float, float] = (5.0, 12.0),
+        speed: tuple[float, float] = (0.4, 1.5),
+        noise: int = 4,
+    ):
+        rng = np.random.default_rng(seed)
+        self.height, self.width, self.seed, self.ground, self.noise = height, width, seed, ground, noise
+        self.radii = rng.uniform(*radii, size=n_blobs)
+        self.greys = rng.integers(greys[0], greys[1] + 1, size=n_blobs)
+        self.start = rng.uniform(0, 1, size=(n_blobs, 2)) * [height, width]
+        angle = rng.uniform(0, 2 * np.pi, size=n_blobs)
+        self.velocity = rng.uniform(*speed, size=n_blobs)[:, None] * np.stack([np.sin(angle), np.cos(angle)], axis=1)
+        self._yy, self._xx = np.mgrid[0:height, 0:width]
+
+    def centres(self, i: int) -> np.ndarray:
+        """(n_blobs, 2) disc centres (y, x) in pixels at frame `i`."""
+        low = np.stack([self.radii, self.radii], axis=1)
+        high = np.array([self.height - 1, self.width - 1]) - low
+        return _bounce(self.start + i * self.velocity, low, high)
+
+    def __call__(self, i: int, height: int | None = None, width: int | None = None) -> np.ndarray:
+        """Frame `i` as (H, W, 3) uint8 (the size given at construction)."""
+        if (height, width) not in ((None, None), (self.height, self.width)):
+            raise ValueError(f"MovingBlobs was built for {self.width}x{self.height}, asked for {width}x{height}")
+        grey = np.full((self.height, self.width), self.ground, np.int16)
+        for (cy, cx), r, level in zip(self.centres(i), self.radii, self.greys):
+            grey[(self._yy - cy) ** 2 + (self._xx - cx) ** 2 <= r * r] = level
+        if self.noise:
+            rng = np.random.default_rng((self.seed, i))  # per frame, so any frame renders alone
+            grey += rng.integers(-self.noise, self.noise + 1, size=grey.shape, dtype=np.int16)
+        return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+REPRODUCIBLE_X264 = "mbtree=0"
+"""x264 settings under which the same frames always encode to the same bytes.
+
+With macroblock-tree rate control on (x264's default), the same frames gave
+different files here (PyAV 18, FFmpeg 8.1, 96×72 to 192×144): the first
+~8 frames differed by up to 10 grey levels near the right edge, also with
+one thread. Without it, every run matched."""
+
+
+def write_frames_video(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    n_frames: int,
+    fps: float = 25.0,
+    size: tuple[int, int] = (160, 120),
+    gop: int | None = None,
+    crf: int = 23,
+    preset: str = "veryfast",
+) -> np.ndarray:
+    """Encode `n_frames` RGB `frames` ((H, W, 3) uint8) at constant `fps` as H.264, reproducibly.
+
+    Same frames in, same bytes out (`REPRODUCIBLE_X264`), which
+    `write_scene_video` does not promise. `size` is (width, height). Returns
+    the frames' presentation times in seconds.
+    """
+    if n_frames < 1:
+        raise ValueError("a video needs at least one frame")
+    ticks, time_base, rate = _timing(n_frames, fps, None)
+    _write_video(Path(path), frames, ticks, time_base, rate, size, "libx264", gop, None, crf, preset, REPRODUCIBLE_X264)
+    return np.array(ticks, dtype=np.float64) * float(time_base)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hfs.pipeline import decode, ffmpeg_backend
+from hfs.pipeline import decode
+from hfs.pipeline.decode import ffmpeg as ffmpeg_backend
 from hfs.pipeline.decode import DecodeError, apply_rotation, decode_frames, iter_frames, probe, segment_centre_timestamps
 from hfs.pipeline.synthetic import draw_frame_index, read_frame_index, shape, write_index_video, write_scene_video
 

@@ -1,6 +1,7 @@
 """The ffmpeg binary as a decoding backend, through `ffmpeg-python`.
 
-Used for probing and as the fallback for files PyAV rejects. It decodes the
+Used for probing and as the fallback for files PyAV rejects (the one
+fallback path is `hfs.pipeline.decode._with_fallback`). It decodes the
 same targets exactly, with the same "last frame with pts <= t" rule:
 
 1. Index: `ffmpeg -copyts -i FILE -map 0:v:0 -c copy -f framecrc -` demuxes
@@ -26,21 +27,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from hfs.pipeline.decode import (
-    DecodedFrame,
-    DecodeError,
-    VideoInfo,
-    _Assigner,
-    _last_frame,
-    _parse_hms,
-    check_file,
-    info_from_index,
-    normalise_rotation,
-    scaled_size,
-    seek_offset,
-    target_ticks,
-    wanted_ticks,
-)
+from hfs.pipeline.decode.assign import Assigner, last_frame
+from hfs.pipeline.decode.geometry import normalise_rotation, scaled_size
+from hfs.pipeline.decode.index import info_from_index, parse_hms, seek_offset
+from hfs.pipeline.decode.records import DecodedFrame, DecodeError, VideoInfo, check_file
+from hfs.pipeline.decode.timeline import pts_ticks, target_ticks, wanted_ticks
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +123,7 @@ def parse_header(stderr: str) -> dict | None:
         "height": int(size.group(2)) if size else 0,
         "fps": fps,
         "rotation": normalise_rotation(float(rotation.group(1))) if rotation else 0,
-        "duration": _parse_hms(duration.group(1)) if duration and duration.group(1) != "N/A" else None,
+        "duration": parse_hms(duration.group(1)) if duration and duration.group(1) != "N/A" else None,
         "start": float(duration.group(2)) if duration and duration.group(2) else None,
     }
 
@@ -267,7 +258,7 @@ def _showinfo_times(stderr: str) -> list[float]:
     return [float(m) for m in re.findall(r"\] n:\s*\d+ .*?pts_time:(-?[\d.e+-]+)", stderr)]
 
 
-def _plan(info: VideoInfo, times: np.ndarray) -> tuple[str, np.ndarray, np.ndarray, Fraction, int]:
+def _wanted_frames(info: VideoInfo, times: np.ndarray) -> tuple[str, np.ndarray, np.ndarray, Fraction, int]:
     """(select expression, wanted frame ticks sorted, target ticks, time base, start tick).
 
     With an index the wanted frames are exact pts ("last pts <= t"); without
@@ -277,7 +268,7 @@ def _plan(info: VideoInfo, times: np.ndarray) -> tuple[str, np.ndarray, np.ndarr
     tb = info.time_base
     if info.frame_pts is not None and tb:
         start_tick = round(info.start_time / tb)
-        frame_ticks = start_tick + np.round(info.frame_pts / float(tb)).astype(np.int64)
+        frame_ticks = pts_ticks(info.frame_pts, tb, start_tick)
         targets = target_ticks(times, tb, start_tick)
         wanted = np.unique(wanted_ticks(frame_ticks, targets))
         return _select_expression([float(k * tb) for k in wanted], float(tb) / 2), wanted, targets, tb, start_tick
@@ -304,7 +295,7 @@ def iter_frames(
     path = check_file(path)
     info = info or probe(path)
     times = np.asarray(timestamps, dtype=np.float64)
-    select, wanted, targets, tb, start_tick = _plan(info, times)
+    select, wanted, targets, tb, start_tick = _wanted_frames(info, times)
     width, height = scaled_size(info.width, info.height, max_side)
     vf = f"select='{select}',showinfo"
     if (width, height) != (info.width, info.height):
@@ -357,7 +348,7 @@ def _assign(
     """Hand the decoded frames (pts `out_ticks`, in order) to targets (ticks); yield DecodedFrames."""
     height, width = shape
     frame_bytes = width * height * 3
-    assigner = _Assigner(targets)
+    assigner = Assigner(targets)
 
     def emit(item) -> DecodedFrame:
         k, tick, targets = item
@@ -367,6 +358,6 @@ def _assign(
     for k, tick in enumerate(out_ticks):
         for finished in assigner.push(k, int(tick)):
             yield emit(finished)
-    last = _last_frame(assigner, emit, times, info, "ffmpeg decoded no frames")
+    last = last_frame(assigner, emit, times, info, "ffmpeg decoded no frames")
     if last is not None:
         yield last

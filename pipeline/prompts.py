@@ -74,19 +74,33 @@ def _timestamp_block(timestamps: Sequence[float] | None) -> str:
     return f"The frames above are in time order, sampled from the video at:\n{format_timestamps(timestamps)}\n"
 
 
+def _subtitle_block(subtitles: Sequence[str] | None) -> str:
+    """The subtitle lines around the selected frames, or "" without subtitles (lmms-eval's
+    Video-MME wording)."""
+    if not subtitles:
+        return ""
+    return "This video's subtitles are listed below:\n" + "\n".join(subtitles) + "\n"
+
+
 def teacher_prompt_text(
-    question: str, options: Sequence[str], timestamps: Sequence[float] | None = None
+    question: str, options: Sequence[str], timestamps: Sequence[float] | None = None,
+    subtitles: Sequence[str] | None = None,
 ) -> str:
     """User text of the teacher for a multiple-choice question (Eq. 16): optional frame
-    times, the question, lettered options, and the instruction to answer with the letter only."""
+    times, optional subtitle lines, the question, lettered options, and the instruction to
+    answer with the letter only."""
     if not options:
         raise ValueError("a multiple-choice teacher prompt needs at least one option; use teacher_open_prompt_text")
-    return f"{_timestamp_block(timestamps)}{_question_block(question, options)}\n{MC_INSTRUCTION}"
+    return (f"{_timestamp_block(timestamps)}{_subtitle_block(subtitles)}{_question_block(question, options)}"
+            f"\n{MC_INSTRUCTION}")
 
 
-def teacher_open_prompt_text(question: str, timestamps: Sequence[float] | None = None) -> str:
-    """User text of the teacher for an open-ended question: optional frame times, question, instruction."""
-    return f"{_timestamp_block(timestamps)}{_question_block(question, None)}\n{OPEN_INSTRUCTION}"
+def teacher_open_prompt_text(
+    question: str, timestamps: Sequence[float] | None = None, subtitles: Sequence[str] | None = None
+) -> str:
+    """User text of the teacher for an open-ended question: optional frame times and subtitle
+    lines, the question, the instruction."""
+    return f"{_timestamp_block(timestamps)}{_subtitle_block(subtitles)}{_question_block(question, None)}\n{OPEN_INSTRUCTION}"
 
 
 def teacher_messages(num_images: int, text: str) -> list[dict]:

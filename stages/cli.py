@@ -24,7 +24,12 @@ app = typer.Typer(
 
 
 def _setup_logging(verbose: int) -> None:
+    import warnings
+
     from rich.logging import RichHandler
+
+    # peft asks transformers a deprecated question on every adapter switch; nothing for a user to do
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False, markup=False)])
@@ -116,6 +121,81 @@ def train(
         overrides=set_, resume=resume, max_steps=max_steps, epochs=epochs, video_root=video_root, device=device.value,
         progress=progress,
     ))
+
+
+SELECTORS_HELP = "Frame selector: uniform, random, clip, hfs (a trained run, the paper's top-k of s_i), hfs-set (greedy F, needs a run)."
+
+
+@app.command()
+def select(
+    cache: Path = typer.Option(..., "--cache", "-c", help="Feature cache holding the questions' videos (`hfs extract` first)."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL file: one line per question with the chosen frame indices, their timestamps and the scores (layout in the README)."),
+    selector: str = typer.Option(..., "--selector", "-s", help=SELECTORS_HELP),
+    manifest: List[Path] = typer.Option([], "--manifest", "-m", help="Questions from a manifest (any format `hfs extract` reads). Repeatable. Or use --bench/--data."),
+    bench: Optional[str] = typer.Option(None, "--bench", help="Questions from a benchmark in its published layout: nextqa, videomme, longvideobench, mlvu."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The benchmark's folder, with --bench."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Trained run (folder, checkpoint or saved model) for hfs / hfs-set."),
+    k: int = typer.Option(16, "--k", min=1, help="Frames to select per question (paper: 16 of 128)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random selector."),
+    video_root: Optional[Path] = typer.Option(None, "--video-root", help="Folder relative video paths in --manifest resolve against (as for `hfs extract`)."),
+    device: TrainDevice = typer.Option(TrainDevice.auto, "--device", help="Where the hfs / clip models run: auto (a GPU if there is one), cpu or cuda."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    verbose: int = VERBOSE,
+) -> None:
+    """Select k frames per question with one selector, from the cache, into a JSONL file."""
+    _setup_logging(verbose)
+    from hfs.stages.select import run as run_select
+
+    raise typer.Exit(run_select(cache=cache, out=out, selector=selector, manifests=manifest, bench=bench, data=data,
+                                run_dir=run, k=k, seed=seed, video_root=video_root, device=_device(device.value),
+                                progress=progress))
+
+
+@app.command()
+def evaluate(
+    bench: str = typer.Option(..., "--bench", help="Benchmark: nextqa, videomme, longvideobench, mlvu (read from its published files)."),
+    data: Path = typer.Option(..., "--data", help="The benchmark's folder as downloaded and unpacked (layouts in the README)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Results folder: predictions.jsonl, scores.json (and cache/ unless --cache)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Feature cache to use and extend with the benchmark's videos (default: OUT/cache)."),
+    selector: List[str] = typer.Option(["uniform"], "--selector", "-s", help=SELECTORS_HELP + " Repeat to compare several."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Trained run: its student for hfs / hfs-set and its LoRA-tuned teacher answers (unless --teacher)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Base teacher that answers: qwen2.5-vl, internvl3, or a Hugging Face id / local folder (default: the run's tuned teacher, else qwen2.5-vl)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="`tiny`: tiny random teacher and CLIP built offline, for smoke runs on the CPU."),
+    k: int = typer.Option(16, "--k", min=1, help="Frames the teacher sees per question (paper: 16 of 128)."),
+    subtitles: bool = typer.Option(False, "--subtitles", help="Also answer with the subtitle lines around the selected frames' times (videomme, longvideobench)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions (smoke runs)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Questions per teacher forward pass."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Dask worker processes extracting videos not yet in the cache (0: in this process)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Existing Dask scheduler for the extraction (tcp://host:8786)."),
+    device: TrainDevice = typer.Option(TrainDevice.auto, "--device", help="auto: this process's GPU (torchrun: LOCAL_RANK) when there is one, else the CPU."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random selector."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    verbose: int = VERBOSE,
+) -> None:
+    """Score selectors + a teacher on a benchmark in its published layout, with its own breakdown.
+
+    Extracts the benchmark's videos not yet in the cache, selects, asks the teacher for the option
+    letter, writes predictions.jsonl (a rerun skips what is already predicted) and scores.json, and
+    prints the selectors side by side. Several GPUs: `torchrun --nproc-per-node N -m hfs.stages.cli
+    evaluate ...`.
+    """
+    _setup_logging(verbose)
+    from hfs.stages.evaluate import run as run_evaluate
+
+    raise typer.Exit(run_evaluate(
+        bench=bench, data=data, out=out, cache=cache, selectors=selector, run_dir=run, teacher=teacher, preset=preset,
+        k=k, subtitles=subtitles, limit=limit, batch_size=batch_size, workers=workers, scheduler=scheduler,
+        device=device.value, seed=seed, progress=progress,
+    ))
+
+
+def _device(choice: str) -> str:
+    """auto → cuda when torch sees a GPU, else cpu."""
+    if choice != "auto":
+        return choice
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @app.command()

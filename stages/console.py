@@ -16,3 +16,35 @@ console = Console()
 def error(message: str) -> None:
     """Print `error: <message>` in red, unwrapped and without markup."""
     console.print(Text.assemble(("error:", "bold red"), " ", str(message)), soft_wrap=True)
+
+
+class ProgressBar:
+    """A rich progress bar (count, bar, ETA) that does nothing when not ``enabled``; extra text
+    ``fields`` (e.g. ``loss``) are shown after the count and set through ``update``."""
+
+    def __init__(self, label: str, total: int, completed: int = 0, enabled: bool = True, **fields: str) -> None:
+        self.enabled = enabled and total > 0
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            columns = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
+            columns += [TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields]
+            self.progress = Progress(*columns, TimeRemainingColumn(), console=console)
+            self.task = self.progress.add_task(label, total=total, completed=completed, **fields)
+
+    def __enter__(self) -> "ProgressBar":
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def advance(self, n: int = 1) -> None:
+        if self.enabled:
+            self.progress.advance(self.task, n)
+
+    def update(self, completed: int, **fields: str) -> None:
+        if self.enabled:
+            self.progress.update(self.task, completed=completed, **fields)

@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from hfs.stages.console import console, error
+from hfs.pipeline.distributed import Processes, ProcessError
+from hfs.stages.console import ProgressBar, console, error
+from hfs.stages.options import TEACHER_ALIASES, materialise_models, teacher_choice, teacher_model_name
 
 log = logging.getLogger(__name__)
-
-TEACHER_ALIASES = {"qwen2.5-vl": "qwen2_5_vl", "qwen2_5_vl": "qwen2_5_vl", "internvl3": "internvl", "internvl": "internvl"}
-"""``--teacher`` names that pick a registered teacher with its default model."""
 
 TIMING_KEYS = ("samples_per_s", "data_wait_frac", "step_s")
 """Fields of a metrics line that measure time; every other field is exact on resume."""
@@ -38,76 +37,6 @@ CONFIG_FILE, DATA_FILE, METRICS_FILE = "config.json", "data.json", "metrics.json
 
 class TrainError(RuntimeError):
     """A run that cannot start as asked; the message says why and what to do."""
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-class Processes:
-    """This process's place among the training processes (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK)."""
-
-    def __init__(self, device: str = "auto") -> None:
-        import torch
-        import torch.distributed as dist
-
-        self.ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-        cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise TrainError("--device cuda, but torch sees no CUDA device")
-        if self.ddp:
-            dist.init_process_group(backend="nccl" if cuda else "gloo")
-            self.rank, self.world = dist.get_rank(), dist.get_world_size()
-            self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        else:
-            self.rank, self.world, self.local_rank = 0, 1, 0
-        if cuda:
-            torch.cuda.set_device(self.local_rank)
-        self.device = torch.device(f"cuda:{self.local_rank}" if cuda else "cpu")
-        self.main = self.rank == 0
-
-    def all_agree(self, flag: bool) -> bool:
-        """True when ``flag`` is true in any process (every process gets the same answer)."""
-        if not self.ddp:
-            return flag
-        import torch
-        import torch.distributed as dist
-
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
-    def mean(self, values: list[float]) -> list[float]:
-        """Element-wise mean over processes."""
-        if not self.ddp:
-            return values
-        import torch
-        import torch.distributed as dist
-
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return (t / self.world).tolist()
-
-    def gather(self, obj: Any) -> list[Any]:
-        """``obj`` of every process, in rank order (the same list in every process)."""
-        if not self.ddp:
-            return [obj]
-        import torch.distributed as dist
-
-        out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def barrier(self) -> None:
-        if self.ddp:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.ddp:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -120,14 +49,8 @@ def command_line_options(student: Optional[str], teacher: Optional[str], max_ste
     if student is not None:
         options["student"] = {"name_or_path": student}
     if teacher is not None:
-        kind = TEACHER_ALIASES.get(teacher.lower())
-        if kind is not None:
-            name = f"tiny-{kind}" if preset == "tiny" else None
-            options["teacher"] = {"kind": kind, "name_or_path": name}
-        else:
-            from hfs.pipeline.teachers.base import _kind_from_config  # TODO: public name once base.py settles
-
-            options["teacher"] = {"kind": _kind_from_config(teacher, allow_download=False), "name_or_path": teacher}
+        kind, name = teacher_choice(teacher, preset)
+        options["teacher"] = {"kind": kind, "name_or_path": name}
     train = {k: v for k, v in (("max_steps", max_steps), ("epochs", epochs)) if v is not None}
     if train:
         options["train"] = train
@@ -196,10 +119,10 @@ def run(
     try:
         cfg, checkpoint = _run_config(Path(out), student, teacher, preset, config_file, overrides, resume,
                                       max_steps, epochs)
-        _materialise_models(cfg.model)
+        materialise_models(cfg.model.student.name_or_path, teacher_model_name(cfg.model.teacher))
         procs = Processes(device)
         return _train(procs, cfg, checkpoint, Path(cache), [Path(d) for d in data], Path(out), video_root, progress)
-    except (TrainError, ConfigError, CacheError, ManifestError, ModelLoadError, FileNotFoundError) as err:
+    except (TrainError, ProcessError, ConfigError, CacheError, ManifestError, ModelLoadError, FileNotFoundError) as err:
         rank = procs.rank if procs is not None else int(os.environ.get("RANK", 0))
         if rank == 0:
             error(str(err))
@@ -230,17 +153,6 @@ def _run_config(out: Path, student, teacher, preset, config_file, overrides, res
     if checkpoint is None and int(os.environ.get("RANK", 0)) == 0:
         log.warning("--resume: %s has no checkpoint yet; starting from step 0", out)
     return resumed_config(out, cfg), checkpoint
-
-
-def _materialise_models(model_cfg) -> None:
-    """Find (or, for a tiny preset, build) both models' folders in this process before any
-    process group exists: transformers writes a model only on rank 0 once one does, so the
-    other ranks could not build their tiny presets."""
-    from hfs.pipeline.loading import resolve_model_path
-
-    resolve_model_path(model_cfg.student.name_or_path, what="--student")
-    if model_cfg.teacher.name_or_path is not None:
-        resolve_model_path(model_cfg.teacher.name_or_path, what="--teacher")
 
 
 def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path], out: Path, video_root,
@@ -345,7 +257,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         log.info("training %s: %d trainable parameters in %s; %d steps of %d samples (%d × %d × %d processes)",
                  out, sum(p.numel() for p in params), ", ".join(groups), total_steps, train.batch_size,
                  train.micro_batch_size, accumulation, procs.world)
-    bar = _ProgressBar(total_steps, start_step, enabled=progress and procs.main)
+    bar = ProgressBar("train", total_steps, start_step, enabled=progress and procs.main, loss="-")
     batches = iter(loader)
     with bar:
         for step in range(start_step, total_steps):
@@ -395,7 +307,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
                     "samples_per_s": train.batch_size / elapsed, "data_wait_frac": wait / elapsed, "step_s": elapsed,
                 }
                 _append_metrics(out / METRICS_FILE, record)
-                bar.update(step + 1, means.get("total", float("nan")))
+                bar.update(step + 1, loss=f"{means.get('total', float('nan')):.4f}")
             if (step + 1) % train.checkpoint_every == 0 or step + 1 == total_steps:
                 save(step + 1)
     if procs.main:
@@ -447,29 +359,3 @@ def print_skip_report(report, data: Sequence[Path]) -> None:
     if not report.counts:
         t.add_row("skipped", "0")
     console.print(t)
-
-
-class _ProgressBar:
-    """A rich progress bar over optimiser steps with the loss and the ETA (rank 0 only)."""
-
-    def __init__(self, total: int, start: int, enabled: bool) -> None:
-        self.enabled = enabled
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console)
-            self.task = self.progress.add_task("train", total=total, completed=start, loss="-")
-
-    def __enter__(self) -> "_ProgressBar":
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.progress.stop()
-
-    def update(self, completed: int, loss: float) -> None:
-        if self.enabled:
-            self.progress.update(self.task, completed=completed, loss=f"{loss:.4f}")

@@ -14,6 +14,7 @@ from hfs.pipeline.teachers.base import (
     load_teacher,
     register_teacher,
     save_scorer,
+    teacher_kind,
     trainable_parameters,
 )
 from hfs.pipeline.teachers.internvl import InternVLTeacher
@@ -31,5 +32,6 @@ __all__ = [
     "load_teacher",
     "register_teacher",
     "save_scorer",
+    "teacher_kind",
     "trainable_parameters",
 ]

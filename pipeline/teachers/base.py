@@ -348,13 +348,14 @@ class Teacher(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
 
-    def build_prompt(self, num_frames: int, question: str, options, timestamps) -> str:
+    def build_prompt(self, num_frames: int, question: str, options, timestamps, subtitles=None) -> str:
         """Chat-templated prompt: k image slots then the question text (Eq. 16), ending
-        with the assistant turn's opening so the next token is the answer."""
+        with the assistant turn's opening so the next token is the answer. ``subtitles``:
+        subtitle lines to show before the question (evaluation "with subtitles")."""
         if options:
-            text = prompts.teacher_prompt_text(question, options, timestamps)
+            text = prompts.teacher_prompt_text(question, options, timestamps, subtitles)
         else:
-            text = prompts.teacher_open_prompt_text(question, timestamps)
+            text = prompts.teacher_open_prompt_text(question, timestamps, subtitles)
         messages = prompts.teacher_messages(num_frames, text)
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
@@ -365,6 +366,7 @@ class Teacher(nn.Module):
         options: list[list[str] | None],
         timestamps: list[list[float]] | None = None,
         answers: list[str | None] | None = None,
+        subtitles: list[list[str] | None] | None = None,
     ) -> list[EncodedSample]:
         """`encode_sample` per sample (frames[b]: uint8 [k, 3, H, W]); an open-ended sample's
         answer (+ end of turn) is appended."""
@@ -372,7 +374,8 @@ class Teacher(nn.Module):
         for b, sample_frames in enumerate(frames):
             check_frames(sample_frames, f"frames of sample {b}")
             opts = options[b] or []
-            chat = self.build_prompt(len(sample_frames), questions[b], opts, timestamps[b] if timestamps else None)
+            chat = self.build_prompt(len(sample_frames), questions[b], opts, timestamps[b] if timestamps else None,
+                                     subtitles[b] if subtitles else None)
             sample = self.encode_sample(chat, sample_frames)
             answer = answers[b] if answers is not None else None
             if not opts and answer:
@@ -411,6 +414,7 @@ class Teacher(nn.Module):
         options: list[list[str] | None],
         timestamps: list[list[float]] | None = None,
         answers: list[str | None] | None = None,
+        subtitles: list[list[str] | None] | None = None,
     ) -> TeacherOutput:
         """Teacher pass over B samples of k frames (Eqs. 16 and 18).
 
@@ -420,9 +424,10 @@ class Teacher(nn.Module):
         options[b]: the options of sample b, [] or None for an open-ended question.
         timestamps[b]: the k frame times in seconds, written into the prompt.
         answers[b]: reference answer text, scored (answer_loss) for open-ended samples.
+        subtitles[b]: subtitle lines shown before the question (evaluation), or None.
         """
-        self._check_inputs(frames, gates, questions, options, timestamps, answers)
-        samples = self.encode_batch(frames, questions, options, timestamps, answers)
+        self._check_inputs(frames, gates, questions, options, timestamps, answers, subtitles)
+        samples = self.encode_batch(frames, questions, options, timestamps, answers, subtitles)
         batch, vision = self.collate(samples)
         units = [u for s in samples for u in s.units_per_frame]
         features = self.image_features(vision, units, gates.reshape(-1))
@@ -443,13 +448,14 @@ class Teacher(nn.Module):
             answer_mask=answer_mask,
         )
 
-    def _check_inputs(self, frames, gates, questions, options, timestamps, answers) -> None:
+    def _check_inputs(self, frames, gates, questions, options, timestamps, answers, subtitles=None) -> None:
         """One clear error for inconsistent batch arguments."""
         batch = len(frames)
         if gates.ndim != 2 or gates.shape[0] != batch:
             raise ValueError(f"gates must be [B, k] with B={batch}, got {tuple(gates.shape)}")
         k = gates.shape[1]
-        named = {"questions": questions, "options": options, "timestamps": timestamps, "answers": answers}
+        named = {"questions": questions, "options": options, "timestamps": timestamps, "answers": answers,
+                 "subtitles": subtitles}
         for name, value in named.items():
             if value is not None and len(value) != batch:
                 raise ValueError(f"{name} has {len(value)} entries for {batch} samples")
@@ -554,7 +560,7 @@ def teacher_class(kind: str) -> type[Teacher]:
     return _REGISTRY[kind]
 
 
-def _kind_from_config(name_or_path: str, allow_download: bool) -> str:
+def teacher_kind(name_or_path: str, allow_download: bool = False) -> str:
     """Teacher kind whose model_type matches the checkpoint's config."""
     from transformers import AutoConfig
 
@@ -585,7 +591,7 @@ def load_teacher(
     if kind == "auto":
         if name_or_path is None:
             raise ValueError("teacher kind 'auto' needs a model id or path")
-        kind = _kind_from_config(str(name_or_path), allow_download)
+        kind = teacher_kind(str(name_or_path), allow_download)
     teacher = teacher_class(kind).from_pretrained(
         name_or_path,
         device=device,

@@ -208,7 +208,7 @@ def test_usage_errors_name_the_problem(colour_task, tmp_path):
 def _agree(rank: int, port: int, results) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    from hfs.stages.train import Processes
+    from hfs.pipeline.distributed import Processes
 
     procs = Processes("cpu")
     results[rank] = (procs.all_agree(rank == 1), procs.all_agree(False), procs.mean([float(rank), 2.0]))

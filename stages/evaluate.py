@@ -1,0 +1,190 @@
+"""`hfs evaluate`: a benchmark in its published layout → cache → selectors → teacher → scores.
+
+Reads the benchmark's files (``hfs.manifests.benchmarks``), extracts the videos the cache
+does not hold yet (Stage 1, the same Dask fan-out), then for every selector and question
+selects k frames and asks the teacher for the option letter (``pipeline/evaluate.py``),
+writing ``predictions.jsonl`` as it goes (a rerun skips what is already predicted) and
+finally ``scores.json`` with the benchmark's own breakdown, printed as one table with the
+selectors side by side. Under ``torchrun --nproc-per-node N`` each process answers every
+N-th question on its own GPU and the first one merges and scores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hfs.stages.console import ProgressBar, console, error
+
+log = logging.getLogger(__name__)
+
+SUBTITLE_BENCHMARKS = ("videomme", "longvideobench")
+
+
+class EvaluateError(RuntimeError):
+    """An evaluation that cannot start as asked; the message says why and what to do."""
+
+
+def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selectors: Sequence[str] = ("uniform",),
+        run_dir: Optional[Path] = None, teacher: Optional[str] = None, preset: Optional[str] = None, k: int = 16,
+        subtitles: bool = False, limit: Optional[int] = None, batch_size: int = 4, workers: Optional[int] = None,
+        scheduler: Optional[str] = None, device: str = "auto", seed: int = 0, progress: bool = True) -> int:
+    """Evaluate; returns the exit status (0 done, 2 usage or input error)."""
+    from hfs.cache import CacheError
+    from hfs.manifests.benchmarks import BenchmarkError
+    from hfs.pipeline.distributed import ProcessError, Processes
+    from hfs.pipeline.encoder import EncoderError
+    from hfs.pipeline.loading import ModelLoadError
+    from hfs.pipeline.selectors import SelectorError
+
+    procs = None
+    try:
+        answering = _answering_model(run_dir, teacher, preset)
+        _check_selectors(selectors, run_dir)
+        procs = Processes(device)
+        return _evaluate(procs, bench, Path(data), Path(out), Path(cache) if cache else Path(out) / "cache",
+                         list(selectors), run_dir, answering, preset, k, subtitles, limit, batch_size, workers,
+                         scheduler, seed, progress)
+    except (EvaluateError, ProcessError, BenchmarkError, CacheError, EncoderError, ModelLoadError, SelectorError,
+            FileNotFoundError) as err:
+        rank = procs.rank if procs is not None else int(os.environ.get("RANK", 0))
+        if rank == 0:
+            error(str(err))
+        else:
+            log.error("rank %d: %s", rank, err)
+        return 2
+    finally:
+        if procs is not None:
+            procs.close()
+
+
+def _check_selectors(selectors: Sequence[str], run_dir) -> None:
+    from hfs.pipeline.selectors import selector_needs_run
+
+    if not selectors:
+        raise EvaluateError("no --selector given")
+    needing = [s for s in selectors if selector_needs_run(s)]
+    if needing and run_dir is None:
+        raise EvaluateError(f"selector(s) {', '.join(needing)} need a trained run: pass --run runs/NAME")
+
+
+def _answering_model(run_dir, teacher: Optional[str], preset: Optional[str]) -> dict:
+    """Which teacher answers (a run's LoRA-tuned one, or a base model), resolved before any process
+    group starts (tiny presets are built now, see ``stages.options.materialise_models``)."""
+    from hfs.pipeline.checkpoint import run_model_dir
+    from hfs.pipeline.model import read_saved_config
+    from hfs.stages.options import materialise_models, teacher_choice, teacher_model_name
+
+    model_dir = run_model_dir(run_dir) if run_dir is not None else None
+    if model_dir is not None:
+        cfg = read_saved_config(model_dir)
+        materialise_models(cfg.student.name_or_path, teacher_model_name(cfg.teacher))
+    if teacher is not None or model_dir is None:
+        kind, name = teacher_choice(teacher or "qwen2.5-vl", preset)
+        from hfs.pipeline.teachers.base import teacher_class
+
+        name = name or teacher_class(kind).default_model
+        materialise_models(name, what="--teacher")
+        return {"source": "base", "kind": kind, "name": name, "model_dir": model_dir}
+    return {"source": "run", "model_dir": model_dir}
+
+
+def extraction_config(cache_dir: Path, preset: Optional[str]):
+    """The Stage 1 config for new videos: the cache's own when it exists, else the paper's
+    ViT-B/32 (the tiny CLIP with ``--preset tiny``)."""
+    from hfs.cache.plan import read_config
+    from hfs.pipeline.extract import ExtractConfig
+
+    if (cache_dir / "plan.json").is_file():
+        saved = read_config(cache_dir)
+        return ExtractConfig(**{k: saved[k] for k in ExtractConfig.CACHE_KEYS if k in saved})
+    if preset == "tiny":
+        return ExtractConfig(preset="tiny", pretrained="none")
+    return ExtractConfig()
+
+
+def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, selectors: list[str], run_dir,
+              answering: dict, preset, k: int, subtitles: bool, limit, batch_size: int, workers, scheduler,
+              seed: int, progress: bool) -> int:
+    from hfs.cache import FeatureCache
+    from hfs.cache.format import atomic_write_json
+    from hfs.manifests.benchmarks import get_benchmark
+    from hfs.pipeline.evaluate import PredictionLog, TeacherAnswerer, Work, answer_questions, cache_skip_reason
+    from hfs.pipeline.extract import extract
+    from hfs.pipeline.scoring import score_benchmark
+    from hfs.pipeline.selectors import SelectorContext
+    from hfs.pipeline.teachers import load_teacher
+
+    if not data_dir.is_dir():
+        raise EvaluateError(f"--data {data_dir}: no such folder (the benchmark's files as published)")
+    benchmark = get_benchmark(bench)
+    data = benchmark.read(data_dir)
+    samples = data.samples[:limit] if limit else list(data.samples)
+    if subtitles and bench not in SUBTITLE_BENCHMARKS:
+        raise EvaluateError(f"--subtitles: {bench} has no subtitles (only {', '.join(SUBTITLE_BENCHMARKS)} do)")
+    if procs.main:
+        out.mkdir(parents=True, exist_ok=True)
+        console.print(f"{benchmark.title} ({data.view} view): {len(samples)} questions"
+                      + (f" of {len(data.samples)}" if limit else "")
+                      + "".join(f", {n} skipped: {reason}" for reason, n in data.skip_counts().items()))
+        wanted = {s.video_id for s in samples}
+        videos = [v for v in data.videos if v.video_id in wanted]
+        summary = extract(videos, cache_dir, extraction_config(cache_dir, preset), workers=workers,
+                          scheduler=scheduler, progress=progress)
+        if summary.failed_shards:
+            raise EvaluateError(f"extraction into {cache_dir} failed for shard(s) {', '.join(summary.failed_shards)}; "
+                                "rerun to retry them")
+    procs.barrier()
+
+    cache = FeatureCache(cache_dir)
+    skips = data.skips()
+    answerable = []
+    for s in samples:
+        reason = cache_skip_reason(s, cache)
+        if reason is None:
+            answerable.append(s)
+        else:
+            skips.append({**s.meta, "sample_id": s.sample_id, "reason": reason})
+    ctx = SelectorContext(k=k, seed=seed, run=run_dir, cache_config=cache.config, device=str(procs.device),
+                          cache=cache)
+    if answering["source"] == "run":
+        answering_teacher = ctx.model.teacher  # the LoRA-tuned teacher; ctx.model also serves hfs / hfs-set
+    else:
+        answering_teacher = load_teacher(answering["kind"], answering["name"], device=procs.device, lora_r=0)
+    settings = [False, True] if subtitles else [False]
+    mine = answerable[procs.rank::procs.world]
+    predictions = PredictionLog(out, procs.rank)
+    work = [w for w in (Work(s, sel, sub) for sel in selectors for s in mine for sub in settings)
+            if (w.selector, w.sample.sample_id, w.subtitles) not in predictions.done]
+    with ProgressBar("evaluate", len(work), enabled=progress and procs.main) as bar:
+        answer_questions(work, cache, ctx, TeacherAnswerer(answering_teacher, cache), predictions,
+                         subtitle_lines=data.subtitle_lines, batch_size=batch_size, on_done=bar.advance)
+    procs.barrier()
+    if not procs.main:
+        return 0
+    records = predictions.merge()
+    scores = score_benchmark(bench, [r for r in records if r["selector"] in selectors], skips, expected=samples)
+    scores.update(k=k, teacher=answering.get("name") or f"{answering['model_dir']} (LoRA-tuned)",
+                  run=str(run_dir) if run_dir else None, questions=len(samples))
+    atomic_write_json(out / "scores.json", scores)
+    print_scores(scores)
+    console.print(f"predictions: {out / 'predictions.jsonl'}   scores: {out / 'scores.json'}")
+    return 0
+
+
+def print_scores(scores: dict) -> None:
+    """The selectors side by side, one row per metric of the benchmark's breakdown."""
+    from rich.table import Table
+
+    from hfs.pipeline.scoring import comparison_rows
+
+    header, rows = comparison_rows(scores)
+    table = Table(title=f"{header[0]}: accuracy % (questions scored)", title_justify="left")
+    table.add_column("")
+    for name in header[1:]:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

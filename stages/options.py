@@ -1,0 +1,42 @@
+"""Command-line conventions shared by the verbs that load models (`train`, `select`, `evaluate`, `demo`)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+TEACHER_ALIASES = {"qwen2.5-vl": "qwen2_5_vl", "qwen2_5_vl": "qwen2_5_vl", "internvl3": "internvl", "internvl": "internvl"}
+"""``--teacher`` names that pick a registered teacher with its default model."""
+
+
+def teacher_choice(teacher: str, preset: Optional[str] = None) -> tuple[str, Optional[str]]:
+    """(teacher kind, model id or path) of a ``--teacher`` value: an alias picks the kind's
+    default model (its tiny preset with ``--preset tiny``); anything else is a Hugging Face
+    id or folder whose kind is read from its config."""
+    kind = TEACHER_ALIASES.get(teacher.lower())
+    if kind is not None:
+        return kind, f"tiny-{kind}" if preset == "tiny" else None
+    from hfs.pipeline.teachers import teacher_kind
+
+    return teacher_kind(teacher), teacher
+
+
+def teacher_model_name(teacher_cfg) -> str:
+    """The model a ``TeacherConfig`` names: its ``name_or_path``, else its kind's default."""
+    from hfs.pipeline.loading import ModelLoadError
+    from hfs.pipeline.teachers.base import teacher_class
+
+    try:
+        return teacher_cfg.name_or_path or teacher_class(teacher_cfg.kind).default_model
+    except ValueError as err:  # an unknown teacher.kind
+        raise ModelLoadError(f"teacher.kind: {err}") from None
+
+
+def materialise_models(*names: Optional[str], what: str = "model") -> None:
+    """Find (or, for a tiny preset, build) each model's folder in this process before any process
+    group exists: once one does, transformers writes a model only on rank 0, so the other ranks
+    could not build their tiny presets."""
+    from hfs.pipeline.loading import resolve_model_path
+
+    for name in names:
+        if name is not None:
+            resolve_model_path(name, what=what)

@@ -83,7 +83,19 @@ class PredictionLog:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / f"predictions.rank-{rank}.jsonl"
+        self._cut_torn_line()
         self.done = {self.key(r) for r in self.read_all()}
+
+    def _cut_torn_line(self) -> None:
+        """Cut this process's file after its last newline: a run killed while writing leaves a line
+        without one, and the next record appended would be glued to it and lost with it."""
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            log.warning("%s: dropped a torn line (the run was killed while writing it)", self.path)
+            with open(self.path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
 
     @staticmethod
     def key(record: dict) -> tuple[str, str, bool]:

@@ -119,7 +119,10 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
 
     if not data_dir.is_dir():
         raise EvaluateError(f"--data {data_dir}: no such folder (the benchmark's files as published)")
-    benchmark = get_benchmark(bench)
+    try:
+        benchmark = get_benchmark(bench)
+    except KeyError as err:
+        raise EvaluateError(f"--bench: {err.args[0]}") from None
     data = benchmark.read(data_dir)
     samples = data.samples[:limit] if limit else list(data.samples)
     if subtitles and bench not in SUBTITLE_BENCHMARKS:
@@ -156,7 +159,8 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
     settings = [False, True] if subtitles else [False]
     mine = answerable[procs.rank::procs.world]
     predictions = PredictionLog(out, procs.rank)
-    work = [w for w in (Work(s, sel, sub) for sel in selectors for s in mine for sub in settings)
+    # setting before question, so a batch (one selector, one setting) is not cut at every question
+    work = [w for w in (Work(s, sel, sub) for sel in selectors for sub in settings for s in mine)
             if (w.selector, w.sample.sample_id, w.subtitles) not in predictions.done]
     with ProgressBar("evaluate", len(work), enabled=progress and procs.main) as bar:
         answer_questions(work, cache, ctx, TeacherAnswerer(answering_teacher, cache), predictions,

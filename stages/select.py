@@ -44,17 +44,24 @@ def run(cache: Path, out: Path, selector: str, manifests: Sequence[Path] = (), b
         if not Path(cache).is_dir():
             raise CacheError(f"--cache {cache}: no such folder; make it with `hfs extract --out {cache}`")
         feature_cache = FeatureCache(cache)
+        skipped: Counter = Counter()  # questions not selected for, by reason (the reader's too)
         if bench:
-            samples = get_benchmark(bench).read(data).samples
+            try:
+                benchmark = get_benchmark(bench)
+            except KeyError as err:
+                raise BenchmarkError(f"--bench: {err.args[0]}") from None
+            read = benchmark.read(data)
+            samples = read.samples
+            skipped.update(read.skip_counts())
         else:
             manifest = read_manifests([str(m) for m in manifests], video_root=str(video_root) if video_root else None)
             samples = manifest.samples
+            skipped.update(bad.kind for bad in manifest.bad)
         ctx = SelectorContext(k=k, seed=seed, run=run_dir, cache_config=feature_cache.config, device=device,
                               cache=feature_cache)
         out = Path(out)
-        done = _read_done(out, selector)
+        done = _read_done(out, selector, k)
         lines = [json.dumps(r) for r in done.values()]
-        skipped: Counter = Counter()
         with ProgressBar("select", len(samples), enabled=progress) as bar:
             for sample in samples:
                 bar.advance()
@@ -78,16 +85,18 @@ def run(cache: Path, out: Path, selector: str, manifests: Sequence[Path] = (), b
     return 0
 
 
-def _read_done(out: Path, selector: str) -> dict[str, dict]:
-    """The lines of an earlier run into ``out`` with the same selector, by question id."""
+def _read_done(out: Path, selector: str, k: int) -> dict[str, dict]:
+    """The lines of an earlier run into ``out`` with the same selector and k, by question id."""
     if not out.is_file():
         return {}
+    from hfs.pipeline.selectors import SelectorError
+
     done = {}
     for line in out.read_text().splitlines():
         record = json.loads(line)
         if record.get("selector") != selector:
-            from hfs.pipeline.selectors import SelectorError
-
             raise SelectorError(f"{out} holds selections of {record.get('selector')!r}; choose another --out")
+        if record.get("k") != k:
+            raise SelectorError(f"{out} holds selections of {record.get('k')} frames, not --k {k}; choose another --out")
         done[record["sample_id"]] = record
     return done

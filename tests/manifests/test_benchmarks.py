@@ -1,7 +1,7 @@
 """Tests of hfs.manifests.benchmarks: each reader on fixture files in the exact published layout, and subtitles.
 
-Fixtures are written by the tests (parquet with pyarrow, JSON, CSV, SRT);
-video files are empty placeholders because the readers only check existence.
+Fixtures are written by the tests (parquet with pyarrow, JSON, CSV, SRT; the writers live in
+tests/benchmark_layouts.py); video files are empty placeholders because the readers only check existence.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import math
 import shutil
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from hfs.manifests import BenchmarkError, get_benchmark, list_benchmarks, make_video_id, register_benchmark
@@ -26,29 +25,22 @@ from hfs.manifests.benchmarks import (
 )
 from hfs.manifests.benchmarks import _BENCHMARKS  # noqa: PLC2701  (registry, restored after the test)
 
-
-def touch(folder, name: str):
-    """An empty placeholder file folder/name (folders created)."""
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
-    return path
-
-
-def write_text(folder, name: str, text: str):
-    """Write text to folder/name (folders created) and return the path."""
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def write_parquet(folder, name: str, rows: list[dict], schema: pa.Schema):
-    """Write rows as a parquet file with the published schema and return the path."""
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
-    return path
+from benchmark_layouts import (  # the published layouts' writers, shared with the hfs evaluate/select tests
+    LVB_SCHEMA,
+    MLVU_SCHEMA,
+    NEXTQA_SCHEMA,
+    SRT,
+    VIDEOMME_SCHEMA,
+    lvb_parquet_row,
+    lvb_record,
+    mlvu_parquet_row,
+    mlvu_record,
+    nextqa_row,
+    touch,
+    videomme_row,
+    write_parquet,
+    write_text,
+)
 
 
 # --------------------------------------------------------------------------- registry
@@ -77,18 +69,6 @@ def test_register_benchmark_adds_one_and_refuses_a_duplicate(monkeypatch):
 
 
 # --------------------------------------------------------------------------- NExT-QA
-
-NEXTQA_SCHEMA = pa.schema([
-    ("video", pa.int64()), ("frame_count", pa.int64()), ("width", pa.int64()), ("height", pa.int64()),
-    ("question", pa.string()), ("answer", pa.int64()), ("qid", pa.int64()), ("type", pa.string()),
-    ("a0", pa.string()), ("a1", pa.string()), ("a2", pa.string()), ("a3", pa.string()), ("a4", pa.string()),
-])
-
-
-def nextqa_row(video, qid, qtype, answer, question="what does the man do"):
-    return {"video": video, "frame_count": 369, "width": 640, "height": 480, "question": question,
-            "answer": answer, "qid": qid, "type": qtype,
-            "a0": "roll the handle", "a1": "tap their feet", "a2": "strum", "a3": "hit with sticks", "a4": "pat"}
 
 
 def test_nextqa_parquet_view(tmp_path):
@@ -173,32 +153,6 @@ def test_a_file_missing_a_published_column_is_one_clear_error(tmp_path):
 
 # --------------------------------------------------------------------------- Video-MME
 
-VIDEOMME_SCHEMA = pa.schema([
-    ("video_id", pa.string()), ("duration", pa.string()), ("domain", pa.string()), ("sub_category", pa.string()),
-    ("url", pa.string()), ("videoID", pa.string()), ("question_id", pa.string()), ("task_type", pa.string()),
-    ("question", pa.string()), ("options", pa.list_(pa.string())), ("answer", pa.string()),
-])
-
-SRT = """1
-00:00:01,240 --> 00:00:06,879
-<font color="white" size=".72c">when we are about to do something</font>
-
-2
-00:00:04,160 --> 00:00:10,519
-<font color="white" size=".72c">new</font>
-
-3
-00:00:20,000 --> 00:00:22,500
-<font color="white" size=".72c">much later &amp; elsewhere</font>
-"""
-
-
-def videomme_row(number, duration, youtube, qnum, answer="A", options=None):
-    return {"video_id": number, "duration": duration, "domain": "Knowledge", "sub_category": "Astronomy",
-            "url": f"https://www.youtube.com/watch?v={youtube}", "videoID": youtube,
-            "question_id": f"{number}-{qnum}", "task_type": "Counting Problem", "question": "How many planets?",
-            "options": options or ["A. Seven.", "B. Eight.", "C. Nine.", "D. Ten."], "answer": answer}
-
 
 def test_videomme_parquet_videos_extensions_and_subtitles(tmp_path):
     write_parquet(tmp_path, "videomme/test-00000-of-00001.parquet", [
@@ -241,18 +195,6 @@ def test_videomme_parquet_videos_extensions_and_subtitles(tmp_path):
 # --------------------------------------------------------------------------- LongVideoBench
 
 
-def lvb_record(qid, video, n_options=5, correct=1, **extra):
-    record = {
-        "video_id": video, "question": f"In the scene where ..., what happens? ({qid})",
-        "question_wo_referring_query": "what happens?",
-        "candidates": ["opt a", "opt b", "opt c", "opt d", "opt e"][:n_options], "correct_choice": correct,
-        "position": [12], "topic_category": "NP-News-Programs", "question_category": "S2E", "level": "L1-Perception",
-        "id": qid, "video_path": f"{video}.mp4", "subtitle_path": f"{video}_en.json", "duration_group": 600,
-        "starting_timestamp_for_subtitles": 0, "duration": 512.3, "view_count": 1000,
-    }
-    return {**record, **extra}
-
-
 def test_longvideobench_json_view(tmp_path):
     records = [
         lvb_record("86CxyhFV9MI_0", "86CxyhFV9MI", starting_timestamp_for_subtitles=100.0, duration_group=3600),
@@ -289,23 +231,6 @@ def test_longvideobench_json_view(tmp_path):
     assert data.subtitle_lines(five, [20.0]) == []
 
 
-LVB_SCHEMA = pa.schema([
-    ("video_id", pa.string()), ("id", pa.string()), ("video_path", pa.string()), ("subtitle_path", pa.string()),
-    ("correct_choice", pa.int64()), ("question", pa.string()),
-    *[(f"option{i}", pa.string()) for i in range(5)],
-    ("duration", pa.float64()), ("duration_group", pa.int64()), ("question_category", pa.string()),
-    ("topic_category", pa.string()), ("starting_timestamp_for_subtitles", pa.float64()),
-])
-
-
-def lvb_parquet_row(qid, video, options, correct=0, group=60):
-    padded = list(options) + ["N/A"] * (5 - len(options))
-    return {"video_id": video, "id": qid, "video_path": f"{video}.mp4", "subtitle_path": f"{video}_en.json",
-            "correct_choice": correct, "question": "What is shown?", **{f"option{i}": o for i, o in enumerate(padded)},
-            "duration": 40.0, "duration_group": group, "question_category": "E2O", "topic_category": "KC",
-            "starting_timestamp_for_subtitles": 0.0}
-
-
 def test_longvideobench_parquet_view_unpads_options_and_both_views_prefer_json(tmp_path):
     write_parquet(tmp_path, "validation-00000-of-00001.parquet", [
         lvb_parquet_row("v1_0", "v1", ["a", "b", "c", "d"], correct=3),
@@ -332,11 +257,6 @@ def test_longvideobench_parquet_view_unpads_options_and_both_views_prefer_json(t
 
 
 # --------------------------------------------------------------------------- MLVU
-
-
-def mlvu_record(video, answer="Yellow", candidates=("Yellow", "Red", "Green", "Blue"), qtype="plotQA"):
-    return {"video": video, "duration": 246, "question": "What color is the main male character in the video?",
-            "candidates": list(candidates), "answer": answer, "question_type": qtype}
 
 
 def test_mlvu_json_view(tmp_path):
@@ -370,19 +290,6 @@ def test_mlvu_json_view(tmp_path):
     (bad,) = data.bad
     assert bad.line == second_record_line and "'Purple' is none of the 4 options" in bad.reason
     assert data.missing[0].sample.meta["task"] == "needle"
-
-
-MLVU_SCHEMA = pa.schema([
-    ("video_name", pa.string()), ("duration", pa.float64()), ("question", pa.string()),
-    ("candidates", pa.list_(pa.string())), ("answer", pa.string()), ("task_type", pa.string()),
-    ("question_id", pa.string()),
-])
-
-
-def mlvu_parquet_row(name, task, answer, qid, question=None, candidates=("Yellow", "Red", "Green", "Blue")):
-    inline = "\n".join(f"({chr(65 + i)}) {c}" for i, c in enumerate(candidates))
-    return {"video_name": name, "duration": 246.0, "question": question or f"What color is it?\n{inline}\n",
-            "candidates": list(candidates), "answer": answer, "task_type": task, "question_id": qid}
 
 
 def test_mlvu_parquet_view(tmp_path):

@@ -1,0 +1,519 @@
+"""Frame selection: latency per question of each selector, and `hfs evaluate` throughput.
+
+    python benchmarks/bench_select.py [--quick] [--json out.json]                  # tiny preset, CPU
+    python benchmarks/bench_select.py --real --device cuda [--json out.json]       # paper-size student, GPU
+    python benchmarks/bench_select.py --real --dry-run [--json out.json]           # meta device: tokens, FLOPs
+    python benchmarks/bench_select.py --real --device cpu --student-width 64       # the --real path, narrow, CPU
+
+Default (CPU): a synthetic cache written with the cache's own writer (N = 128 frames a
+video, teacher JPEGs of 448×252, CLIP features made by the tiny CLIP from those JPEGs, so
+the clip selector's check that the cache is its encoder's passes), the tiny preset (a saved
+tiny HFSModel serves `hfs` / `hfs-set`, the tiny Qwen2.5-VL teacher answers), k = 16.
+Per selector: the latency of one question (``selector(query, ctx)`` on a query read from
+the cache; the cache read is timed apart), median and 90th percentile over the questions
+after a warm-up that loads the selector's models (their load time is reported apart); and
+the throughput of what `hfs evaluate` does per question (select, decode the k teacher
+JPEGs, the teacher's answer, one line of predictions.jsonl) with ``answer_questions`` in
+batches of 4, in questions per minute.
+
+``--real``: the student at the paper's size (Qwen2.5-1.5B-Instruct's configuration,
+bench_model.py's ``real_configs``, random bf16 weights; the teacher is not built): median
+time of ``HFSModel.select`` for one question (N = 128, k = 16) and for batches of
+``--batch-sizes`` questions, the ``hfs`` and ``hfs-set`` selectors as `hfs evaluate` calls
+them, and a breakdown of one selection into its parts (eval-mode switch of the model, the
+question's tokens, the two adapter switches, pass A with θ1, pass B with θ2, W_v + MLP_s +
+top-k). Goal (issue): ``hfs`` under 30 ms per question at paper size on one GPU.
+``--dry-run`` builds the student on the meta device and counts tokens and FLOPs (2·P·T,
+P without embeddings and LM head; as bench_model.py). ``--student-width`` /
+``--student-layers`` shrink the student (paper depth is 28) so the ``--real`` code path runs
+on a CPU: at width 64 and 28 layers the time goes to per-call overhead, as on a GPU at
+batch 1, which is what the breakdown is for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import write_json
+
+WORK = Path(__file__).resolve().parent / "_work" / "select"
+SELECTORS = ("uniform", "random", "clip", "hfs", "hfs-set")
+GOAL_MS = 30.0  # hfs at paper size, one question, one GPU
+QUESTIONS = [
+    ("What happens right after the woman in the red coat closes the car door?",
+     ["She waves", "She walks to the shop", "She drives away", "She opens the trunk"]),
+    ("How many people cross the street before the bus arrives?", ["none", "one", "two", "three", "four"]),
+    ("Where is the dog when the ball lands?", ["in the garden", "on the sofa", "by the door"]),
+    ("Why does the man stop the bicycle?", ["the light turns red", "he drops a bag", "a friend calls him",
+                                            "the tyre is flat"]),
+]
+
+log = logging.getLogger("bench_select")
+
+
+# --- the CPU rows: a synthetic cache and the tiny preset ------------------------------------------
+
+
+def make_cache(root: Path, videos: int, n_frames: int, frame_size: tuple[int, int]):
+    """A cache of ``videos`` videos (JPEG teacher frames, tiny-CLIP features of those frames) written
+    by the cache's own plan and shard writer, and one multiple-choice question per video."""
+    import io
+
+    from PIL import Image
+    from torchvision.io import encode_jpeg
+
+    from hfs.cache import VideoResult, plan_extraction, write_shard
+    from hfs.manifests import QASample, VideoItem, make_video_id
+    from hfs.pipeline.encoder import load_clip
+    from hfs.pipeline.extract import ExtractConfig
+
+    cache = root / "cache"
+    ids = [make_video_id(f"v{i}.mp4") for i in range(videos)]
+    samples = []
+    for i, video_id in enumerate(ids):
+        question, options = QUESTIONS[i % len(QUESTIONS)]
+        samples.append(QASample(f"q{i}", video_id, question, tuple(options), options[i % len(options)],
+                                i % len(options)))
+    if (root / "done").exists():
+        return cache, samples
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    cfg = ExtractConfig(frames=n_frames, preset="tiny", pretrained="none")
+    encoder = load_clip(cfg.model, cfg.pretrained, preset=cfg.preset)
+    items = [VideoItem(video_id, str(root / f"v{i}.mp4"), f"v{i}.mp4") for i, video_id in enumerate(ids)]
+    plan, _ = plan_extraction(cache, items, cfg.cache_config(), shard_size=8)
+    rng = np.random.default_rng(0)
+    w, h = frame_size
+    attrs = {**cfg.cache_config(), "teacher_frames": True, "encoder": encoder.name}
+    for shard in plan.shards:
+        results = []
+        for v in shard.videos:
+            base = torch.from_numpy(rng.integers(0, 256, (3, h // 8, w // 8), dtype=np.uint8))
+            base = torch.nn.functional.interpolate(base[None].float(), size=(h, w), mode="bilinear")[0].byte()
+            frames = [encode_jpeg(base.roll(3 * i, dims=2), quality=90).numpy().tobytes() for i in range(n_frames)]
+            pixels = torch.stack([encoder.preprocess(Image.open(io.BytesIO(f)).convert("RGB")) for f in frames])
+            results.append(VideoResult(
+                v["video_id"], v["path"], features=encoder.encode(pixels),
+                timestamps=np.linspace(0.5, 60.0, n_frames, dtype=np.float32), frames=frames,
+                duration=60.0, fps=25.0, width=w, height=h, frames_decoded=n_frames, distinct_frames=n_frames,
+            ))
+        write_shard(cache, shard.name, results, attrs)
+    (root / "done").touch()
+    return cache, samples
+
+
+def tiny_run(root: Path) -> Path:
+    """A saved tiny HFSModel (what `--run` accepts), built once."""
+    from hfs.pipeline.model import HFSConfig, HFSModel
+
+    out = root / "model"
+    if not (out / "hfs_config.json").is_file():
+        torch.manual_seed(0)
+        HFSModel.build(HFSConfig.tiny(), device="cpu").save(out)
+    return out
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+def latency_row(name: str, ctx, cache, samples, warmup: int = 2) -> dict:
+    """One selector's time per question (after ``warmup`` questions that load its models)."""
+    from hfs.pipeline.evaluate import query_of
+    from hfs.pipeline.selectors import check_choice, get_selector
+
+    fn = get_selector(name)
+    reads, times = [], []
+    t0 = time.perf_counter()
+    for s in samples[:warmup]:
+        query = query_of(s, cache)
+        check_choice(fn(query, ctx), len(query.features), ctx.k, name)
+    first_s = time.perf_counter() - t0
+    for s in samples:
+        t0 = time.perf_counter()
+        query = query_of(s, cache)
+        t1 = time.perf_counter()
+        check_choice(fn(query, ctx), len(query.features), ctx.k, name)
+        times.append(time.perf_counter() - t1)
+        reads.append(t1 - t0)
+    median = statistics.median(times)
+    return {"selector": name, "questions": len(times), "k": ctx.k, "frames": len(query.features),
+            "median_ms": 1e3 * median, "p90_ms": 1e3 * _percentile(times, 90), "mean_ms": 1e3 * statistics.mean(times),
+            "cache_read_ms": 1e3 * statistics.median(reads),
+            "warmup_s": first_s, "load_s": max(0.0, first_s - warmup * median)}
+
+
+def throughput_row(name: str, ctx, cache, samples, teacher, work_dir: Path, batch_size: int) -> dict:
+    """Questions per minute of `hfs evaluate`'s answering loop with one selector (after a warm-up)."""
+    from hfs.pipeline.evaluate import PredictionLog, TeacherAnswerer, Work, answer_questions
+
+    answerer = TeacherAnswerer(teacher, cache)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    warm = PredictionLog(work_dir / "warmup")
+    answer_questions([Work(s, name) for s in samples[:2]], cache, ctx, answerer, warm, batch_size=batch_size)
+    predictions = PredictionLog(work_dir / "timed")
+    t0 = time.perf_counter()
+    answer_questions([Work(s, name) for s in samples], cache, ctx, answerer, predictions, batch_size=batch_size)
+    wall = time.perf_counter() - t0
+    done = len(predictions.read_all())
+    if done != len(samples):
+        raise RuntimeError(f"{name}: {done} predictions for {len(samples)} questions")
+    return {"selector": name, "questions": done, "batch_size": batch_size, "wall_s": wall,
+            "questions_per_min": 60.0 * done / wall, "s_per_question": wall / done}
+
+
+def cpu_rows(args) -> dict:
+    from hfs.cache import FeatureCache
+    from hfs.pipeline.selectors import SelectorContext
+    from hfs.pipeline.teachers import load_teacher
+
+    work = args.work
+    cache_dir, samples = make_cache(work / f"data_{args.videos}_{args.frame_size[0]}x{args.frame_size[1]}",
+                                    args.videos, 128, tuple(args.frame_size))
+    run = tiny_run(work)
+    cache = FeatureCache(cache_dir)
+    ctx = SelectorContext(k=args.k, seed=0, run=run, cache_config=cache.config, device="cpu", cache=cache)
+    latency = [latency_row(name, ctx, cache, samples) for name in args.selectors]
+    for row in latency:
+        log.info("%s", row)
+    throughput = []
+    if not args.no_throughput:
+        teacher = load_teacher("qwen2_5_vl", "tiny-qwen2_5_vl", device="cpu", lora_r=0)
+        for name in args.selectors:
+            throughput.append(throughput_row(name, ctx, cache, samples, teacher, work / "predictions" / name,
+                                             args.batch_size))
+            log.info("%s", throughput[-1])
+    return {"latency": latency, "throughput": throughput, "videos": args.videos, "frames": 128, "k": args.k,
+            "teacher_frame_size": list(args.frame_size), "threads": torch.get_num_threads()}
+
+
+# --- the --real rows: the student at the paper's size ----------------------------------------------
+
+
+def build_real_student(device: str, dtype: torch.dtype, width: int | None = None, layers: int | None = None):
+    """HFSModel holding only the student at Qwen2.5-1.5B-Instruct's size (random weights); the
+    teacher is not built (selection never calls it). ``width``/``layers`` shrink it."""
+    from transformers import Qwen2ForCausalLM
+
+    import bench_model as bm
+    from hfs.pipeline import tiny
+    from hfs.pipeline.model import HFSConfig, HFSModel
+    from hfs.pipeline.student import Student, StudentConfig
+
+    s_cfg, _ = bm.real_configs("qwen2_5_vl")
+    if width:
+        s_cfg.hidden_size, s_cfg.intermediate_size = width, 4 * width
+        s_cfg.num_attention_heads, s_cfg.num_key_value_heads = max(1, width // 64), 1
+    if layers:
+        s_cfg.num_hidden_layers = layers
+    cfg = HFSConfig(student=StudentConfig(name_or_path="Qwen/Qwen2.5-1.5B-Instruct"))
+    with torch.device(device):
+        torch.manual_seed(0)
+        lm = Qwen2ForCausalLM._from_config(s_cfg, dtype=dtype)
+        student = Student(cfg.student, lm, tiny.build_tiny_tokenizer())  # adapters and heads in float32
+    return HFSModel(cfg, student, torch.nn.Identity(), torch.nn.Identity()).eval(), s_cfg
+
+
+def student_matmul_params(model) -> int:
+    """Matmul parameters of the student's LM (embedding and LM head excluded; LoRA included)."""
+    lm = model.student.lm.get_base_model()
+    skip = {id(p) for m in (lm.get_input_embeddings(), lm.get_output_embeddings()) if m is not None
+            for p in m.parameters()}
+    return sum(p.numel() for p in lm.parameters() if id(p) not in skip)
+
+
+def select_tokens(model, B: int) -> dict[str, int]:
+    """Tokens of pass A and pass B for B questions over 128 frames."""
+    from bench_model import OPTIONS, QUESTION
+
+    student = model.student
+    text = student.text_inputs([QUESTION] * B, [OPTIONS] * B, device="cpu")
+    K = student.cfg.num_task_queries
+    return {"pass_a": int(text.task_lengths.sum()) if K else 0,
+            "pass_b": int((128 + text.qa_lengths + K + 1).sum())}
+
+
+class Clock:
+    """Wall time of a call, synchronising the GPU around it."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device.startswith("cuda")
+
+    def __call__(self, fn, repeats: int) -> float:
+        """Median seconds of ``fn()`` over ``repeats`` calls after one warm-up call."""
+        fn()
+        times = []
+        for _ in range(repeats):
+            if self.cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if self.cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+
+def breakdown(model, clock: Clock, repeats: int) -> dict[str, float]:
+    """Milliseconds of each part of one selection (B = 1), timed one part at a time."""
+    from bench_model import OPTIONS, QUESTION
+
+    from hfs.pipeline.model import _eval_mode
+    from hfs.pipeline.selection import topk_select
+    from hfs.pipeline.student import CONTEXT_AGGREGATOR, TASK_ANALYZER
+
+    st = model.student
+    features = torch.randn(1, 128, 512, device=st.device)
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        def toggle():
+            with _eval_mode(model):
+                pass
+
+        out["eval_mode_switch"] = clock(toggle, repeats)
+        out["question_tokens"] = clock(lambda: st.text_inputs([QUESTION], [OPTIONS]), repeats)
+        text = st.text_inputs([QUESTION], [OPTIONS])
+        out["adapter_switch_x2"] = 2 * clock(lambda: st._use_adapter(TASK_ANALYZER), repeats)
+        switch = out["adapter_switch_x2"] / 2
+        out["pass_a_theta1"] = clock(lambda: st.task_queries(text), repeats) - switch
+        q_task = st.task_queries(text)
+        e_v = st.frame_embeddings(features)
+        out["pass_b_theta2"] = clock(lambda: st.aggregate(e_v, text, q_task), repeats) - switch
+        q_hat = st.aggregate(e_v, text, q_task)
+        out["heads_and_topk"] = clock(lambda: topk_select(st.scorer(st.frame_embeddings(features), q_hat.float()), 16),
+                                      repeats)
+        st._use_adapter(CONTEXT_AGGREGATOR)
+    return {k: 1e3 * v for k, v in out.items()}
+
+
+WHAT_IF = {
+    "a": "no gradient flags re-enabled after an adapter switch under torch.no_grad",
+    "b": "adapters switched on the student's LoRA layers (listed once) instead of peft's walks over every module",
+    "c": "no eval-mode switch of the whole model when it is already in eval mode",
+}
+"""Cheap changes to the selection path, measured here without being made in hfs (see ``what_if``)."""
+
+
+@contextlib.contextmanager
+def what_if(model, changes: str):
+    """Patch the student and ``_eval_mode`` with the changes of ``WHAT_IF`` named in ``changes`` (e.g.
+    "ab") for the duration; restored after. Benchmark-only: these are proposals, not hfs's code."""
+    from peft.tuners.lora import LoraLayer
+
+    from hfs.pipeline import model as model_module
+    from hfs.pipeline.student import Student
+
+    st = model.student
+    layers = [m for m in st.lm.modules() if isinstance(m, LoraLayer)]
+    saved = (Student._use_adapter, model_module._eval_mode.__enter__, model_module._eval_mode.__exit__)
+
+    def use_adapter(self, name):
+        if "b" in changes:
+            for layer in layers:
+                layer.set_adapter(name)
+            self.lm.base_model.active_adapter = name
+        else:
+            self.lm.set_adapter(name)
+        if "a" not in changes or torch.is_grad_enabled():
+            self._enable_adapter_grads()
+
+    def enter(self):
+        self.was_training = self.module.training
+        if self.was_training:
+            self.module.eval()
+
+    def exit_(self, *exc):
+        if self.was_training:
+            self.module.train(True)
+
+    Student._use_adapter = use_adapter
+    if "c" in changes:
+        model_module._eval_mode.__enter__, model_module._eval_mode.__exit__ = enter, exit_
+    try:
+        yield
+    finally:
+        Student._use_adapter, model_module._eval_mode.__enter__, model_module._eval_mode.__exit__ = saved
+
+
+def what_if_rows(model, clock: Clock, repeats: int) -> list[dict]:
+    """HFSModel.select for one question as is and with the changes of ``WHAT_IF`` added one by one;
+    the scores must stay the same (checked)."""
+    from bench_model import OPTIONS, QUESTION
+
+    features = torch.randn(128, 512, device=model.device)
+    reference = model.select(features, QUESTION, OPTIONS, k=16).scores
+    rows = []
+    for changes in ("", "a", "ab", "abc"):
+        with what_if(model, changes):
+            scores = model.select(features, QUESTION, OPTIONS, k=16).scores
+            if not torch.equal(scores, reference):
+                raise RuntimeError(f"what-if {changes!r} changed the scores")
+            seconds = clock(lambda: model.select(features, QUESTION, OPTIONS, k=16), repeats)
+        rows.append({"changes": changes or "none", "ms": 1e3 * seconds})
+    return rows
+
+
+def real_rows(args) -> dict:
+    import bench_model as bm
+
+    from hfs.pipeline.selectors import Query, SelectorContext, get_selector
+
+    device = "meta" if args.dry_run else args.device
+    dtype = torch.bfloat16 if device != "cpu" else torch.float32
+    t0 = time.perf_counter()
+    model, s_cfg = build_real_student(device, dtype, args.student_width, args.student_layers)
+    log.info("built the student (%s, %d layers, width %d) in %.1f s", device, s_cfg.num_hidden_layers,
+             s_cfg.hidden_size, time.perf_counter() - t0)
+    params = student_matmul_params(model)
+    result = {"student": {"layers": s_cfg.num_hidden_layers, "hidden_size": s_cfg.hidden_size,
+                          "matmul_params": params, "dtype": str(dtype).replace("torch.", "")},
+              "rows": [], "selectors": [], "breakdown_ms": None}
+    clock = Clock(args.device)
+    for B in args.batch_sizes:
+        tokens = select_tokens(model, B)
+        flops = 2.0 * params * (tokens["pass_a"] + tokens["pass_b"])
+        row = {"path": "HFSModel.select", "batch": B, "frames": 128, "k": 16, "tokens_pass_a": tokens["pass_a"],
+               "tokens_pass_b": tokens["pass_b"], "tflop": flops / 1e12}
+        if not args.dry_run:
+            features = torch.randn(B, 128, 512, device=args.device)
+            questions, options = [bm.QUESTION] * B, [list(bm.OPTIONS) for _ in range(B)]
+            seconds = clock(lambda: model.select(features, questions, options, k=16), args.repeats)
+            row.update(ms=1e3 * seconds, ms_per_question=1e3 * seconds / B)
+            if args.device.startswith("cuda"):
+                row["mfu"] = flops / seconds / bm.PEAK_FLOPS
+        result["rows"].append(row)
+        log.info("%s", row)
+    if args.dry_run:
+        return result
+    ctx = SelectorContext(k=16, device=args.device)
+    ctx.__dict__["model"] = model  # the run's model, as `ctx.model` would load it
+    rng = np.random.default_rng(0)
+    query = Query("q0", bm.QUESTION, list(bm.OPTIONS), rng.standard_normal((128, 512)).astype(np.float16),
+                  np.linspace(0.5, 600.0, 128, dtype=np.float32))
+    for name in ("hfs", "hfs-set"):
+        fn = get_selector(name)
+        seconds = clock(lambda: fn(query, ctx), args.repeats)
+        result["selectors"].append({"selector": name, "ms_per_question": 1e3 * seconds})
+        log.info("%s: %.1f ms", name, 1e3 * seconds)
+    result["breakdown_ms"] = breakdown(model, clock, args.repeats)
+    result["what_if"] = what_if_rows(model, clock, args.repeats)
+    return result
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+
+def print_cpu(res: dict, title: str) -> None:
+    print(f"\n### {title}\n")
+    tp = {r["selector"]: r for r in res["throughput"]}
+    print("| selector | select ms / question (median) | p90 ms | first-call load s | "
+          f"`hfs evaluate` loop, questions/min (batch {res['throughput'][0]['batch_size'] if tp else '-'}) |")
+    print("|---|---:|---:|---:|---:|")
+    for r in res["latency"]:
+        t = tp.get(r["selector"])
+        per_min = f"{t['questions_per_min']:.1f}" if t else "-"
+        print(f"| {r['selector']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['load_s']:.2f} | {per_min} |")
+    reads = [r["cache_read_ms"] for r in res["latency"]]
+    print(f"\nN = {res['frames']} frames, k = {res['k']}, {res['latency'][0]['questions']} questions; reading a "
+          f"question's features and timestamps from the cache: {statistics.median(reads):.2f} ms (not in the "
+          f"select column); {res['threads']} torch threads.")
+
+
+def print_real(res: dict, title: str, dry_run: bool) -> None:
+    print(f"\n### {title}\n")
+    st = res["student"]
+    print(f"student: {st['layers']} layers, width {st['hidden_size']}, {st['matmul_params'] / 1e9:.3f} B matmul "
+          f"parameters, {st['dtype']}\n")
+    print("| path | B | tokens A+B | TFLOP | ms | ms / question | MFU |")
+    print("|---|---|---|---|---|---|---|")
+    for r in res["rows"]:
+        timed = "ms" in r
+        cells = [r["path"], str(r["batch"]), f"{r['tokens_pass_a']}+{r['tokens_pass_b']}", f"{r['tflop']:.3g}",
+                 f"{r['ms']:.1f}" if timed else "-", f"{r['ms_per_question']:.1f}" if timed else "-",
+                 f"{100 * r['mfu']:.1f} %" if "mfu" in r else "-"]
+        print("| " + " | ".join(cells) + " |")
+    if dry_run:
+        return
+    print()
+    for r in res["selectors"]:
+        print(f"`{r['selector']}` selector (as `hfs evaluate` calls it, B = 1): {r['ms_per_question']:.1f} ms per question")
+    hfs = next((r["ms_per_question"] for r in res["selectors"] if r["selector"] == "hfs"), None)
+    if hfs is not None and st["layers"] == 28 and st["hidden_size"] == 1536:
+        print(f"\ngoal hfs < {GOAL_MS:.0f} ms per question: {'met' if hfs < GOAL_MS else 'NOT met'} ({hfs:.1f} ms)")
+    b = res["breakdown_ms"]
+    total = sum(b.values())
+    print("\n| part of one selection (B = 1) | ms | share |")
+    print("|---|---:|---:|")
+    for name, ms in b.items():
+        print(f"| {name.replace('_', ' ')} | {ms:.1f} | {100 * ms / total:.0f} % |")
+    print("\nWhat if (measured here with the student patched for the run; not changes made in hfs):\n")
+    print("| HFSModel.select, B = 1, with | ms | × as is |")
+    print("|---|---:|---:|")
+    base = res["what_if"][0]["ms"]
+    for r in res["what_if"]:
+        label = "as is" if r["changes"] == "none" else " + ".join(f"({c})" for c in r["changes"])
+        print(f"| {label} | {r['ms']:.1f} | {r['ms'] / base:.2f} |")
+    print("\n" + "; ".join(f"({c}) {text}" for c, text in WHAT_IF.items()) + ".")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--real", action="store_true", help="the student at paper size (random weights), HFSModel.select")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda[:i] with --real")
+    ap.add_argument("--dry-run", action="store_true", help="--real: build on the meta device, count tokens and FLOPs")
+    ap.add_argument("--student-width", type=int, default=None, help="--real: a narrower student (paper: 1536)")
+    ap.add_argument("--student-layers", type=int, default=None, help="--real: fewer layers (paper: 28)")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2, 4], help="--real: questions per select call")
+    ap.add_argument("--repeats", type=int, default=5, help="--real: timed calls per row (after one warm-up)")
+    ap.add_argument("--selectors", nargs="+", default=list(SELECTORS), choices=SELECTORS)
+    ap.add_argument("--videos", type=int, default=16, help="CPU: videos (one question each) in the synthetic cache")
+    ap.add_argument("--k", type=int, default=16, help="CPU: frames selected per question (paper: 16 of 128)")
+    ap.add_argument("--frame-size", nargs=2, type=int, default=[448, 252], metavar=("W", "H"),
+                    help="CPU: teacher JPEG size in the cache (the cache's default longest side is 448)")
+    ap.add_argument("--batch-size", type=int, default=4, help="CPU: questions per teacher call (hfs evaluate's default)")
+    ap.add_argument("--no-throughput", action="store_true", help="CPU: latency only, no teacher")
+    ap.add_argument("--quick", action="store_true", help="CPU: 6 videos")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--work", type=Path, default=WORK, help="folder for the synthetic cache and the tiny run")
+    ap.add_argument("--json", type=Path, default=None, help="write the result here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.real and not args.dry_run and args.device == "cpu" and not args.student_width:
+        ap.error("--real on the CPU needs --student-width (the 1.5B student is far too slow there); "
+                 "use --device cuda, or --dry-run to count")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error("--device cuda but torch sees no GPU")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.videos = 6
+    where = (torch.cuda.get_device_name(0) if args.device.startswith("cuda") else
+             "meta (dry run)" if args.dry_run else f"cpu, {torch.get_num_threads()} threads")
+    result: dict = {"bench": "select", "real": args.real, "dry_run": args.dry_run, "device": args.device,
+                    "device_name": where}
+    if args.real:
+        result.update(real_rows(args))
+        write_json(args.json, result)
+        size = ("paper size" if not (args.student_width or args.student_layers)
+                else f"narrowed: width {result['student']['hidden_size']}, {result['student']['layers']} layers")
+        print_real(result, f"bench_select --real (student at {size}, random {result['student']['dtype']}, {where})",
+                   args.dry_run)
+        return result
+    result.update(cpu_rows(args))
+    write_json(args.json, result)
+    print_cpu(result, f"bench_select (tiny preset, {where})")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)

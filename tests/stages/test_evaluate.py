@@ -1,0 +1,378 @@
+"""`hfs evaluate` end to end with the tiny preset on generated videos: every published layout of
+the four benchmarks (both views where two exist), every selector, the benchmark's own breakdown
+with skipped questions counted by reason, the printed table, Video-MME with subtitles, and
+resuming after a SIGKILL to the predictions of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hfs.stages.cli import app
+
+from benchmark_layouts import LAYOUTS, Layout, write_layout
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]
+
+SELECTORS = ["uniform", "random", "clip", "hfs", "hfs-set"]
+K = 4
+N = 128  # frames per video in the cache `hfs evaluate --preset tiny` makes
+SKIPPED = {"bad row": 1, "missing video": 1}  # every layout has one malformed row and one missing video
+
+# Per layout: where the benchmark's grouped breakdown sits in a selector's aggregate, and
+# (scored, skipped) per group (the missing video's question counts as skipped in its group).
+BREAKDOWN = {
+    ("nextqa", "parquet"): (("by_group",), {"causal": (1, 0), "temporal": (1, 0), "descriptive": (1, 1)}),
+    ("videomme", "parquet"): (("without_subtitles", "by_duration"), {"short": (2, 0), "medium": (0, 1), "long": (1, 0)}),
+    ("longvideobench", "json"): (("by_duration_group",), {"15": (2, 0), "60": (1, 0), "3600": (0, 1)}),
+    ("longvideobench", "parquet"): (("by_duration_group",), {"15": (2, 0), "60": (1, 0), "3600": (0, 1)}),
+    ("mlvu", "json"): (("by_task",), {"plotQA": (2, 0), "needle": (1, 1)}),
+    ("mlvu", "parquet"): (("by_task",), {"plotQA": (2, 0), "count": (1, 0), "anomaly_reco": (0, 1)}),
+}
+TOP_LEVEL = {
+    "nextqa": {"overall", "by_group", "by_type", "by_official_type"},
+    "videomme": {"without_subtitles"},
+    "longvideobench": {"overall", "by_duration_group", "by_question_category"},
+    "mlvu": {"m_avg", "by_task", "mean_over_questions"},
+}
+TITLES = {"nextqa": "NExT-QA", "videomme": "Video-MME", "longvideobench": "LongVideoBench", "mlvu": "MLVU"}
+
+
+def invoke(args: list[str], expect: int = 0) -> str:
+    from hfs.stages.console import console
+
+    # rich wraps at the console's width, fixed when it was made (80 under pytest-xdist, which sets COLUMNS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(console, "_width", 500)
+        res = CliRunner().invoke(app, args)
+    assert res.exit_code == expect, res.output + repr(res.exception)
+    return res.output
+
+
+def evaluate_args(layout: Layout, out: Path, run: Path, *extra: str, selectors=SELECTORS) -> list[str]:
+    return ["evaluate", "--bench", layout.bench, "--data", str(layout.root), "--out", str(out), "--preset", "tiny",
+            "--workers", "0", "--no-progress", "--device", "cpu", "--run", str(run), "--k", str(K),
+            *[a for s in selectors for a in ("--selector", s)], *extra]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The cells of every line of a rich table in ``output`` (header and body)."""
+    rows = []
+    for line in output.splitlines():
+        for sep in ("┃", "│"):
+            if line.count(sep) >= 2:
+                rows.append([c.strip() for c in line.strip().strip(sep).split(sep)])
+    return rows
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def source_videos(tmp_path_factory) -> list[Path]:
+    """Three short 64×48 videos (2–3 s at 10 fps) of coloured screens and shapes."""
+    from hfs.pipeline.synthetic import shape, solid, write_scene_video
+
+    root = tmp_path_factory.mktemp("source_videos")
+    scenes = [
+        [(15, solid((220, 40, 40))), (15, shape("circle", (40, 200, 40)))],
+        [(10, solid((50, 80, 230))), (10, shape("square", (250, 250, 250)))],
+        [(20, shape("triangle", (240, 220, 30), background=(20, 20, 60)))],
+    ]
+    paths = []
+    for i, scene in enumerate(scenes):
+        write_scene_video(root / f"src{i}.mp4", scene, fps=10, size=(64, 48))
+        paths.append(root / f"src{i}.mp4")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def hfs_run(colour_task, tmp_path_factory) -> Path:
+    """A tiny run trained for 2 steps (its student serves hfs / hfs-set, its teacher answers)."""
+    out = tmp_path_factory.mktemp("hfs_run") / "run"
+    res = CliRunner().invoke(app, colour_task.train_args(out, "--max-steps", "2", "--set", "train.checkpoint_every=2"))
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return out
+
+
+@dataclass
+class Evaluated:
+    """One finished `hfs evaluate` run and what it wrote."""
+
+    layout: Layout
+    out: Path
+    output: str
+    records: list[dict]
+    scores: dict
+
+    @property
+    def cache(self):
+        from hfs.cache import FeatureCache
+
+        return FeatureCache(self.out / "cache")
+
+    @property
+    def samples(self) -> dict:
+        from hfs.manifests.benchmarks import get_benchmark
+
+        return {s.sample_id: s for s in get_benchmark(self.layout.bench).read(self.layout.root).samples}
+
+
+class Evaluations:
+    """Each layout written and evaluated once per module, on first use."""
+
+    def __init__(self, root: Path, videos: list[Path], run: Path) -> None:
+        self.root, self.videos, self.run, self.done = root, videos, run, {}
+
+    def get(self, bench: str, view: str) -> Evaluated:
+        if (bench, view) not in self.done:
+            layout = write_layout(bench, view, self.root / f"{bench}-{view}" / "data", self.videos)
+            out = self.root / f"{bench}-{view}" / "out"
+            output = invoke(evaluate_args(layout, out, self.run))
+            self.done[bench, view] = Evaluated(layout, out, output, read_jsonl(out / "predictions.jsonl"),
+                                               json.loads((out / "scores.json").read_text()))
+        return self.done[bench, view]
+
+
+@pytest.fixture(scope="module")
+def evaluations(tmp_path_factory, source_videos, hfs_run) -> Evaluations:
+    return Evaluations(tmp_path_factory.mktemp("evaluate"), source_videos, hfs_run)
+
+
+@pytest.fixture(scope="module", params=LAYOUTS, ids=[f"{b}-{v}" for b, v in LAYOUTS])
+def evaluated(request, evaluations) -> Evaluated:
+    return evaluations.get(*request.param)
+
+
+# --------------------------------------------------------------------------- every layout, every selector
+
+
+def test_every_selector_answers_every_question_once_from_valid_frames(evaluated):
+    layout, records, samples, cache = evaluated.layout, evaluated.records, evaluated.samples, evaluated.cache
+    keys = [(r["selector"], r["sample_id"], bool(r.get("subtitles", False))) for r in records]
+    assert len(keys) == len(set(keys))
+    assert sorted(k[:2] for k in keys) == sorted((s, q) for s in SELECTORS for q in layout.answerable)
+    assert set(samples) == set(layout.answerable)
+    assert not list(evaluated.out.glob("predictions.rank-*.jsonl"))  # merged into predictions.jsonl
+    for r in records:
+        sample = samples[r["sample_id"]]
+        idx = r["indices"]
+        assert len(idx) == K and idx == sorted(set(idx)) and 0 <= idx[0] and idx[-1] < N, r
+        assert r["video_id"] == sample.video_id
+        times = cache.timestamps(sample.video_id)
+        assert r["timestamps_s"] == [round(float(times[i]), 4) for i in idx]
+        assert len(r["option_logits"]) == len(sample.options)
+        assert r["prediction"] == "ABCDE"[int(np.argmax(r["option_logits"]))]
+        assert r["answer_index"] == sample.answer_index
+        assert r["correct"] == (r["prediction"] == "ABCDE"[sample.answer_index])
+        scores = r["frame_scores"]
+        if r["selector"] in ("uniform", "random"):
+            assert scores is None
+        else:
+            assert len(scores) == N
+            if r["selector"] in ("clip", "hfs"):  # the k best-scored frames
+                assert min(scores[i] for i in idx) >= max(s for i, s in enumerate(scores) if i not in idx)
+        if r["selector"] == "uniform":
+            assert idx == [16, 48, 80, 112]
+    # a selector's frames follow the question: the same (seeded) draw as the selector alone
+    from hfs.pipeline.selectors import SelectorContext, get_selector
+    from hfs.pipeline.evaluate import query_of
+
+    for r in records:
+        if r["selector"] == "random":
+            query = query_of(samples[r["sample_id"]], cache)
+            assert r["indices"] == get_selector("random")(query, SelectorContext(k=K, seed=0)).indices
+
+
+def test_scores_have_the_benchmarks_breakdown_and_count_skipped_questions_by_reason(evaluated, hfs_run):
+    layout, scores = evaluated.layout, evaluated.scores
+    assert scores["benchmark"] == layout.bench and scores["title"] == TITLES[layout.bench]
+    assert list(scores["selectors"]) == SELECTORS and list(scores["headline"]) == SELECTORS
+    assert (scores["k"], scores["questions"], scores["run"]) == (K, 3, str(hfs_run))
+    assert scores["teacher"].endswith("(LoRA-tuned)")  # the run's teacher answers
+    path, groups = BREAKDOWN[layout.bench, layout.view]
+    for selector in SELECTORS:
+        aggregate = scores["selectors"][selector]
+        assert set(aggregate) == TOP_LEVEL[layout.bench]
+        headline = scores["headline"][selector]
+        mine = [r for r in evaluated.records if r["selector"] == selector]
+        assert (headline["n"], headline["skipped"], headline["skipped_by_reason"]) == (3, 2, SKIPPED)
+        if layout.bench != "mlvu":  # MLVU's headline is M-Avg, a mean of per-task accuracies
+            assert headline["correct"] == sum(r["correct"] for r in mine)
+            assert headline["accuracy"] == pytest.approx(headline["correct"] / 3)
+        cells = aggregate
+        for key in path:
+            cells = cells[key]
+        for group, (n, skipped) in groups.items():
+            assert (cells[group]["n"], cells[group]["skipped"]) == (n, skipped), (selector, group, cells[group])
+            if skipped:
+                assert cells[group]["skipped_by_reason"] == {"missing video": 1}
+    if layout.bench == "mlvu":
+        m_avg = scores["selectors"]["uniform"]["m_avg"]
+        scored = [g for g, (n, _) in groups.items() if n]
+        assert m_avg["groups_scored"] == len(scored)
+        by_task = scores["selectors"]["uniform"]["by_task"]
+        assert m_avg["accuracy"] == pytest.approx(np.mean([by_task[g]["accuracy"] for g in scored]))
+    if layout.bench == "nextqa":
+        by_type = scores["selectors"]["uniform"]["by_type"]
+        assert [t for t in by_type] == ["CW", "TN", "DC", "DL"] and by_type["DL"]["n"] == 0
+
+
+def test_the_printed_table_shows_the_selectors_side_by_side(evaluated):
+    from hfs.pipeline.scoring import comparison_rows
+
+    output = evaluated.output
+    layout = evaluated.layout
+    title = TITLES[layout.bench]
+    assert f"{title} ({layout.view} view): 3 questions, 1 skipped: bad row, 1 skipped: missing video" in output
+    assert f"{title}: accuracy % (questions scored)" in output
+    header, rows = comparison_rows(evaluated.scores)
+    printed = table_rows(output)
+    assert [""] + header[1:] in printed
+    for row in rows:
+        assert row in printed, (row, output)
+    assert ["skipped", *["2"] * len(SELECTORS)] in printed
+    assert f"predictions: {evaluated.out / 'predictions.jsonl'}" in output
+
+
+# --------------------------------------------------------------------------- subtitles, rerun, resume
+
+
+def test_videomme_with_subtitles_scores_both_settings_in_batches(evaluations, hfs_run, tmp_path, monkeypatch):
+    from hfs.pipeline.evaluate import TeacherAnswerer
+
+    base = evaluations.get("videomme", "parquet")
+    calls = []
+    answer = TeacherAnswerer.__call__
+
+    def recording(self, samples, indices, timestamps, subtitles=None):
+        calls.append((len(samples), subtitles is not None))
+        return answer(self, samples, indices, timestamps, subtitles)
+
+    monkeypatch.setattr(TeacherAnswerer, "__call__", recording)
+    out = tmp_path / "subs"
+    output = invoke(evaluate_args(base.layout, out, hfs_run, "--subtitles", "--cache", str(base.out / "cache"),
+                                  selectors=["uniform", "hfs"]))
+    assert not (out / "cache").exists()  # the given cache was used (and held every video already)
+    records = read_jsonl(out / "predictions.jsonl")
+    with_subs = {(r["selector"], r["sample_id"]): r for r in records if r.get("subtitles")}
+    without = {(r["selector"], r["sample_id"]): r for r in records if not r.get("subtitles")}
+    assert set(with_subs) == set(without) == {(s, q) for s in ("uniform", "hfs") for q in base.layout.answerable}
+    for key, r in with_subs.items():
+        assert r["indices"] == without[key]["indices"]  # the same frames in both settings
+        has_file = r["sample_id"] in base.layout.subtitled
+        assert (r["subtitle_lines"] > 0) == has_file, r  # every frame of those videos has a cue
+        assert "subtitle_lines" not in without[key]
+    # the 3 questions of a selector go to the teacher together, one batch per setting
+    assert sorted(calls) == [(3, False), (3, False), (3, True), (3, True)]
+    scores = json.loads((out / "scores.json").read_text())
+    for selector in ("uniform", "hfs"):
+        aggregate = scores["selectors"][selector]
+        assert set(aggregate) == {"without_subtitles", "with_subtitles"}
+        for setting in aggregate.values():
+            assert (setting["overall"]["n"], setting["overall"]["skipped_by_reason"]) == (3, SKIPPED)
+            assert setting["by_duration"]["short"]["n"] == 2
+    printed = table_rows(output)
+    assert any(row[0] == "overall (w/ subs)" for row in printed)
+    assert any(row[0] == "overall (w/o subs)" for row in printed)
+
+
+def test_a_finished_evaluation_rerun_answers_nothing_again(evaluations, hfs_run, monkeypatch):
+    from hfs.pipeline.evaluate import TeacherAnswerer
+
+    done = evaluations.get("nextqa", "parquet")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished question was answered again")
+
+    monkeypatch.setattr(TeacherAnswerer, "__call__", fail)
+    invoke(evaluate_args(done.layout, done.out, hfs_run))
+    assert read_jsonl(done.out / "predictions.jsonl") == done.records
+    assert json.loads((done.out / "scores.json").read_text()) == done.scores
+
+
+def comparable(records: list[dict]) -> dict:
+    return {(r["selector"], r["sample_id"], bool(r.get("subtitles"))): r for r in records}
+
+
+def test_a_killed_evaluation_resumes_to_the_predictions_of_an_uninterrupted_run(evaluations, hfs_run, tmp_path):
+    reference = evaluations.get("nextqa", "parquet")
+    out = tmp_path / "out"
+    args = evaluate_args(reference.layout, out, hfs_run, "--batch-size", "1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}  # the child's tiny models land here
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "hfs.stages.cli", *args], stdout=subprocess.DEVNULL,
+                                stderr=stderr, env=env)
+        partial = out / "predictions.rank-0.jsonl"
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if partial.exists() and partial.read_text().count("\n") >= 2:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()[-3000:]
+    text = partial.read_text()
+    written = text[: text.rfind("\n") + 1].splitlines()  # complete lines (the kill may have torn the last)
+    assert 2 <= len(written) < len(reference.records) and not (out / "predictions.jsonl").exists()
+    # a kill in the middle of a write leaves a torn last line: the rerun must not lose a record to it
+    with open(partial, "a") as f:
+        f.write('{"type": "DC", "group": "descriptive", "qid": 0, "sample_id": "102_0", "sel')
+
+    invoke(args)
+
+    records = read_jsonl(out / "predictions.jsonl")
+    keys = [(r["selector"], r["sample_id"], bool(r.get("subtitles"))) for r in records]
+    assert len(keys) == len(set(keys)), "a question was answered twice"
+    resumed, uninterrupted = comparable(records), comparable(reference.records)
+    assert resumed.keys() == uninterrupted.keys()
+    for key, r in uninterrupted.items():
+        for field in ("prediction", "correct", "indices", "timestamps_s", "option_logits", "frame_scores"):
+            assert resumed[key][field] == r[field], (key, field)
+    for line in written:  # what was written before the kill was kept, not redone
+        record = json.loads(line)
+        assert resumed[record["selector"], record["sample_id"], False] == record
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["selectors"] == reference.scores["selectors"]
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+@pytest.fixture(scope="module")
+def small_layout(tmp_path_factory, source_videos) -> Layout:
+    return write_layout("nextqa", "parquet", tmp_path_factory.mktemp("small") / "data", source_videos)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--selector", "hfs"], "selector(s) hfs need a trained run: pass --run"),
+    (["--selector", "nope"], "unknown selector 'nope'; known: uniform, random, clip, hfs, hfs-set"),
+    (["--bench", "nope"], "unknown benchmark 'nope'; known: nextqa, videomme, longvideobench, mlvu"),
+    (["--subtitles"], "--subtitles: nextqa has no subtitles"),
+])
+def test_evaluate_refuses_what_it_cannot_do_with_exit_2(small_layout, tmp_path, extra, message):
+    args = ["evaluate", "--bench", "nextqa", "--data", str(small_layout.root), "--out", str(tmp_path / "out"),
+            "--preset", "tiny", "--workers", "0", "--no-progress", "--device", "cpu", *extra]
+    output = invoke(args, expect=2)
+    assert message in " ".join(output.split()), output
+    assert not (tmp_path / "out" / "cache").exists()  # refused before extracting anything
+
+
+def test_evaluate_without_the_data_folder_is_exit_2(tmp_path):
+    output = invoke(["evaluate", "--bench", "mlvu", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "o"),
+                     "--preset", "tiny", "--workers", "0", "--no-progress", "--device", "cpu"], expect=2)
+    assert "absent: no such folder" in " ".join(output.split())

@@ -364,7 +364,8 @@ class HFSModel(nn.Module):
     def trainable_parameters(self) -> dict[str, list[nn.Parameter]]:
         """What the optimiser updates, by name (``trained_groups(cfg)``); every other weight
         is frozen, so DDP needs no ``find_unused_parameters``."""
-        return {name: ps for name, ps in self.parameter_groups().items() if ps and all(p.requires_grad for p in ps)}
+        trained = trained_groups(self.cfg)
+        return {name: ps for name, ps in self.parameter_groups().items() if ps and name in trained}
 
     def configure_trainable(self) -> "HFSModel":
         """Freeze the parts the config does not use (``trained_groups``) and train the rest."""
@@ -488,7 +489,7 @@ class HFSModel(nn.Module):
                 raise ValueError(f"one question needs features [N, d], got {tuple(features.shape)}")
             features, questions, options = features.unsqueeze(0), [questions], [list(options or [])]
         options = [list(o or []) for o in (options or [[] for _ in questions])]
-        with _eval_mode(self):
+        with _eval_mode(self.student):  # only the student runs: the teacher's modules stay as they are
             s = self.student(features, list(questions), options).scores
         return Selection(topk_select(s, k or self.cfg.selection.k), s)
 
@@ -600,7 +601,9 @@ class _eval_mode:
 
     def __enter__(self) -> None:
         self.was_training = self.module.training
-        self.module.eval()
+        if self.was_training:  # .eval() walks every submodule: skip it when there is nothing to change
+            self.module.eval()
 
     def __exit__(self, *exc) -> None:
-        self.module.train(self.was_training)
+        if self.was_training:
+            self.module.train()

@@ -2,9 +2,11 @@
 
 ```
 cache/
-  plan.json               config + shard -> videos (written first, atomically)
-  config.json             the config alone (written with plan.json; readers
-                          need it and plan.json is ~200 MB at 1M videos)
+  plan-shards.jsonl       shard -> videos, one line per shard, append-only
+                          (cache/plan.py; format 1 kept them in plan.json)
+  plan.json               config + how much of plan-shards.jsonl is the plan
+                          (small; rewritten atomically after each append)
+  config.json             the config alone (what readers need)
   shard-00000.h5          features [n,F,D] f16, timestamps [n,F] f32,
                           frames [n,F] JPEG bytes (optional), video_ids [n]
   shard-00000.parquet     one row per planned video, written LAST: a shard is
@@ -30,7 +32,10 @@ from typing import Any
 import pyarrow as pa
 
 FORMAT_VERSION = 1
+PLAN_FORMAT_VERSION = 2
+"""plan.json with the shards in PLAN_SHARDS_FILE; format 1 (FORMAT_VERSION) held them inline."""
 PLAN_FILE = "plan.json"
+PLAN_SHARDS_FILE = "plan-shards.jsonl"
 CONFIG_FILE = "config.json"
 INDEX_FILE = "index.arrow"
 STATS_FILE = "stats.json"

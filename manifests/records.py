@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 from dataclasses import dataclass, field
 
 
 def make_video_id(key: str, start: float | None = None, end: float | None = None) -> str:
     """Stable id of a clip: readable stem + 12 hex digits of sha1(key, window).
 
-    `key` is the video path as the manifest writes it (normalised, relative to
-    the video root), so the id does not change when the data moves to another
-    disk. A `start`/`end` window makes a distinct clip.
+    `key` is the video path as the manifest writes it (relative to the video
+    root), so the id does not change when the data moves to another disk. It
+    is normalised first (`\\` as `/`, then `posixpath.normpath`: `./`, `//`
+    and `x/..` dropped), so one file written two ways is one video; a key
+    that is already normal keeps its id. A key with a scheme (`s3://...`) is
+    left as written. A `start`/`end` window makes a distinct clip.
     """
     norm = key.replace("\\", "/")
-    while norm.startswith("./"):
-        norm = norm[2:]
+    if "://" not in norm:
+        norm = posixpath.normpath(norm)
     window = "" if start is None and end is None else f"@{start if start is not None else ''}-{end if end is not None else ''}"
     digest = hashlib.sha1(f"{norm}{window}".encode()).hexdigest()[:12]
     stem = os.path.splitext(os.path.basename(norm))[0]

@@ -5,6 +5,11 @@ weights come from the local open_clip / Hugging Face cache only (no
 download at run time); a checkpoint file path works too; random weights
 must be asked for with `pretrained="none"`. `preset="tiny"` is a tiny random
 ViT with the same 512-d output, for smoke runs and tests.
+
+`check_encoder` answers "can this encoder be loaded here?" without building
+it (milliseconds), so `hfs extract` can stop with one message before it
+writes or submits anything; `encoder_image_size` is the input side an
+architecture was made for (what `--size` defaults to).
 """
 
 from __future__ import annotations
@@ -60,6 +65,52 @@ def _check_cached(model: str, tag: str) -> None:
     raise EncoderError(weights_help(model, tag))
 
 
+def _resolve(model: str, pretrained: str | None, preset: str | None) -> tuple[str, str | None, bool]:
+    """(architecture, tag or path or None, whether it is a path), checked as far as possible
+    without building the model; EncoderError otherwise."""
+    if preset == "tiny":
+        _register_tiny()
+        model = TINY_MODEL
+    elif preset not in (None, "", "none"):
+        raise EncoderError(f"unknown encoder preset {preset!r} (known: tiny)")
+    tag: str | None = None if pretrained in (None, "", "none") else pretrained
+    is_path = tag is not None and (os.sep in tag or tag.endswith((".bin", ".pt", ".pth", ".safetensors")))
+    if is_path and not Path(tag).is_file():
+        raise EncoderError(f"CLIP checkpoint {tag} does not exist")
+    if tag is not None and not is_path and model == TINY_MODEL:
+        raise EncoderError("--preset tiny has no pretrained tag; use --pretrained none or a checkpoint path")
+    if model != TINY_MODEL and ":" not in model:  # "hf-hub:org/name" and the like carry their own config
+        import open_clip
+
+        if open_clip.get_model_config(model) is None:
+            raise EncoderError(f"unknown open_clip architecture {model!r} (see open_clip.list_models())")
+    if tag is not None and not is_path:
+        _check_cached(model, tag)
+    return model, tag, is_path
+
+
+def check_encoder(model: str = "ViT-B-32", pretrained: str = "openai", preset: str | None = None) -> None:
+    """Raise EncoderError (saying how to get the weights) when `load_clip` with these
+    arguments could not work here: unknown preset or architecture, a checkpoint that does
+    not exist, a tag whose weights are not in the local cache. Builds nothing."""
+    _resolve(model, pretrained, preset)
+
+
+def encoder_image_size(model: str = "ViT-B-32", preset: str | None = None) -> int | None:
+    """The input side (pixels) the architecture was made for, from its open_clip config;
+    None when the name carries no config open_clip knows offline ("hf-hub:...")."""
+    import open_clip
+
+    if preset == "tiny":
+        _register_tiny()
+        model = TINY_MODEL
+    cfg = open_clip.get_model_config(model)
+    if cfg is None:
+        return None
+    size = cfg.get("vision_cfg", {}).get("image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
 @contextmanager
 def _hub_offline():
     """Hugging Face Hub in offline mode for the duration (weights come from the cache only)."""
@@ -102,11 +153,11 @@ class ClipEncoder:
         size = self.model.visual.image_size
         return int(size[0] if isinstance(size, (tuple, list)) else size)
 
-    def preprocess_frame(self, rgb: np.ndarray):
-        """H×W×3 uint8 → 3×S×S float tensor exactly as open_clip preprocesses a PIL image."""
+    def preprocess_frame(self, rgb):
+        """H×W×3 uint8 (or a PIL image) → 3×S×S float tensor exactly as open_clip preprocesses a PIL image."""
         from PIL import Image
 
-        return self.preprocess(Image.fromarray(rgb))
+        return self.preprocess(rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb))
 
     def encode(self, pixels) -> np.ndarray:
         """[n,3,S,S] preprocessed frames → [n, D] float16 embeddings, before normalisation."""
@@ -133,34 +184,27 @@ class ClipEncoder:
 
 
 def load_clip(model: str = "ViT-B-32", pretrained: str = "openai", preset: str | None = None,
-              device: str = "cpu") -> ClipEncoder:
+              device: str = "cpu", image_size: int | None = None) -> ClipEncoder:
     """Build the frozen encoder through `open_clip.create_model_and_transforms`.
 
     `pretrained`: a registry tag (`openai`), a checkpoint path, or `none`.
     Tags resolve from the local cache only (HF_HUB_OFFLINE is set for the
     call); a missing file raises `EncoderError` saying how to get it.
+    `image_size` other than the architecture's own (None) builds it for that
+    input side (open_clip's `force_image_size`: the position embeddings of
+    pretrained weights are interpolated) with the preprocessing to match.
     """
     import open_clip
     import torch
 
-    if preset == "tiny":
-        _register_tiny()
-        model = TINY_MODEL
-    elif preset not in (None, "", "none"):
-        raise EncoderError(f"unknown encoder preset {preset!r} (known: tiny)")
-    tag: str | None = None if pretrained in (None, "", "none") else pretrained
-    is_path = tag is not None and (os.sep in tag or tag.endswith((".bin", ".pt", ".pth", ".safetensors")))
-    if is_path and not Path(tag).is_file():
-        raise EncoderError(f"CLIP checkpoint {tag} does not exist")
-    if tag is not None and not is_path and model == TINY_MODEL:
-        raise EncoderError("--preset tiny has no pretrained tag; use --pretrained none or a checkpoint path")
-    if tag is not None and not is_path:
-        _check_cached(model, tag)
+    model, tag, is_path = _resolve(model, pretrained, preset)
+    force = image_size if image_size and image_size != (encoder_image_size(model) or image_size) else None
     try:
         # Random weights are seeded: every worker process must build the same encoder.
         with _hub_offline(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=tag, device=device)
+            net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=tag, device=device,
+                                                                       force_image_size=force)
     except Exception as e:
         if tag is not None and Path(tag).is_file():
             raise EncoderError(f"cannot load CLIP checkpoint {tag} into {model}: {str(e).splitlines()[0]}") from e

@@ -92,14 +92,18 @@ def iter_frames(
     backend: str = "auto",
     max_side: int | None = None,
     info: VideoInfo | None = None,
+    threads: int | None = None,
 ) -> Iterator[DecodedFrame]:
     """Decode the frame shown at each of `timestamps` (seconds from the first frame).
 
     Yields DecodedFrame in time order, each distinct frame once with the
     indices of the targets it serves. `backend` is "auto" (PyAV, falling back
     to the ffmpeg binary when PyAV cannot open or decode the file), "pyav" or
-    "ffmpeg". `max_side` shrinks frames whose longer side exceeds it. `info`,
-    a PyAV `probe` of the same file, saves probing it again.
+    "ffmpeg". `max_side` shrinks frames whose longer side exceeds it, in the
+    decoder's own conversion to RGB. `info`, a PyAV `probe` of the same file,
+    saves probing it again. `threads`: FFmpeg's decoding (and conversion)
+    threads; None lets FFmpeg use one per core, which oversubscribes a
+    machine running one decoding process per core.
     Raises DecodeError with a one-line reason.
     """
     path = check_file(path)
@@ -107,7 +111,9 @@ def iter_frames(
     if times.ndim != 1 or not len(times):
         raise ValueError("timestamps must be a non-empty 1-D sequence of seconds")
     _check_backend(backend)
-    _, (_, frames) = _with_fallback(path, backend, lambda b: _start(b, path, times, info if b == "pyav" else None, max_side))
+    _, (_, frames) = _with_fallback(
+        path, backend, lambda b: _start(b, path, times, info if b == "pyav" else None, max_side, threads)
+    )
     yield from frames
 
 
@@ -118,12 +124,14 @@ def decode_frames(
     end: float | None = None,
     backend: str = "auto",
     max_side: int | None = None,
+    threads: int | None = None,
 ) -> DecodeResult:
     """The n frames shown at the segment centres of [start or 0, min(end, duration)].
 
     Times are seconds from the first frame. Videos with fewer than n frames in
     the window repeat the nearest frames; `DecodeResult.distinct` says how many
-    were distinct. Raises DecodeError with a one-line reason.
+    were distinct. `max_side` and `threads` as in `iter_frames`. Raises
+    DecodeError with a one-line reason.
     """
     t0 = time.perf_counter()
     path = check_file(path)
@@ -133,7 +141,7 @@ def decode_frames(
     if probed_by == "ffmpeg":
         backend = "ffmpeg"  # PyAV could not even probe it
     name, (info, frames) = _with_fallback(
-        path, backend, lambda b: _start(b, path, timestamps, info if b == probed_by else None, max_side)
+        path, backend, lambda b: _start(b, path, timestamps, info if b == probed_by else None, max_side, threads)
     )
     return _collect(frames, timestamps, info, name, t0)
 
@@ -188,7 +196,8 @@ def _probe(backend: str, path: Path) -> VideoInfo:
 
 
 def _start(
-    backend: str, path: Path, timestamps: np.ndarray, info: VideoInfo | None, max_side: int | None
+    backend: str, path: Path, timestamps: np.ndarray, info: VideoInfo | None, max_side: int | None,
+    threads: int | None = None,
 ) -> tuple[VideoInfo, Iterator[DecodedFrame]]:
     """Decode with one backend up to the first frame, where most failures show.
 
@@ -197,9 +206,9 @@ def _start(
     """
     info = info or _probe(backend, path)
     if backend == "pyav":
-        frames = _iter_pyav(path, timestamps, info, max_side)
+        frames = _iter_pyav(path, timestamps, info, max_side, threads=threads)
     else:
-        frames = ffmpeg.iter_frames(path, timestamps, info, max_side)
+        frames = ffmpeg.iter_frames(path, timestamps, info, max_side, threads=threads)
     first = next(frames, None)
     if first is None:
         raise DecodeError("no decodable video frames")

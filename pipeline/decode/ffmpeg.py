@@ -284,13 +284,16 @@ def iter_frames(
     timestamps: Sequence[float],
     info: VideoInfo | None = None,
     max_side: int | None = None,
+    threads: int | None = None,
 ) -> Iterator[DecodedFrame]:
     """Decode the frame shown at each of `timestamps` (seconds from the first frame) with ffmpeg.
 
     Same contract as `hfs.pipeline.decode.iter_frames`: DecodedFrame items in
     time order, each distinct frame once. `info` is this backend's `probe`
-    (computed when None). The whole stream is decoded in one pass, so this
-    is the slow, robust path.
+    (computed when None); `threads` is ffmpeg's decoding threads (None: its
+    own choice, one per core). The whole stream is decoded in one pass, so
+    this is the slow, robust path; frames are read from the pipe as ffmpeg
+    writes them, so at most two are held at a time.
     """
     path = check_file(path)
     info = info or probe(path)
@@ -300,64 +303,87 @@ def iter_frames(
     vf = f"select='{select}',showinfo"
     if (width, height) != (info.width, info.height):
         vf += f",scale={width}:{height}:flags=area"
-    raw, stderr = _decode_pass(path, vf)
-    n_out = len(raw) // (width * height * 3)
-    if info.frame_pts is not None:
-        # Each output is one of the wanted frames: match its reported time to the nearest.
-        shown = np.asarray(_showinfo_times(stderr)[:n_out])
-        if len(shown) < n_out:
-            raise DecodeError(f"ffmpeg returned {n_out} frames but reported {len(shown)} timestamps")
-        wanted_s = wanted.astype(np.float64) * float(tb)
-        out_ticks = wanted[np.abs(shown[:, None] - wanted_s[None, :]).argmin(axis=1)] if n_out else wanted[:0]
-    else:
-        out_ticks = wanted[:n_out]
-    if n_out < len(wanted):
-        log.warning("%s: ffmpeg decoded %d of %d wanted frames", path, n_out, len(wanted))
-    yield from _assign(raw, out_ticks, (height, width), targets, tb, start_tick, times, info)
-
-
-def _decode_pass(path: Path, vf: str) -> tuple[bytes, str]:
-    """Run the select/showinfo pass; (raw RGB bytes, stderr). DecodeError when nothing came out."""
-    import ffmpeg
-
-    stream = ffmpeg.input(str(path), copyts=None).output(
-        "pipe:", map="0:v:0", vf=vf, fps_mode="passthrough", format="rawvideo", pix_fmt="rgb24"
-    )
-    try:
-        stdout, stderr = stream.global_args("-hide_banner", "-nostdin").run(
-            cmd=ffmpeg_binary(), capture_stdout=True, capture_stderr=True
-        )
-    except ffmpeg.Error as err:
-        if not err.stdout:
-            raise DecodeError(error_reason(err.stderr, path)) from err
-        log.warning("ffmpeg stopped early on %s: %s", path, error_reason(err.stderr, path))
-        stdout, stderr = err.stdout, err.stderr
-    return stdout, stderr.decode("utf-8", "replace")
-
-
-def _assign(
-    raw: bytes,
-    out_ticks: np.ndarray,
-    shape: tuple[int, int],
-    targets: np.ndarray,
-    tb: Fraction,
-    start_tick: int,
-    times: np.ndarray,
-    info: VideoInfo,
-) -> Iterator[DecodedFrame]:
-    """Hand the decoded frames (pts `out_ticks`, in order) to targets (ticks); yield DecodedFrames."""
-    height, width = shape
-    frame_bytes = width * height * 3
+    wanted_s = wanted.astype(np.float64) * float(tb)
     assigner = Assigner(targets)
 
     def emit(item) -> DecodedFrame:
-        k, tick, targets = item
-        rgb = np.frombuffer(raw, np.uint8, frame_bytes, k * frame_bytes).reshape(height, width, 3).copy()
-        return DecodedFrame(sorted(targets), rgb, float((tick - start_tick) * tb))
+        raw, tick, served = item
+        rgb = np.frombuffer(raw, np.uint8).reshape(height, width, 3).copy()
+        return DecodedFrame(sorted(served), rgb, float((tick - start_tick) * tb))
 
-    for k, tick in enumerate(out_ticks):
-        for finished in assigner.push(k, int(tick)):
+    n_out = 0
+    for raw, shown in _decode_stream(path, vf, width * height * 3, threads):
+        if info.frame_pts is not None:
+            if shown is None:
+                raise DecodeError(f"ffmpeg returned {n_out + 1} frames but reported {n_out} timestamps")
+            tick = wanted[int(np.abs(wanted_s - shown).argmin())]  # one of the wanted frames: the nearest
+        elif n_out < len(wanted):
+            tick = wanted[n_out]
+        else:
+            break
+        n_out += 1
+        for finished in assigner.push(raw, int(tick)):
             yield emit(finished)
+    if n_out < len(wanted):
+        log.warning("%s: ffmpeg decoded %d of %d wanted frames", path, n_out, len(wanted))
     last = last_frame(assigner, emit, times, info, "ffmpeg decoded no frames")
     if last is not None:
         yield last
+
+
+def _decode_stream(path: Path, vf: str, frame_bytes: int, threads: int | None) -> Iterator[tuple[bytes, float | None]]:
+    """Run the select/showinfo pass; yield (raw RGB bytes, pts_time showinfo reported or None)
+    per output frame as it arrives. DecodeError when ffmpeg fails before any frame came out;
+    ffmpeg is killed if the caller stops early."""
+    import threading
+
+    import ffmpeg
+
+    options = {"copyts": None} if threads is None else {"copyts": None, "threads": threads}
+    stream = ffmpeg.input(str(path), **options).output(
+        "pipe:", map="0:v:0", vf=vf, fps_mode="passthrough", format="rawvideo", pix_fmt="rgb24"
+    )
+    proc = stream.global_args("-hide_banner", "-nostdin").run_async(cmd=ffmpeg_binary(), pipe_stdout=True, pipe_stderr=True)
+    stderr_lines: list[str] = []
+    shown: list[float] = []
+    reported = threading.Condition()
+    done = [False]
+
+    def read_stderr() -> None:  # its own thread: a full stderr pipe would stall ffmpeg's stdout
+        for raw_line in proc.stderr:
+            line = raw_line.decode("utf-8", "replace")
+            with reported:
+                stderr_lines.append(line)
+                shown.extend(_showinfo_times(line))
+                reported.notify_all()
+        with reported:
+            done[0] = True
+            reported.notify_all()
+
+    reader = threading.Thread(target=read_stderr, name="ffmpeg-stderr", daemon=True)
+    reader.start()
+    n = 0
+    try:
+        while True:
+            raw = proc.stdout.read(frame_bytes)
+            if len(raw) < frame_bytes:
+                break
+            with reported:  # showinfo logs a frame before the muxer writes it out
+                reported.wait_for(lambda: len(shown) > n or done[0])
+                time_shown = shown[n] if len(shown) > n else None
+            n += 1
+            yield raw, time_shown
+        proc.wait()
+        reader.join()
+        if proc.returncode != 0:
+            reason = error_reason("".join(stderr_lines), path)
+            if not n:
+                raise DecodeError(reason)
+            log.warning("ffmpeg stopped early on %s: %s", path, reason)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        reader.join(timeout=5)
+        proc.stderr.close()

@@ -52,11 +52,12 @@ def av_reason(err: Exception) -> str:
     return str(reason).splitlines()[0] if str(reason) else type(err).__name__
 
 
-def open_container(path: Path, threaded: bool = True):
+def open_container(path: Path, threaded: bool = True, threads: int | None = None):
     """Open `path` with PyAV: (container, first video stream); DecodeError otherwise.
 
-    `threaded` turns on FFmpeg's frame and slice threads (decoding); a probe
-    that decodes one frame is faster without them.
+    `threaded` turns on FFmpeg's frame and slice threads (decoding), `threads`
+    of them (None: FFmpeg's own choice, one per core); a probe that decodes
+    one frame is faster without them.
     """
     import av
 
@@ -70,21 +71,27 @@ def open_container(path: Path, threaded: bool = True):
     stream = container.streams.video[0]
     if threaded:
         stream.thread_type = "AUTO"
+        if threads is not None:
+            stream.codec_context.thread_count = max(1, int(threads))
     else:
         stream.codec_context.thread_count = 1
     return container, stream
 
 
-def to_rgb(frame, max_side: int | None, rotation: int, reformatter) -> np.ndarray:
+def to_rgb(frame, max_side: int | None, rotation: int, reformatter, threads: int | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a PyAV frame, shrunk to `max_side` and rotated for display.
 
     `reformatter` (an `av.video.reformatter.VideoReformatter`) keeps one
     swscale context for a whole video; `frame.to_ndarray(format=...)` builds
     and tears down a new one (tables, buffers, slice threads) per frame.
+    Shrinking happens in that same conversion (one pass over the pixels).
+    `threads`: swscale's threads (None: PyAV's default, one per core).
     """
     width, height = scaled_size(frame.width, frame.height, max_side)
     interpolation = None if (width, height) == (frame.width, frame.height) else "AREA"
-    rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation=interpolation).to_ndarray()
+    options = {} if threads is None else {"threads": max(1, int(threads))}
+    rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation=interpolation,
+                               **options).to_ndarray()
     return apply_rotation(rgb, rotation)
 
 
@@ -96,12 +103,12 @@ class PyAVDecoder:
     when packets carry no timestamps: then there is nothing to plan with).
     """
 
-    def __init__(self, path: Path, info: VideoInfo, min_skip_frames: int = MIN_SKIP_FRAMES):
+    def __init__(self, path: Path, info: VideoInfo, min_skip_frames: int = MIN_SKIP_FRAMES, threads: int | None = None):
         import av
 
         self._av = av
-        self.path, self.info, self.min_skip_frames = path, info, min_skip_frames
-        self.container, self.stream = open_container(path)
+        self.path, self.info, self.min_skip_frames, self.threads = path, info, min_skip_frames, threads
+        self.container, self.stream = open_container(path, threads=threads)
         tb = self.stream.time_base
         self.tb = Fraction(tb) if tb else Fraction(1, 1_000_000)
         self.start_tick = round(info.start_time / self.tb)
@@ -286,16 +293,17 @@ class PyAVDecoder:
         """Back to the first frame with seeking off (when seeks cannot be trusted)."""
         log.info("%s: seeking lands after the keyframe; decoding from the start instead", self.path)
         self.close()
-        self.container, self.stream = open_container(self.path)
+        self.container, self.stream = open_container(self.path, threads=self.threads)
         self.seekable = False
         self.drained = False
         self._handed_out, self._pending = self.position, None
         self._set_frames(self._decode_from_here())
 
 
-def iter_frames(path: Path, timestamps: np.ndarray, info: VideoInfo, max_side: int | None = None) -> Iterator[DecodedFrame]:
+def iter_frames(path: Path, timestamps: np.ndarray, info: VideoInfo, max_side: int | None = None,
+                threads: int | None = None) -> Iterator[DecodedFrame]:
     """PyAV backend of `hfs.pipeline.decode.iter_frames`; `info` is PyAV's probe of `path`."""
-    decoder = PyAVDecoder(path, info)
+    decoder = PyAVDecoder(path, info, threads=threads)
     try:
         yield from execute(decoder, timestamps, info, max_side)
     finally:
@@ -328,7 +336,8 @@ def execute(decoder: PyAVDecoder, timestamps: np.ndarray, info: VideoInfo, max_s
         if assigner.known is not None and np.any(expected[served] != tick):
             log.warning("%s: decoded pts differ from the packet index; decoding every frame from here", decoder.path)
             decoder.needed = assigner.known = decoder.drain_after = None
-        return DecodedFrame(sorted(served), to_rgb(frame, max_side, frame.rotation, decoder.reformatter), float((tick - decoder.start_tick) * tb))
+        rgb = to_rgb(frame, max_side, frame.rotation, decoder.reformatter, decoder.threads)
+        return DecodedFrame(sorted(served), rgb, float((tick - decoder.start_tick) * tb))
 
     def decode_until(served: int):
         """Decode and yield frames until the first `served` targets (by time) have theirs; False at the end."""

@@ -13,6 +13,7 @@ from hfs.cache import (
     FeatureCache,
     VideoResult,
     clean_stale_files,
+    load_plan,
     plan_extraction,
     read_index,
     write_shard,
@@ -48,7 +49,53 @@ def test_plan_is_deterministic_and_extends(tmp_path):
     plan2, new2 = plan_extraction(tmp_path, vids + [_video("v9.mp4")], CONFIG, shard_size=2)
     assert new2 == 1 and len(plan2.shards) == 4
     assert [s.to_json() for s in plan2.shards[:3]] == [s.to_json() for s in plan.shards]
-    assert json.loads((tmp_path / "plan.json").read_text())["shards"][3]["videos"][0]["key"] == "v9.mp4"
+    assert load_plan(tmp_path).shards[3].videos[0]["key"] == "v9.mp4"
+
+
+def test_adding_videos_appends_and_rewrites_nothing_before(tmp_path):
+    plan, _ = plan_extraction(tmp_path, [_video(f"v{i}.mp4") for i in range(5)], CONFIG, shard_size=2)
+    shards_file = tmp_path / "plan-shards.jsonl"
+    before, inode = shards_file.read_bytes(), shards_file.stat().st_ino
+    plan2, new = plan_extraction(tmp_path, [_video(f"w{i}.mp4") for i in range(3)], CONFIG, shard_size=2)
+    assert new == 3 and [len(s) for s in plan2.shards] == [2, 2, 1, 2, 1]
+    after = shards_file.read_bytes()
+    assert after.startswith(before) and len(after) > len(before) and shards_file.stat().st_ino == inode
+    header = (tmp_path / "plan.json").read_text()
+    assert len(header) < 1000 and "v0.mp4" not in header  # the config and a length, not the videos
+    assert json.loads(header)["config"] == CONFIG
+    assert [s.to_json() for s in load_plan(tmp_path).shards] == [s.to_json() for s in plan2.shards]
+
+
+def test_a_killed_append_leaves_nothing_a_reader_or_the_next_append_sees(tmp_path):
+    plan_extraction(tmp_path, [_video("a.mp4")], CONFIG, shard_size=2)
+    committed = (tmp_path / "plan-shards.jsonl").read_bytes()
+    with open(tmp_path / "plan-shards.jsonl", "ab") as f:  # appended, killed before plan.json said so
+        f.write(b'{"name": "shard-00001", "video_id": ["half-writ')
+    assert [s.name for s in load_plan(tmp_path).shards] == ["shard-00000"]
+    plan, new = plan_extraction(tmp_path, [_video("b.mp4")], CONFIG, shard_size=2)
+    assert new == 1 and [s.name for s in load_plan(tmp_path).shards] == ["shard-00000", "shard-00001"]
+    data = (tmp_path / "plan-shards.jsonl").read_bytes()
+    assert data.startswith(committed) and b"half-writ" not in data
+
+
+def test_a_cache_planned_by_format_1_opens_and_extends(tmp_path):
+    """plan.json of the first release: every shard inline (written here as that code did)."""
+    vids = [_video(f"v{i}.mp4") for i in range(3)]
+    shards = [{"name": f"shard-{i:05d}", "videos": [{"video_id": v.video_id, "path": v.path, "key": v.key,
+                                                     "start": v.start, "end": v.end} for v in vids[2 * i : 2 * i + 2]]}
+              for i in range(2)]
+    (tmp_path / "plan.json").write_text(json.dumps({"format_version": 1, "config": CONFIG, "shards": shards}, indent=2))
+    write_shard(tmp_path, "shard-00000", [_ok(vids[0], 1), _ok(vids[1], 2)], ATTRS)
+    assert FeatureCache(tmp_path).config == CONFIG and vids[0].video_id in FeatureCache(tmp_path)
+    text = (tmp_path / "plan.json").read_text()
+    plan, new = plan_extraction(tmp_path, vids, CONFIG, shard_size=2)  # nothing new: nothing rewritten
+    assert new == 0 and (tmp_path / "plan.json").read_text() == text
+    assert [s.name for s in plan.pending(tmp_path)] == ["shard-00001"]
+    plan, new = plan_extraction(tmp_path, vids + [_video("w.mp4")], CONFIG, shard_size=2)
+    assert new == 1 and [s.to_json() for s in plan.shards[:2]] == shards
+    reloaded = load_plan(tmp_path)
+    assert [s.to_json() for s in reloaded.shards[:2]] == shards and reloaded.shards[2].videos[0]["key"] == "w.mp4"
+    assert vids[0].video_id in FeatureCache(tmp_path)
 
 
 def test_config_mismatch_names_the_difference(tmp_path):
@@ -124,3 +171,53 @@ def test_teacherless_shard(tmp_path):
 def test_missing_plan_is_a_clear_error(tmp_path):
     with pytest.raises(CacheError, match="no plan.json"):
         FeatureCache(tmp_path)
+
+
+def test_error_kinds_drop_the_file_specific_detail():
+    from hfs.cache.stats import error_kind, top_reasons
+
+    assert error_kind("file not found: /data/a.mp4") == "file not found"
+    assert error_kind("cannot open: Invalid data found (ffmpeg: moov atom not found)") == "cannot open"
+    assert error_kind("window start 3.00s is not before the end of the video (2.50s)") == \
+        error_kind("window start 7.00s is not before the end of the video (1.00s)")
+    assert error_kind("decoder returned no frame for 3 of 16 targets") == "decoder returned no frame for # of # targets"
+    assert error_kind("unsupported codec h264 in 'x.mp4'") == "unsupported codec h264 in '…'"
+    assert error_kind("") == "unknown error"
+    shown, more_kinds, more_videos = top_reasons({f"k{i}": i for i in range(1, 14)}, limit=10)
+    assert [k for k, _ in shown] == [f"k{i}" for i in range(13, 3, -1)] and (more_kinds, more_videos) == (3, 6)
+
+
+def test_stats_of_a_large_cache_make_no_python_row(tmp_path):
+    """stats.json sums columns of the memory-mapped index; only error messages become Python strings."""
+    import tracemalloc
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hfs.cache.format import INDEX_SCHEMA
+    from hfs.cache.stats import summarize
+
+    rows = 100_000
+    status = np.where(np.arange(rows) % 1000 == 0, "error", "ok")
+    table = pa.table({
+        "video_id": [f"v{i}" for i in range(rows)], "path": [f"/d/v{i}.mp4" for i in range(rows)],
+        "start": pa.nulls(rows, pa.float64()), "end": pa.nulls(rows, pa.float64()), "shard": ["shard-00000"] * rows,
+        "row": np.arange(rows, dtype=np.int32), "status": status,
+        "error": np.where(status == "ok", "", "cannot open: bad"), "duration": np.where(status == "ok", 36.0, np.nan),
+        "fps": np.full(rows, 25.0), "width": np.full(rows, 64, np.int32), "height": np.full(rows, 48, np.int32),
+        "frames_decoded": np.where(status == "ok", 128, 0).astype(np.int32), "distinct_frames": np.full(rows, 128, np.int32),
+        "decoder": ["pyav"] * rows, "decode_s": np.full(rows, 0.5), "encode_s": np.full(rows, 0.25),
+    }, schema=INDEX_SCHEMA)
+    pq.write_table(table, tmp_path / "shard-00000.parquet")
+    summarize(tmp_path)  # builds index.arrow
+    tracemalloc.start()
+    try:
+        stats = summarize(tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (stats["videos"], stats["ok"], stats["error"], stats["shards_done"]) == (rows, rows - 100, 100, 1)
+    assert stats["errors_by_reason"] == {"cannot open": 100}
+    assert stats["frames"] == (rows - 100) * 128 and stats["hours_of_video"] == round((rows - 100) * 36 / 3600, 4)
+    assert stats["decode_s"] == rows * 0.5 and stats["encode_s"] == rows * 0.25
+    assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MB: index rows were made Python objects"

@@ -447,6 +447,27 @@ def test_same_video_within_and_across_manifests_is_one_item(tmp_path):
     assert [s.answer for s in m.samples] == ["1", "2", "3", "4"]
 
 
+@pytest.mark.parametrize("spelling", ["v/./x.mp4", "v//x.mp4", "v/w/../x.mp4", "./v/x.mp4", "v\\x.mp4", "v/x.mp4/"])
+def test_one_file_written_two_ways_is_one_video(tmp_path, spelling):
+    assert make_video_id(spelling) == make_video_id("v/x.mp4")
+    assert make_video_id(spelling, 1.0, 2.0) == make_video_id("v/x.mp4", 1.0, 2.0)
+    if "\\" in spelling:
+        return  # on POSIX "v\\x.mp4" names another file: the manifest reports the clash as a bad record
+    m = read_manifest(write(tmp_path, "m.jsonl", jsonl(
+        {"video": spelling, "question": "Q1?", "answer": "1"}, {"video": "v/x.mp4", "question": "Q2?", "answer": "2"})))
+    assert m.bad == [] and len(m.videos) == 1
+    assert [s.video_id for s in m.samples] == [m.videos[0].video_id] * 2
+
+
+def test_ids_of_keys_already_normal_do_not_change():
+    """Ids of existing caches: these are the ids the first release gave."""
+    assert make_video_id("videos/a.mp4") == "a-4f44e46d7a89"
+    assert make_video_id("/data/LLaVA/academic/x y.mp4") == "x_y-c923064084f6"
+    assert make_video_id("clips/a.mp4", 1.0, 5.5) == "a-85071b2e281a"
+    assert make_video_id("v\\a.mp4", 2.0) == "a-76ea8bc3987b"
+    assert make_video_id("https://host/v/a.mp4") == "a-680a4e906124"  # a scheme is left as written
+
+
 def test_duplicate_sample_ids_are_made_unique(tmp_path):
     conv = [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "x"}]
     a = write(tmp_path, "cap.json", json.dumps([{"id": "v1", "video": "v1.mp4", "conversations": conv}]))

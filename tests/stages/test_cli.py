@@ -57,3 +57,32 @@ def test_distributed_stays_quiet_in_this_process_and_its_workers():
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
     assert out == [str(logging.ERROR)] * 2
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--backend", "nope"], "'nope' is not one of 'auto', 'pyav', 'ffmpeg'"),
+    (["--device", "tpu"], "'tpu' is not one of 'cpu', 'cuda'"),
+    (["--frames", "abc"], "error: --frames expects an integer or 'none', got 'abc'"),
+    (["--teacher-frame-size", "-3"], "error: --teacher-frame-size must be >= 1, got -3"),
+    (["--video-timeout", "soon"], "error: --video-timeout expects seconds or 'none', got 'soon'"),
+    (["--shard-size", "0"], "Invalid value for '--shard-size'"),
+    (["--size", "0"], "Invalid value for '--size'"),
+    (["--workers", "-1"], "Invalid value for '--workers'"),
+])
+def test_extract_usage_errors_exit_2_with_one_message(tmp_path, args, says):
+    """One convention: a value that cannot be used exits 2 before anything runs, and says why."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"video": "missing.mp4"}\n')
+    res = CliRunner().invoke(app, ["extract", "--manifest", str(manifest), "--out", str(tmp_path / "c"),
+                                   "--preset", "tiny", "--workers", "0", "--no-progress", *args])
+    assert res.exit_code == 2, res.output
+    assert says in " ".join(res.output.replace("│", " ").split())
+    assert not (tmp_path / "c").exists()
+
+
+def test_build_config_raises_a_usage_error_not_system_exit():
+    from hfs.stages.extract import UsageError, build_config
+
+    for bad in ({"backend": "nope"}, {"device": "tpu"}, {"frames": "x"}, {"size": 0}):
+        with pytest.raises(UsageError):
+            build_config(preset="tiny", **bad)

@@ -214,20 +214,29 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_external_dask_scheduler_on_loopback(tmp_path, videos):
+def test_external_dask_scheduler_on_loopback(tmp_path, videos, monkeypatch):
+    """A scheduler and a worker started from other folders than the client's, which gives a
+    relative --out: the worker must write where the client means, not under its own folder."""
     port = _free_port()
     bindir = Path(sys.executable).parent
     addr = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    elsewhere = tmp_path / "worker-cwd"
+    elsewhere.mkdir()
     sched = subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                              "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                              "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                             cwd=elsewhere)
     worker = subprocess.Popen([str(bindir / "dask"), "worker", addr, "--nworkers", "1", "--nthreads", "1",
-                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                              cwd=elsewhere)
     try:
         m = _manifest(tmp_path, videos, ["cfr", "few", "garbage"])
-        _extract(["--manifest", str(m), "--out", str(tmp_path / "c"), "--scheduler", addr, "--shard-size", "2"])
-        rows = read_index(tmp_path / "c").to_pylist()
+        (tmp_path / "client-cwd").mkdir()
+        monkeypatch.chdir(tmp_path / "client-cwd")
+        _extract(["--manifest", str(m), "--out", "c", "--scheduler", addr, "--shard-size", "2"])
+        rows = read_index(tmp_path / "client-cwd" / "c").to_pylist()
         assert sorted(r["status"] for r in rows) == ["error", "ok", "ok"]
+        assert not (elsewhere / "c").exists()
     finally:
         for p in (worker, sched):
             p.terminate()
@@ -291,6 +300,30 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_index(tmp_path, videos):
     assert len(ids) == len(set(ids)) == len(names)
     assert not list(killed.glob(".*.tmp-*"))
     assert sorted(p.stem for p in killed.glob("shard-*.h5")) == sorted(p.stem for p in killed.glob("shard-*.parquet"))
+
+
+def test_the_summary_groups_error_reasons_and_lists_the_top_ten(monkeypatch, capsys):
+    from collections import Counter
+
+    from rich.console import Console
+
+    import hfs.stages.extract as stage
+    from hfs.cache.stats import error_kind
+    from hfs.pipeline.extract import ExtractSummary
+
+    monkeypatch.setattr(stage, "console", Console(width=200))
+    messages = [f"window start {i}.00s is not before the end of the video ({i / 2:.2f}s)" for i in range(40)]
+    messages += [f"cannot open: /data/{i}.mp4: Invalid data" for i in range(30)]
+    messages += [f"reason{chr(97 + k)} number {k}" for k in range(14) for _ in range(k + 1)]
+    summary = ExtractSummary(planned=len(messages), error=len(messages),
+                             errors_by_reason=dict(Counter(map(error_kind, messages)).most_common()))
+    stage.print_summary(summary, Path("c"))
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if " × " in line]
+    assert len(rows) == 11, out  # the 10 most common kinds, then one line for the rest
+    assert "40 × window start #s is not before the end of the video (#s)" in out
+    assert "30 × cannot open" in out and "/data/" not in out
+    assert "6 more kind(s) of error" in out and f"{1 + 2 + 3 + 4 + 5 + 6} × 6 more" in out
 
 
 def test_manifest_dedupes_the_same_video(tmp_path, videos):

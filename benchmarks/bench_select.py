@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import write_json
+from _common import write_json, write_synthetic_cache
 
 WORK = Path(__file__).resolve().parent / "_work" / "select"
 SELECTORS = ("uniform", "random", "clip", "hfs", "hfs-set")
@@ -70,12 +70,8 @@ def make_cache(root: Path, videos: int, n_frames: int, frame_size: tuple[int, in
     import io
 
     from PIL import Image
-    from torchvision.io import encode_jpeg
-
-    from hfs.cache import VideoResult, plan_extraction, write_shard
-    from hfs.manifests import QASample, VideoItem, make_video_id
+    from hfs.manifests import QASample, make_video_id
     from hfs.pipeline.encoder import load_clip
-    from hfs.pipeline.extract import ExtractConfig
 
     cache = root / "cache"
     ids = [make_video_id(f"v{i}.mp4") for i in range(videos)]
@@ -88,26 +84,12 @@ def make_cache(root: Path, videos: int, n_frames: int, frame_size: tuple[int, in
         return cache, samples
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    cfg = ExtractConfig(frames=n_frames, preset="tiny", pretrained="none")
-    encoder = load_clip(cfg.model, cfg.pretrained, preset=cfg.preset)
-    items = [VideoItem(video_id, str(root / f"v{i}.mp4"), f"v{i}.mp4") for i, video_id in enumerate(ids)]
-    plan, _ = plan_extraction(cache, items, cfg.cache_config(), shard_size=8)
-    rng = np.random.default_rng(0)
-    w, h = frame_size
-    attrs = {**cfg.cache_config(), "teacher_frames": True, "encoder": encoder.name}
-    for shard in plan.shards:
-        results = []
-        for v in shard.videos:
-            base = torch.from_numpy(rng.integers(0, 256, (3, h // 8, w // 8), dtype=np.uint8))
-            base = torch.nn.functional.interpolate(base[None].float(), size=(h, w), mode="bilinear")[0].byte()
-            frames = [encode_jpeg(base.roll(3 * i, dims=2), quality=90).numpy().tobytes() for i in range(n_frames)]
-            pixels = torch.stack([encoder.preprocess(Image.open(io.BytesIO(f)).convert("RGB")) for f in frames])
-            results.append(VideoResult(
-                v["video_id"], v["path"], features=encoder.encode(pixels),
-                timestamps=np.linspace(0.5, 60.0, n_frames, dtype=np.float32), frames=frames,
-                duration=60.0, fps=25.0, width=w, height=h, frames_decoded=n_frames, distinct_frames=n_frames,
-            ))
-        write_shard(cache, shard.name, results, attrs)
+    encoder = load_clip("ViT-B-32", "none", preset="tiny")
+
+    def clip_features(jpegs):  # the tiny CLIP's own features, so the clip selector's encoder check passes
+        return encoder.encode(torch.stack([encoder.preprocess(Image.open(io.BytesIO(f)).convert("RGB")) for f in jpegs]))
+
+    write_synthetic_cache(cache, videos, n_frames, frame_size, clip_features, encoder=encoder.name)
     (root / "done").touch()
     return cache, samples
 

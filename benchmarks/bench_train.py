@@ -36,10 +36,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from _common import write_json
+from _common import write_json, write_synthetic_cache
 
 WORK = Path(__file__).resolve().parent / "_work" / "train"
 QUESTION = "What happens right after the woman in the red coat closes the car door?"
@@ -54,36 +53,13 @@ log = logging.getLogger("bench_train")
 def make_cache(root: Path, videos: int, n_frames: int, frame_size: tuple[int, int]) -> tuple[Path, Path]:
     """A cache of ``videos`` videos (random features, JPEG teacher frames) and a JSONL manifest
     with one question each, written by the cache's own plan and shard writer."""
-    from torchvision.io import encode_jpeg
-
-    from hfs.cache import VideoResult, plan_extraction, write_shard
-    from hfs.manifests import VideoItem, make_video_id
-    from hfs.pipeline.extract import ExtractConfig
-
     cache = root / "cache"
     manifest = root / "train.jsonl"
     if (root / "done").exists():
         return cache, manifest
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    cfg = ExtractConfig(frames=n_frames, preset="tiny", pretrained="none")
-    items = [VideoItem(make_video_id(f"v{i}.mp4"), str(root / f"v{i}.mp4"), f"v{i}.mp4") for i in range(videos)]
-    plan, _ = plan_extraction(cache, items, cfg.cache_config(), shard_size=8)
-    rng = np.random.default_rng(0)
-    w, h = frame_size
-    attrs = {**cfg.cache_config(), "teacher_frames": True, "encoder": "tiny"}
-    for shard in plan.shards:
-        results = []
-        for v in shard.videos:
-            base = torch.from_numpy(rng.integers(0, 256, (3, h // 8, w // 8), dtype=np.uint8))
-            base = torch.nn.functional.interpolate(base[None].float(), size=(h, w), mode="bilinear")[0].byte()
-            frames = [encode_jpeg(base.roll(3 * i, dims=2), quality=90).numpy().tobytes() for i in range(n_frames)]
-            results.append(VideoResult(
-                v["video_id"], v["path"], features=rng.standard_normal((n_frames, 512)).astype(np.float16),
-                timestamps=np.linspace(0.5, 60.0, n_frames, dtype=np.float32), frames=frames,
-                duration=60.0, fps=25.0, width=w, height=h, frames_decoded=n_frames, distinct_frames=n_frames,
-            ))
-        write_shard(cache, shard.name, results, attrs)
+    write_synthetic_cache(cache, videos, n_frames, frame_size)
     lines = [json.dumps({"video": f"v{i}.mp4", "id": f"q{i}", "question": QUESTION, "options": OPTIONS,
                          "answer": i % 4}) for i in range(videos)]
     manifest.write_text("\n".join(lines) + "\n")
@@ -240,7 +216,7 @@ def real_rows(args) -> list[dict]:
                     torch.cuda.empty_cache()
             rows.append(row)
             log.info("%s", row)
-        del model, optimizer
+        model = optimizer = None  # free this teacher before the next one is built
         if not args.dry_run:
             torch.cuda.empty_cache()
     return rows

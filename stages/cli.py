@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
-from enum import Enum
+# OpenMP threads that spin while they wait collapse when the cores are shared (DataLoader
+# workers, Dask workers, other jobs): a tiny training step took 7.7 s instead of 0.19 s on
+# a loaded 2-core machine. Sleeping waiters cost nothing measurable; read when torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 
@@ -52,24 +56,28 @@ class TrainDevice(str, Enum):
 VERBOSE = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")
 
 
+from hfs.stages.extract import ExtractDevice, backend_choice  # noqa: E402 - the extract command's choices
+
+
 @app.command()
 def extract(
     manifest: List[Path] = typer.Option(..., "--manifest", "-m", help="Manifest file (JSONL, LLaVA-Video-178K JSON or VideoChat2-IT JSON; list or lines detected from the content). Repeat for several."),
     out: Path = typer.Option(Path("cache"), "--out", "-o", help="Cache folder to create or complete (shard-*.h5 + shard-*.parquet, plan.json, stats.json)."),
     video_root: Optional[Path] = typer.Option(None, "--video-root", help="Folder that relative video paths resolve against (default: each manifest's own folder)."),
     frames: str = typer.Option("128", "--frames", help="Frames sampled per video at segment centres (N). `--frames none` keeps N=128 but stores no teacher JPEGs."),
-    size: int = typer.Option(224, "--size", help="CLIP input side (resize shortest side + centre crop, as open_clip does)."),
+    size: Optional[int] = typer.Option(None, "--size", min=1, help="CLIP input side (resize shortest side + centre crop, as open_clip does); default: the encoder's own (224 for ViT-B-32). Another size builds the encoder for it (position embeddings interpolated)."),
     teacher_frame_size: str = typer.Option("448", "--teacher-frame-size", help="Longest side of the JPEG frames kept for the teacher (aspect kept, never upscaled); `none` keeps none."),
     model: str = typer.Option("ViT-B-32", "--model", help="open_clip architecture."),
     pretrained: str = typer.Option("openai", "--pretrained", help="open_clip tag from the local cache (`openai`), a checkpoint path, or `none` for random weights (recorded in the cache)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="`tiny`: a tiny random CLIP with the same 512-d output, for smoke runs (implies --pretrained none)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local Dask worker processes (default: number of cores; 0 runs in this process without Dask)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler (e.g. tcp://host:8786) instead of a local cluster."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads per worker process (default: cores / workers locally, 1 on an external cluster)."),
-    device: str = typer.Option("cpu", "--device", help="Where CLIP runs: cpu or cuda."),
-    backend: str = typer.Option("auto", "--backend", help="Decoder: auto (PyAV, ffmpeg binary as fallback), pyav or ffmpeg."),
-    shard_size: int = typer.Option(32, "--shard-size", help="Videos per shard (one Dask task, one HDF5 + one Parquet file)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Frames per CLIP forward pass."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=0, help="Local Dask worker processes (default: number of cores; 0 runs in this process without Dask)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler (e.g. tcp://host:8786) instead of a local cluster; --out is made absolute and must be the same path on every worker (a shared filesystem)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads per worker process, for torch and for FFmpeg decoding (default: cores / workers locally, 1 on an external cluster)."),
+    device: ExtractDevice = typer.Option("cpu", "--device", help="Where CLIP runs; cuda: each worker process on one GPU of its machine, round-robin."),
+    backend: str = typer.Option("auto", "--backend", callback=backend_choice, help="Decoder: auto (PyAV, ffmpeg binary as fallback), pyav or ffmpeg."),
+    video_timeout: str = typer.Option("600", "--video-timeout", help="Seconds one video may take to decode (in a child process of the worker) before it becomes an error row and the decoder is restarted; `none`: no limit."),
+    shard_size: int = typer.Option(32, "--shard-size", min=1, help="Videos per shard (one Dask task, one HDF5 + one Parquet file)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Frames per CLIP forward pass."),
     strict: bool = typer.Option(False, "--strict", help="Fail on the first bad manifest line, and exit non-zero if any video fails."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over videos."),
     verbose: int = VERBOSE,
@@ -77,7 +85,8 @@ def extract(
     """Stage 1: decode N frames per video, encode them with frozen CLIP ViT-B/32, write a sharded cache.
 
     Rerunning the same command finishes what is missing and redoes nothing; rerunning into a cache
-    made with another config is an error that names the difference.
+    made with another config is an error that names the difference. Exit status 2: a usage error or a
+    run that cannot start (one `error:` line); 1: shards failed or nothing could be extracted.
     """
     _setup_logging(verbose)
     from hfs.stages.extract import run
@@ -86,7 +95,7 @@ def extract(
         manifests=manifest, out=out, video_root=video_root, frames=frames, size=size,
         teacher_frame_size=teacher_frame_size, model=model, pretrained=pretrained, preset=preset,
         workers=workers, scheduler=scheduler, threads=threads, device=device, backend=backend, shard_size=shard_size,
-        batch_size=batch_size, strict=strict, progress=progress,
+        batch_size=batch_size, video_timeout=video_timeout, strict=strict, progress=progress,
     ))
 
 
@@ -199,18 +208,59 @@ def _device(choice: str) -> str:
 
 
 @app.command()
-def demo(
-    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for the synthetic videos, manifest and cache."),
-    videos: int = typer.Option(8, "--videos", help="Number of synthetic videos to make."),
-    workers: int = typer.Option(2, "--workers", "-j", help="Local Dask worker processes for extraction."),
+def report(
+    cache: Path = typer.Option(..., "--cache", "-c", help="Feature cache holding the questions' videos: the thumbnails, timestamps and N come from it."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write (self-contained: thumbnails and plots inside, no network)."),
+    selections: List[Path] = typer.Option([], "--selections", "-s", help="`hfs select` JSONL file (one selector each). Repeat for several; a selector name found in two files is told apart by the file name."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", "-p", help="`hfs evaluate`'s predictions.jsonl: several selectors, with the teacher's answers (accuracy, ✓/✗ per question)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Training run folder (or a checkpoint in it): its metrics.jsonl curves, each loss term, τ and λ_KL over steps."),
+    bench: Optional[str] = typer.Option(None, "--bench", help="Question texts and options from a benchmark in its published layout: nextqa, videomme, longvideobench, mlvu (with --data)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The benchmark's folder, with --bench."),
+    manifest: List[Path] = typer.Option([], "--manifest", "-m", help="Question texts and options from a manifest (any format `hfs extract` reads). Repeatable."),
+    video_root: Optional[Path] = typer.Option(None, "--video-root", help="Folder relative video paths in --manifest resolve against (as for `hfs extract`)."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="The synthetic task's ground_truth.jsonl: answer-bearing frames shaded, event recall@k per selector."),
+    max_questions: int = typer.Option(50, "--max-questions", min=0, help="Questions that get a section (each holds N thumbnails); the summary counts all."),
+    title: Optional[str] = typer.Option(None, "--title", help="Page title (default: hfs report: frame selections)."),
     verbose: int = VERBOSE,
 ) -> None:
-    """Make a small synthetic video set whose questions are answered by a few frames, and run the
-    pipeline on it on the CPU with tiny models (today: extraction into a cache; printed summary)."""
-    _setup_logging(verbose)
-    from hfs.stages.demo import run
+    """Render one self-contained HTML page: selectors side by side, and per question the N-frame strip
+    with each selector's frames marked, the scores s_i, the answer and the predictions.
 
-    raise typer.Exit(run(out=out, n_videos=videos, workers=workers))
+    Exit status 2: a missing or garbled input (one `error:` line naming the file).
+    """
+    _setup_logging(verbose)
+    from hfs.stages.report import run as run_report
+
+    raise typer.Exit(run_report(
+        cache=cache, out=out, selections=selections, predictions=predictions, run_dir=run, bench=bench, data=data,
+        manifests=manifest, video_root=video_root, truth=truth, max_questions=max_questions, title=title,
+    ))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for everything the demo makes: task/, cache/, teacher/, run/, results/ (report.html), demo.json. A rerun resumes."),
+    videos: int = typer.Option(48, "--videos", min=4, help="Training videos (one question each)."),
+    test_videos: int = typer.Option(24, "--test-videos", min=1, help="Held-out videos (NExT-QA layout) the selectors are scored on."),
+    steps: int = typer.Option(500, "--steps", min=1, help="hfs train optimiser steps (batch 4)."),
+    teacher_steps: int = typer.Option(1000, "--teacher-steps", min=1, help="Steps fitting the tiny teacher to the frames before HFS training (a stand-in for a pretrained video LLM)."),
+    workers: int = typer.Option(2, "--workers", "-j", help="Local Dask worker processes for extraction."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the task, the teacher fit and the training."),
+    set_: List[str] = typer.Option([], "--set", help="Extra training override, section.field=value (as for hfs train), e.g. losses.use_set=false."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per stage."),
+    verbose: int = VERBOSE,
+) -> None:
+    """The whole pipeline on a synthetic task only the right frames answer, with tiny models on the CPU.
+
+    Makes the videos and questions, extracts them, trains HFS, evaluates uniform, random, clip, hfs and
+    hfs-set on held-out questions, and prints event recall@16, answer-bearing frames selected and
+    accuracy per selector, then the path of the HTML report.
+    """
+    _setup_logging(verbose)
+    from hfs.stages.demo import run as run_demo
+
+    raise typer.Exit(run_demo(out=out, n_videos=videos, n_test=test_videos, steps=steps, teacher_steps=teacher_steps,
+                              workers=workers, seed=seed, progress=progress, extra_settings=tuple(set_)))
 
 
 def main() -> None:  # pragma: no cover - console entry point

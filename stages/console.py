@@ -18,6 +18,19 @@ def error(message: str) -> None:
     console.print(Text.assemble(("error:", "bold red"), " ", str(message)), soft_wrap=True)
 
 
+def rank_error(message: str, rank: int | None = None) -> None:
+    """``error`` on the first process of a torchrun job (or of a plain run); the others log the
+    message with their rank (``rank`` default: the ``RANK`` torchrun set)."""
+    import logging
+    import os
+
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    if rank == 0:
+        error(message)
+    else:
+        logging.getLogger("hfs").error("rank %d: %s", rank, message)
+
+
 class ProgressBar:
     """A rich progress bar (count, bar, ETA) that does nothing when not ``enabled``; extra text
     ``fields`` (e.g. ``loss``) are shown after the count and set through ``update``."""

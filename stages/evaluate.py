@@ -12,11 +12,10 @@ N-th question on its own GPU and the first one merges and scores.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from hfs.stages.console import ProgressBar, console, error
+from hfs.stages.console import ProgressBar, console, rank_error
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +29,10 @@ class EvaluateError(RuntimeError):
 def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selectors: Sequence[str] = ("uniform",),
         run_dir: Optional[Path] = None, teacher: Optional[str] = None, preset: Optional[str] = None, k: int = 16,
         subtitles: bool = False, limit: Optional[int] = None, batch_size: int = 4, workers: Optional[int] = None,
-        scheduler: Optional[str] = None, device: str = "auto", seed: int = 0, progress: bool = True) -> int:
-    """Evaluate; returns the exit status (0 done, 2 usage or input error)."""
+        scheduler: Optional[str] = None, device: str = "auto", seed: int = 0, progress: bool = True,
+        truth: Optional[Path] = None) -> int:
+    """Evaluate; returns the exit status (0 done, 2 usage or input error). ``truth``: ground truth
+    of a synthetic task (spans of the answer-bearing frames), shown in the report."""
     from hfs.cache import CacheError
     from hfs.manifests.benchmarks import BenchmarkError
     from hfs.pipeline.distributed import ProcessError, Processes
@@ -46,14 +47,10 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
         procs = Processes(device)
         return _evaluate(procs, bench, Path(data), Path(out), Path(cache) if cache else Path(out) / "cache",
                          list(selectors), run_dir, answering, preset, k, subtitles, limit, batch_size, workers,
-                         scheduler, seed, progress)
+                         scheduler, seed, progress, truth)
     except (EvaluateError, ProcessError, BenchmarkError, CacheError, EncoderError, ModelLoadError, SelectorError,
             FileNotFoundError) as err:
-        rank = procs.rank if procs is not None else int(os.environ.get("RANK", 0))
-        if rank == 0:
-            error(str(err))
-        else:
-            log.error("rank %d: %s", rank, err)
+        rank_error(str(err), procs.rank if procs is not None else None)
         return 2
     finally:
         if procs is not None:
@@ -107,7 +104,7 @@ def extraction_config(cache_dir: Path, preset: Optional[str]):
 
 def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, selectors: list[str], run_dir,
               answering: dict, preset, k: int, subtitles: bool, limit, batch_size: int, workers, scheduler,
-              seed: int, progress: bool) -> int:
+              seed: int, progress: bool, truth=None) -> int:
     from hfs.cache import FeatureCache
     from hfs.cache.format import atomic_write_json
     from hfs.manifests.benchmarks import get_benchmark
@@ -175,7 +172,22 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
     atomic_write_json(out / "scores.json", scores)
     print_scores(scores)
     console.print(f"predictions: {out / 'predictions.jsonl'}   scores: {out / 'scores.json'}")
+    report = write_report(out, cache, data, truth=truth, run_dir=run_dir)
+    if report is not None:
+        console.print(f"report: {report}")
     return 0
+
+
+def write_report(out: Path, cache, data, truth=None, run_dir=None) -> Path | None:
+    """``out/report.html`` (``hfs report``'s page) of this evaluation; a report that cannot be
+    made is a warning, never a failed evaluation."""
+    from hfs.pipeline.report import ReportError, write_evaluation_report
+
+    try:
+        return write_evaluation_report(out, cache, data, truth=truth, run=run_dir).path
+    except ReportError as err:
+        log.warning("no report: %s", err)
+        return None
 
 
 def print_scores(scores: dict) -> None:

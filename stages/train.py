@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from hfs.pipeline.distributed import Processes, ProcessError
-from hfs.stages.console import ProgressBar, console, error
+from hfs.stages.console import ProgressBar, console, rank_error
 from hfs.stages.options import TEACHER_ALIASES, materialise_models, teacher_choice, teacher_model_name
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,7 @@ def run(
         procs = Processes(device)
         return _train(procs, cfg, checkpoint, Path(cache), [Path(d) for d in data], Path(out), video_root, progress)
     except (TrainError, ProcessError, ConfigError, CacheError, ManifestError, ModelLoadError, FileNotFoundError) as err:
-        rank = procs.rank if procs is not None else int(os.environ.get("RANK", 0))
-        if rank == 0:
-            error(str(err))
-        else:
-            log.error("rank %d: %s", rank, err)
+        rank_error(str(err), procs.rank if procs is not None else None)
         return 2
     finally:
         if procs is not None:

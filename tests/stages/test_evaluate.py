@@ -22,7 +22,7 @@ from hfs.stages.cli import app
 
 from benchmark_layouts import LAYOUTS, Layout, write_layout
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("evaluate")]  # its fixtures are built once, on one worker; other modules run beside it
 
 SELECTORS = ["uniform", "random", "clip", "hfs", "hfs-set"]
 K = 4

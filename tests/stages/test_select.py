@@ -15,7 +15,7 @@ from hfs.stages.cli import app
 from benchmark_layouts import Layout, write_layout
 from colour_task import N_FRAMES
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("select")]  # its fixtures are built once, on one worker; other modules run beside it
 
 SELECTORS = ["uniform", "random", "clip", "hfs", "hfs-set"]
 FIELDS = ["sample_id", "video_id", "selector", "k", "indices", "timestamps_s", "scores"]

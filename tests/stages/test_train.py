@@ -21,7 +21,7 @@ from hfs.stages.train import TIMING_KEYS
 
 from colour_task import colour_records, extract, llava_record, write_colour_videos
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("train")]  # its fixtures are built once, on one worker; other modules run beside it
 
 
 def train(args: list[str], expect: int = 0) -> str:

@@ -1,0 +1,81 @@
+"""`hfs demo` reduced to a few videos and steps: it runs end to end, prints the table, writes
+the report, and the trained selector finds more answer-bearing frames than at initialisation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hfs.stages.cli import app
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("demo")]  # its fixtures are built once, on one worker; other modules run beside it
+
+REDUCED = ["--videos", "16", "--test-videos", "8", "--steps", "150", "--teacher-steps", "300", "--workers", "0",
+           "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    res = CliRunner().invoke(app, ["demo", "--out", str(out), *REDUCED], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return out, res.output
+
+
+def flat(text: str) -> str:
+    """``text`` with every run of whitespace one space (rich wraps lines at the console's width)."""
+    return " ".join(text.split())
+
+
+def test_the_demo_prints_the_table_and_writes_the_report(demo):
+    out, output = demo
+    output = flat(output)
+    for column in ("event recall@16", "accuracy"):
+        assert column in output
+    summary = json.loads((out / "demo.json").read_text())
+    assert [r["selector"] for r in summary["selectors"]] == ["uniform", "random", "clip", "hfs", "hfs-set"]
+    assert all(r["questions"] == 8 for r in summary["selectors"])
+    assert flat(summary["goal"]) in output and "met" in summary["goal"]
+    assert set(summary["timings_s"]) == {"task", "extract", "teacher", "train", "evaluate"}
+    report = out / "results" / "report.html"
+    assert report.is_file() and str(report) in output.replace(" ", "")
+    assert report.read_text().count('<section class="question"') == 8
+
+
+def test_a_rerun_resumes_and_redoes_nothing(demo):
+    out, _ = demo
+    before = (out / "results" / "predictions.jsonl").read_text()
+    res = CliRunner().invoke(app, ["demo", "--out", str(out), *REDUCED], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "trained 0 steps" in res.output
+    assert (out / "results" / "predictions.jsonl").read_text() == before
+
+
+def test_training_raises_hfs_event_recall_above_its_initialisation(demo):
+    """The same seed before and after training: the learned selector finds more answer-bearing frames."""
+    from hfs.cache import FeatureCache
+    from hfs.manifests.benchmarks import get_benchmark
+    from hfs.pipeline.config import RunConfig
+    from hfs.pipeline.evaluate import query_of
+    from hfs.pipeline.model import HFSModel
+    from hfs.pipeline.selectors import SelectorContext, get_selector
+    from hfs.pipeline.synthetic_task import event_recall, read_ground_truth
+
+    out, _ = demo
+    cfg = RunConfig.from_dict(json.loads((out / "run" / "config.json").read_text()))
+    torch.manual_seed(cfg.train.seed)  # what hfs train does before building the model
+    HFSModel.build(cfg.model, device="cpu").save(out / "init")
+    cache = FeatureCache(out / "cache")
+    test = get_benchmark("nextqa").read(out / "task" / "test")
+    truth = read_ground_truth(out / "task" / "test" / "ground_truth.jsonl")
+    recall = {}
+    for name, run in (("init", out / "init"), ("trained", out / "run")):
+        ctx = SelectorContext(k=16, run=run, cache_config=cache.config, cache=cache)
+        chosen = {s.sample_id: get_selector("hfs")(query_of(s, cache), ctx).indices for s in test.samples}
+        recall[name] = event_recall(chosen, truth)
+    assert recall["trained"].recall > recall["init"].recall, recall
+    assert recall["trained"].mean_hits > recall["init"].mean_hits + 0.5, recall

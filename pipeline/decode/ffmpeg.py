@@ -242,15 +242,24 @@ def probe(path: str | Path) -> VideoInfo:
 # --------------------------------------------------------------------------
 
 
+def _any_of(terms: Sequence[str]) -> str:
+    """The sum of ``terms`` as a balanced tree of parenthesised halves: libavutil's expression
+    parser recurses once per ``+`` of a flat chain and gives up after about 100 ("Cannot
+    allocate memory"), so 128 wanted frames failed; the tree's depth is log2 of the count."""
+    if len(terms) <= 8:
+        return "+".join(terms)
+    half = len(terms) // 2
+    return f"({_any_of(terms[:half])})+({_any_of(terms[half:])})"
+
+
 def _select_expression(frame_times: Sequence[float], half_width: float) -> str:
     """`select` expression true for frames within `half_width` s of any of `frame_times` (seconds)."""
-    terms = [f"between(t\\,{t - half_width:.9f}\\,{t + half_width:.9f})" for t in frame_times]
-    return "+".join(terms)
+    return _any_of([f"between(t\\,{t - half_width:.9f}\\,{t + half_width:.9f})" for t in frame_times])
 
 
 def _select_by_number(frame_numbers: Sequence[int]) -> str:
     """`select` expression true for the given frame numbers (streams without timestamps)."""
-    return "+".join(f"eq(n\\,{k})" for k in frame_numbers)
+    return _any_of([f"eq(n\\,{k})" for k in frame_numbers])
 
 
 def _showinfo_times(stderr: str) -> list[float]:

@@ -324,6 +324,21 @@ def test_ffmpeg_and_pyav_give_the_same_frames(cfr_video):
     assert np.abs(np.stack(a.frames).astype(np.int16) - np.stack(b.frames)).mean() < 3
 
 
+def test_ffmpeg_backend_takes_128_distinct_frames(long_gop_video):
+    """The paper's N = 128 distinct frames through the fallback: a flat `+` chain of 128 select
+    terms was more than ffmpeg's expression parser takes ("Cannot allocate memory")."""
+    result = decode_frames(long_gop_video.path, n=128, backend="ffmpeg")
+    assert result.backend == "ffmpeg" and len(set(result.frame_ids)) == 128
+    assert [read_frame_index(f) for f in result.frames] == [long_gop_video.expected_index(t) for t in result.timestamps]
+    expression = ffmpeg_backend._select_by_number(list(range(1000)))
+    depth = deepest = 0
+    for c in expression:
+        depth += (c == "(") - (c == ")")
+        deepest = max(deepest, depth)
+    assert deepest <= 9 and expression.count("+") == 999  # log2(1000 / 8) + 1 for eq(...), not 1000
+    assert all(f"eq(n\\,{k})" in expression for k in (0, 500, 999))
+
+
 def test_auto_falls_back_to_ffmpeg_when_pyav_cannot_open(cfr_video, monkeypatch, caplog):
     def refuse(path, threaded=True):
         raise DecodeError("cannot open: simulated PyAV failure")

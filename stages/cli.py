@@ -132,7 +132,20 @@ def train(
     ))
 
 
-SELECTORS_HELP = "Frame selector: uniform, random, clip, hfs (a trained run, the paper's top-k of s_i), hfs-set (greedy F, needs a run)."
+def _registered(kind: str) -> str:
+    """The names in a registry, for --help (both registries import no torch)."""
+    if kind == "selectors":
+        from hfs.pipeline.selectors import list_selectors, selector_needs_run
+
+        return ", ".join(f"{name} (needs --run)" if selector_needs_run(name) else name for name in list_selectors())
+    from hfs.manifests.benchmarks import list_benchmarks
+
+    return ", ".join(list_benchmarks())
+
+
+SELECTORS_HELP = (f"Frame selector: {_registered('selectors')}. hfs is the paper's top-k of s_i, hfs-set greedy F (Eq. 15) "
+                  "on the same scores.")
+BENCHMARKS = _registered("benchmarks")
 
 
 @app.command()
@@ -141,7 +154,7 @@ def select(
     out: Path = typer.Option(..., "--out", "-o", help="JSONL file: one line per question with the chosen frame indices, their timestamps and the scores (layout in the README)."),
     selector: str = typer.Option(..., "--selector", "-s", help=SELECTORS_HELP),
     manifest: List[Path] = typer.Option([], "--manifest", "-m", help="Questions from a manifest (any format `hfs extract` reads). Repeatable. Or use --bench/--data."),
-    bench: Optional[str] = typer.Option(None, "--bench", help="Questions from a benchmark in its published layout: nextqa, videomme, longvideobench, mlvu."),
+    bench: Optional[str] = typer.Option(None, "--bench", help=f"Questions from a benchmark in its published layout: {BENCHMARKS}."),
     data: Optional[Path] = typer.Option(None, "--data", help="The benchmark's folder, with --bench."),
     run: Optional[Path] = typer.Option(None, "--run", help="Trained run (folder, checkpoint or saved model) for hfs / hfs-set."),
     k: int = typer.Option(16, "--k", min=1, help="Frames to select per question (paper: 16 of 128)."),
@@ -162,7 +175,7 @@ def select(
 
 @app.command()
 def evaluate(
-    bench: str = typer.Option(..., "--bench", help="Benchmark: nextqa, videomme, longvideobench, mlvu (read from its published files)."),
+    bench: str = typer.Option(..., "--bench", help=f"Benchmark: {BENCHMARKS} (read from its published files)."),
     data: Path = typer.Option(..., "--data", help="The benchmark's folder as downloaded and unpacked (layouts in the README)."),
     out: Path = typer.Option(..., "--out", "-o", help="Results folder: predictions.jsonl, scores.json (and cache/ unless --cache)."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Feature cache to use and extend with the benchmark's videos (default: OUT/cache)."),
@@ -214,7 +227,7 @@ def report(
     selections: List[Path] = typer.Option([], "--selections", "-s", help="`hfs select` JSONL file (one selector each). Repeat for several; a selector name found in two files is told apart by the file name."),
     predictions: Optional[Path] = typer.Option(None, "--predictions", "-p", help="`hfs evaluate`'s predictions.jsonl: several selectors, with the teacher's answers (accuracy, ✓/✗ per question)."),
     run: Optional[Path] = typer.Option(None, "--run", help="Training run folder (or a checkpoint in it): its metrics.jsonl curves, each loss term, τ and λ_KL over steps."),
-    bench: Optional[str] = typer.Option(None, "--bench", help="Question texts and options from a benchmark in its published layout: nextqa, videomme, longvideobench, mlvu (with --data)."),
+    bench: Optional[str] = typer.Option(None, "--bench", help=f"Question texts and options from a benchmark in its published layout: {BENCHMARKS} (with --data)."),
     data: Optional[Path] = typer.Option(None, "--data", help="The benchmark's folder, with --bench."),
     manifest: List[Path] = typer.Option([], "--manifest", "-m", help="Question texts and options from a manifest (any format `hfs extract` reads). Repeatable."),
     video_root: Optional[Path] = typer.Option(None, "--video-root", help="Folder relative video paths in --manifest resolve against (as for `hfs extract`)."),

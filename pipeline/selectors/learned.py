@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-
 from hfs.pipeline.selectors import Choice, Query, SelectorContext, register_selector
 
 
-def student_scores(query: Query, ctx: SelectorContext) -> torch.Tensor:
-    """s_i of the run's student for one question (Eqs. 1–9) → ``[N]`` float32 on the CPU."""
+def student_scores(query: Query, ctx: SelectorContext):
+    """s_i of the run's student for one question (Eqs. 1–9) → ``[N]`` float32 tensor on the CPU."""
+    import torch  # here, so that listing the selectors (``hfs --help``) does not load torch
+
     model = ctx.model
     features = torch.from_numpy(query.features).to(model.device)
     selection = model.select(features, query.question, list(query.options), k=ctx.k)
@@ -27,6 +27,8 @@ def hfs(query: Query, ctx: SelectorContext) -> Choice:
 def hfs_set(query: Query, ctx: SelectorContext) -> Choice:
     """Greedy maximisation of F (Eq. 15) over hard masks on the student's s_i, with the run's
     set-objective config (weights, τ_c, γ, time unit, terms)."""
+    import torch
+
     from hfs.pipeline.set_objective import greedy_set_selection, kernel_times
 
     s = student_scores(query, ctx)

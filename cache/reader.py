@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hfs.cache.format import PLAN_FILE, CacheError, h5_path, read_json
+from hfs.cache.format import PLAN_FILE, CacheError, h5_path
 from hfs.cache.index import ShardIndex, consolidate_index, load_index, read_index
 from hfs.cache.plan import read_config
 
@@ -68,9 +68,11 @@ class FeatureCache:
         return self._idx.to_table()
 
     @property
-    def plan(self) -> dict:
-        """The parsed `plan.json` (every planned video: large; read on each access, not kept)."""
-        return read_json(self.path / PLAN_FILE)
+    def plan(self):
+        """The extraction plan (`cache.plan.Plan`: config and shard → videos), read on each access."""
+        from hfs.cache.plan import load_plan
+
+        return load_plan(self.path)
 
     # -- index ---------------------------------------------------------------
     def __contains__(self, video_id: object) -> bool:

@@ -32,6 +32,10 @@ batch 1, which is what the breakdown is for.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the hfs command line sets it (stages/cli.py), before torch loads
+
 import argparse
 import contextlib
 import logging

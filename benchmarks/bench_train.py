@@ -26,6 +26,10 @@ within one 80 GB GPU.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the hfs command line sets it (stages/cli.py), before torch loads
+
 import argparse
 import contextlib
 import json

@@ -162,6 +162,18 @@ class FeatureCache:
             return [row[j].tobytes() for j in indices]
         return [ds[i, j].tobytes() for j in indices]
 
+    def packed_frames(self, video_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """All F teacher JPEGs of a video in one buffer: (bytes uint8 [total], offsets int64 [F + 1]);
+        frame j is ``bytes[offsets[j]:offsets[j + 1]]``. One read and one copy: what a training
+        DataLoader worker sends (one array crosses to the training process, not F)."""
+        f, i = self._locate(video_id)
+        if "frames" not in f:
+            raise CacheError(f"{self.path}: extracted with --frames none; no teacher frames stored")
+        row = f["frames"][i]
+        offsets = np.zeros(len(row) + 1, dtype=np.int64)
+        np.cumsum([len(x) for x in row], out=offsets[1:])
+        return np.concatenate(row), offsets
+
     def batch_features(self, video_ids: Sequence[str]) -> np.ndarray:
         """Features of several videos, [B, F, D] float16."""
         return np.stack([self.features(v) for v in video_ids])

@@ -8,8 +8,8 @@ counted by reason in a ``SkipReport`` (printed at start, saved in the run folder
 ``QADataset`` holds the kept samples as Arrow columns (no Python object per sample, so
 forked DataLoader workers share them without copying) and opens the cache lazily in each
 process. An item carries the cached features, timestamps and the JPEG bytes of all N
-frames: which k the teacher sees depends on the step's own selection, so the step decodes
-only those (``frames.decode_jpegs``), on its own device.
+frames (in one buffer, ``PackedJpegs``): which k the teacher sees depends on the step's own
+selection, so the step decodes only those (``frames.decode_jpegs``), on its own device.
 
 ``StepSampler`` yields micro-batches as a pure function of (seed, optimiser step): epoch e
 visits the samples in the order ``permutation(seed, e)``, optimiser step s of the epoch takes
@@ -48,6 +48,7 @@ __all__ = [
     "collate",
     "StepSampler",
     "noise_seed",
+    "PackedJpegs",
 ]
 
 MISSING_VIDEO = "video not in the cache"
@@ -169,12 +170,27 @@ class QADataset(torch.utils.data.Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         row = {name: self.samples.column(name)[index].as_py() for name in self.samples.column_names}
         vid = row["video_id"]
-        features = self.cache.features(vid)
-        row["features"] = features
+        row["features"] = self.cache.features(vid)
         row["timestamps"] = self.cache.timestamps(vid)
-        row["frames"] = self.cache.frames(vid, range(features.shape[0]))
+        row["frames"] = PackedJpegs(*(torch.from_numpy(a) for a in self.cache.packed_frames(vid)))
         row["noise_seed"] = seed
         return row
+
+
+@dataclass
+class PackedJpegs:
+    """A video's N JPEGs in one uint8 tensor: a sequence whose item j is the bytes of frame j
+    (a view). Two tensors cross from a DataLoader worker through shared memory instead of N
+    pickled arrays."""
+
+    data: torch.Tensor  # uint8 [total bytes]
+    offsets: torch.Tensor  # int64 [N + 1]
+
+    def __len__(self) -> int:
+        return self.offsets.numel() - 1
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        return self.data[int(self.offsets[j]):int(self.offsets[j + 1])]
 
 
 @dataclass

@@ -450,3 +450,15 @@ def test_reads_stay_right_while_shards_are_added(tmp_path):
     assert not any(v in cache for v in new)
     _assert_reads(cache, expected)
     assert all((v in FeatureCache(tmp_path)) == (r.status == "ok") for v, r in new.items())
+
+
+def test_packed_frames_hold_every_frame_in_order(tmp_path):
+    _, expected = _make_cache(tmp_path, n_videos=8)
+    cache = FeatureCache(tmp_path)
+    for vid, result in expected.items():
+        if result.status != "ok":
+            continue
+        data, offsets = cache.packed_frames(vid)
+        assert data.dtype == np.uint8 and offsets.tolist()[0] == 0 and len(offsets) == F + 1
+        assert [data[offsets[j]:offsets[j + 1]].tobytes() for j in range(F)] == list(result.frames)
+        assert [data[offsets[j]:offsets[j + 1]].tobytes() for j in (3, 0)] == cache.frames(vid, [3, 0])

@@ -176,6 +176,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         if not f.is_file():
             raise TrainError(f"--data {f}: no such file")
     samples, skipped = training_samples(data, feature_cache, video_root)
+    if procs.main:
+        print_skip_report(skipped, data)
     if samples.num_rows < train.batch_size:
         raise TrainError(f"{samples.num_rows} trainable samples (of {samples.num_rows + skipped.skipped} read), fewer than "
                          f"one batch of train.batch_size={train.batch_size}; see the skip counts above")
@@ -183,10 +185,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     total_steps = train.max_steps if train.max_steps is not None else steps_per_epoch * train.epochs
     if procs.main:
         out.mkdir(parents=True, exist_ok=True)
-        print_skip_report(skipped, data)
         atomic_write_json(out / DATA_FILE, {"data": [str(d) for d in data], "cache": str(cache_dir), **skipped.to_dict()})
-        if checkpoint is None:
-            atomic_write_json(out / CONFIG_FILE, cfg.to_dict())
+        atomic_write_json(out / CONFIG_FILE, cfg.to_dict())  # on resume: with the new max_steps, epochs, ...
 
     # -- model and optimiser -------------------------------------------------------------------
     torch.manual_seed(train.seed)  # the fresh adapters and heads: the same in every process
@@ -293,8 +293,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
             optimizer.zero_grad(set_to_none=True)
 
             keys = sorted(sums)
-            means = dict(zip(keys, procs.mean([sums[k] for k in keys])))
-            wait = procs.mean([data_wait])[0]
+            *values, wait = procs.mean([sums[k] for k in keys] + [data_wait])  # one all-reduce
+            means = dict(zip(keys, values))
             elapsed = time.perf_counter() - t_step
             if procs.main:
                 record = {

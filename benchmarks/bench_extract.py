@@ -316,8 +316,9 @@ def plan_step(step: str, manifests: list[str], cache: str) -> dict:
     from hfs.manifests import read_manifests
 
     t0 = time.perf_counter()
-    m = read_manifests(manifests)
-    out = {"step": step, "records": len(m.samples), "videos": len(m.videos), "read_s": round(time.perf_counter() - t0, 2)}
+    m = read_manifests(manifests, samples=False)  # as `hfs extract` reads: the videos, no QA samples
+    out = {"step": step, "records": len(m.videos) + len(m.bad), "videos": len(m.videos),
+           "read_s": round(time.perf_counter() - t0, 2)}
     if step != "read":
         before = _plan_files(Path(cache))
         head = Path(cache, "plan-shards.jsonl").read_bytes()[:1 << 20] if before.get("plan-shards.jsonl") else b""

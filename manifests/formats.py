@@ -20,6 +20,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from hfs.manifests.records import ANSWER_MISMATCH, UNREADABLE, QASample, VideoItem, make_video_id
@@ -62,9 +63,9 @@ class RecordContext:
     line: int
     root: str
 
-    @property
+    @cached_property
     def source(self) -> str:
-        """The record's location as "file:line"."""
+        """The record's location as "file:line" (one string per record, shared by its clip and samples)."""
         return f"{self.file}:{self.line}"
 
     def sample_id(self, record_id: str | None, turn: int, n_turns: int) -> str:

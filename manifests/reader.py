@@ -9,11 +9,18 @@ a `BadRecord("file", line, reason)` a user can jump to, never a traceback.
 
 The same clip (same key as written, same window) named twice, in one file or
 across files, is one `VideoItem`; its samples all point to its `video_id`.
+
+JSON Lines are streamed from the file a line at a time (after a pass that
+checks the file is UTF-8), so memory grows with what is kept, not with the
+file; JSON lists and objects are read whole. `samples=False` keeps the
+videos and bad records only (what extraction needs).
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -194,7 +201,21 @@ def _second_line_is_object(text: str, pos: int) -> bool:
 
 def _iter_jsonl(text: str) -> Iterator[Item]:
     """One JSON value per non-blank line; lines are split on "\\n" only, as editors count them."""
-    for number, raw in enumerate(text.split("\n"), start=1):
+    return _iter_jsonl_lines(_text_lines(text))
+
+
+def _text_lines(text: str) -> Iterator[str]:
+    """The lines of `text` split on "\\n", as `text.split("\\n")` gives them, without building the list."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:]
+
+
+def _iter_jsonl_lines(lines: Iterable[str]) -> Iterator[Item]:
+    """One JSON value per non-blank line of `lines` (the first is line 1)."""
+    for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
             continue
@@ -202,6 +223,69 @@ def _iter_jsonl(text: str) -> Iterator[Item]:
             yield number, json.loads(line), None
         except json.JSONDecodeError as exc:
             yield number, None, f"not valid JSON ({exc.msg}, column {exc.colno})"
+
+
+def _is_blank(line: str) -> bool:
+    """Whether `line` is JSON whitespace only (what `_skip_ws` skips)."""
+    return _skip_ws(line, 0) == len(line)
+
+
+def iter_file_records(file: str, is_record=None) -> Iterator[Item]:
+    """`iter_records` of a manifest file, streaming it when it is JSON Lines.
+
+    The file is first checked to be UTF-8 (ManifestError naming the byte
+    otherwise, before any record is read). JSON Lines (told as `iter_records`
+    tells them, from the first record's line and the next non-blank line) are
+    then decoded a line at a time; anything else (a JSON list, one JSON
+    object, a first record spanning lines) is read whole and given to
+    `iter_records`, so both give the same items.
+    """
+    _check_utf8(file)
+    try:
+        with open(file, encoding="utf-8-sig") as handle:
+            # universal newlines, as `_read_text`: the lines are those of its text split on "\n"
+            head: list[str] = []
+            for raw in handle:
+                head.append(raw)
+                if not _is_blank(raw):
+                    break
+            if _streams_as_jsonl(head, handle):
+                yield from _iter_jsonl_lines(itertools.chain(head, handle))
+                return
+    except OSError as exc:
+        raise ManifestError(f"{file}: cannot read manifest: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # changed since it was checked
+        raise ManifestError(f"{file}: manifest is not UTF-8 text ({exc.reason})") from None
+    yield from iter_records(_read_text(file), is_record)
+
+
+def _streams_as_jsonl(head: list[str], handle) -> bool:
+    """Whether the file whose lines up to its first non-blank one are `head` is JSON Lines.
+
+    Reads (and appends to `head`) up to the next non-blank line when the first
+    one holds a whole JSON object: more content after it means JSON Lines, as
+    in `_iter_object_or_lines`. False when the whole text must decide (a list,
+    a first object that does not end on its line, or a lone object).
+    """
+    if not head or _is_blank(head[-1]):
+        return False  # empty or blank: nothing to stream
+    first = head[-1]
+    pos = _skip_ws(first, 0)
+    if first[pos] == "[":
+        return False
+    if first[pos] != "{":
+        return True
+    try:
+        _, end = _DECODER.raw_decode(first, pos)
+    except json.JSONDecodeError:
+        return False
+    if _skip_ws(first, end) < len(first):
+        return True
+    for raw in handle:
+        head.append(raw)
+        if not _is_blank(raw):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------
@@ -217,9 +301,10 @@ def _json_type(value: Any) -> str:
 class _ManifestBuilder:
     """Accumulates records from one or more files into one deduplicated Manifest."""
 
-    def __init__(self, video_root: str | os.PathLike | None, strict: bool, fmt: str | None):
+    def __init__(self, video_root: str | os.PathLike | None, strict: bool, fmt: str | None, samples: bool = True):
         self.video_root = os.path.abspath(os.fspath(video_root)) if video_root is not None else None
         self.strict = strict
+        self.keep_samples = samples
         self.forced: ManifestFormat | None = None
         if fmt is not None:
             try:
@@ -235,13 +320,13 @@ class _ManifestBuilder:
         """Read every record of one manifest file."""
         file = os.fspath(path)
         root = self.video_root or os.path.dirname(os.path.abspath(file))
-        text = _read_text(file)
-        n_before = (len(self.manifest.samples), len(self.manifest.bad))
-        for line, value, error in iter_records(text, self._is_record):
+        kept = self.manifest.samples if self.keep_samples else self.manifest.videos
+        n_before = (len(kept), len(self.manifest.bad))
+        for line, value, error in iter_file_records(file, self._is_record):
             self._add_record(RecordContext(file, line, root), value, error)
         logger.info(
-            "%s: %d samples, %d bad records", file,
-            len(self.manifest.samples) - n_before[0], len(self.manifest.bad) - n_before[1],
+            "%s: %d %s, %d bad records", file, len(kept) - n_before[0],
+            "samples" if self.keep_samples else "new videos", len(self.manifest.bad) - n_before[1],
         )
 
     def _is_record(self, obj: Any) -> bool:
@@ -265,8 +350,9 @@ class _ManifestBuilder:
             return self._bad(ctx, str(exc), exc.kind)
         if video is not None and not self._add_video(video, ctx):
             return
-        for sample in samples:
-            self._add_sample(sample, ctx)
+        if self.keep_samples:
+            for sample in samples:
+                self._add_sample(sample, ctx)
 
     def _add_video(self, video: VideoItem, ctx: RecordContext) -> bool:
         """Keep the first VideoItem of each id; False (and a bad record) on a path conflict."""
@@ -322,11 +408,43 @@ def _read_text(file: str) -> str:
         raise ManifestError(f"{file}: manifest is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
 
 
+_CHUNK = 1 << 16  # bytes the UTF-8 check reads at a time
+
+
+def _check_utf8(file: str) -> None:
+    """ManifestError unless the file is UTF-8 (BOM tolerated), with the message `_read_text` gives.
+
+    Reads the file in chunks and keeps none of it; the byte named is counted
+    as `_read_text`'s decoder counts it (after a BOM).
+    """
+    try:
+        with open(file, "rb") as handle:
+            data = handle.read(_CHUNK)
+            if data.startswith(codecs.BOM_UTF8):
+                data = data[len(codecs.BOM_UTF8):]
+            offset = 0  # of data[0] in the text after the BOM
+            while True:
+                more = handle.read(_CHUNK)
+                try:
+                    _, used = codecs.utf_8_decode(data, "strict", not more)
+                except UnicodeDecodeError as exc:
+                    raise ManifestError(
+                        f"{file}: manifest is not UTF-8 text (byte {offset + exc.start}: {exc.reason})") from None
+                if not more:
+                    return
+                offset += used
+                data = data[used:] + more
+    except OSError as exc:
+        raise ManifestError(f"{file}: cannot read manifest: {exc.strerror or exc}") from None
+
+
 def read_manifests(
     paths: Iterable[str | os.PathLike] | str | os.PathLike,
     video_root: str | os.PathLike | None = None,
     strict: bool = False,
     fmt: str | None = None,
+    *,
+    samples: bool = True,
 ) -> Manifest:
     """Read and merge manifest files into one Manifest.
 
@@ -335,10 +453,15 @@ def read_manifests(
     per record). Bad records are skipped and listed in `Manifest.bad`, or raise
     `ManifestError("file:line: reason")` with `strict=True`. A missing or
     unreadable file always raises ManifestError.
+
+    `samples=False` reads the videos only: every record is parsed and checked
+    as with samples (the same videos, ids and bad records) but no `QASample`
+    is kept, and `Manifest.samples` is empty. That is all extraction needs,
+    and far less memory on a large manifest.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    builder = _ManifestBuilder(video_root, strict, fmt)
+    builder = _ManifestBuilder(video_root, strict, fmt, samples)
     for path in paths:
         builder.add_file(path)
     return builder.finish()
@@ -349,6 +472,8 @@ def read_manifest(
     video_root: str | os.PathLike | None = None,
     strict: bool = False,
     fmt: str | None = None,
+    *,
+    samples: bool = True,
 ) -> Manifest:
     """Read one manifest file; see `read_manifests`."""
-    return read_manifests([path], video_root=video_root, strict=strict, fmt=fmt)
+    return read_manifests([path], video_root=video_root, strict=strict, fmt=fmt, samples=samples)

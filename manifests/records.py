@@ -33,7 +33,7 @@ def make_video_id(key: str, start: float | None = None, end: float | None = None
     return f"{stem}-{digest}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VideoItem:
     """One clip to decode: a file and an optional time window (seconds)."""
 
@@ -45,7 +45,7 @@ class VideoItem:
     source: str = ""  # "file:line" of the first manifest record that named it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QASample:
     """One question about one clip.
 
@@ -72,7 +72,7 @@ ANSWER_MISMATCH = "answer matches no option"
 """`BadRecord.kind` of a multiple-choice answer that names none of the options."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BadRecord:
     """A manifest line or record that was skipped, and why."""
 

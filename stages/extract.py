@@ -114,7 +114,7 @@ def run(manifests: Sequence[Path], out: Path, video_root: Optional[Path] = None,
         return 2
     try:
         manifest = read_manifests([str(m) for m in manifests], video_root=str(video_root) if video_root else None,
-                                  strict=strict)
+                                  strict=strict, samples=False)  # extraction needs the videos only
     except ManifestError as e:
         error(str(e))
         return 2

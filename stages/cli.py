@@ -119,8 +119,9 @@ def train(
 ) -> None:
     """Stage 2: train the student and the teacher together from the cache (paper Eq. 21).
 
-    One process per GPU: `torchrun --nproc-per-node N -m hfs.stages.cli train ...` (same options). Every
-    paper default can be changed with --config or --set; the resolved config is saved in --out.
+    Every paper default can be changed with --config or --set; the resolved config is saved in --out.
+
+    One process per GPU: `torchrun --nproc-per-node N -m hfs.stages.cli train ...` (same options).
     """
     _setup_logging(verbose)
     from hfs.stages.train import run
@@ -180,7 +181,7 @@ def evaluate(
     out: Path = typer.Option(..., "--out", "-o", help="Results folder: predictions.jsonl, scores.json (and cache/ unless --cache)."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Feature cache to use and extend with the benchmark's videos (default: OUT/cache)."),
     selector: List[str] = typer.Option(["uniform"], "--selector", "-s", help=SELECTORS_HELP + " Repeat to compare several."),
-    run: Optional[Path] = typer.Option(None, "--run", help="Trained run: its student for hfs / hfs-set and its LoRA-tuned teacher answers (unless --teacher)."),
+    run: Optional[Path] = typer.Option(None, "--run", "--run-dir", help="Trained run: its student for hfs / hfs-set and its LoRA-tuned teacher answers (unless --teacher). Under torchrun write --run-dir: torchrun takes --run for its own --run-path."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Base teacher that answers: qwen2.5-vl, internvl3, or a Hugging Face id / local folder (default: the run's tuned teacher, else qwen2.5-vl)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="`tiny`: tiny random teacher and CLIP built offline, for smoke runs on the CPU."),
     k: int = typer.Option(16, "--k", min=1, help="Frames the teacher sees per question (paper: 16 of 128)."),

@@ -350,6 +350,28 @@ def test_a_killed_evaluation_resumes_to_the_predictions_of_an_uninterrupted_run(
     assert scores["selectors"] == reference.scores["selectors"]
 
 
+def test_two_processes_answer_their_shares_and_the_first_merges(evaluations, hfs_run, tmp_path):
+    """`torchrun --nproc-per-node 2` on the CPU (gloo): the same predictions and scores as one process."""
+    reference = evaluations.get("nextqa", "parquet")
+    out = tmp_path / "out"
+    args = evaluate_args(reference.layout, out, hfs_run, "--cache", str(reference.out / "cache"))
+    args[args.index("--run")] = "--run-dir"  # torchrun's own argparse would take --run for its --run-path
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "hfs.stages.cli", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert not list(out.glob("predictions.rank-*.jsonl")), "the per-process files were not merged"
+    records = read_jsonl(out / "predictions.jsonl")
+    merged, single = comparable(records), comparable(reference.records)
+    assert merged.keys() == single.keys() and len(records) == len(merged)
+    for key, r in single.items():
+        for field in ("prediction", "indices", "timestamps_s", "frame_scores"):
+            assert merged[key][field] == r[field], (key, field)
+        assert merged[key]["option_logits"] == pytest.approx(r["option_logits"], abs=1e-4)
+    assert json.loads((out / "scores.json").read_text())["selectors"] == reference.scores["selectors"]
+
+
 # --------------------------------------------------------------------------- refusals
 
 

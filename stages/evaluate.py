@@ -42,8 +42,9 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
 
     procs = None
     try:
-        answering = _answering_model(run_dir, teacher, preset)
+        _check_benchmark(bench, data, subtitles)
         _check_selectors(selectors, run_dir)
+        answering = _answering_model(run_dir, teacher, preset)
         procs = Processes(device)
         return _evaluate(procs, bench, Path(data), Path(out), Path(cache) if cache else Path(out) / "cache",
                          list(selectors), run_dir, answering, preset, k, subtitles, limit, batch_size, workers,
@@ -55,6 +56,20 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
     finally:
         if procs is not None:
             procs.close()
+
+
+def _check_benchmark(bench: str, data_dir: Path, subtitles: bool) -> None:
+    """The benchmark's name, folder and settings, checked before any model is looked for."""
+    from hfs.manifests.benchmarks import get_benchmark
+
+    try:
+        get_benchmark(bench)
+    except KeyError as err:
+        raise EvaluateError(f"--bench: {err.args[0]}") from None
+    if not Path(data_dir).is_dir():
+        raise EvaluateError(f"--data {data_dir}: no such folder (the benchmark's files as published)")
+    if subtitles and bench not in SUBTITLE_BENCHMARKS:
+        raise EvaluateError(f"--subtitles: {bench} has no subtitles (only {', '.join(SUBTITLE_BENCHMARKS)} do)")
 
 
 def _check_selectors(selectors: Sequence[str], run_dir) -> None:
@@ -77,13 +92,13 @@ def _answering_model(run_dir, teacher: Optional[str], preset: Optional[str]) -> 
     model_dir = run_model_dir(run_dir) if run_dir is not None else None
     if model_dir is not None:
         cfg = read_saved_config(model_dir)
-        materialise_models(cfg.student.name_or_path, teacher_model_name(cfg.teacher))
+        materialise_models(student=cfg.student.name_or_path, teacher=teacher_model_name(cfg.teacher))
     if teacher is not None or model_dir is None:
         kind, name = teacher_choice(teacher or "qwen2.5-vl", preset)
         from hfs.pipeline.teachers.base import teacher_class
 
         name = name or teacher_class(kind).default_model
-        materialise_models(name, what="--teacher")
+        materialise_models(teacher=name)
         return {"source": "base", "kind": kind, "name": name, "model_dir": model_dir}
     return {"source": "run", "model_dir": model_dir}
 
@@ -114,16 +129,9 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
     from hfs.pipeline.selectors import SelectorContext
     from hfs.pipeline.teachers import load_teacher
 
-    if not data_dir.is_dir():
-        raise EvaluateError(f"--data {data_dir}: no such folder (the benchmark's files as published)")
-    try:
-        benchmark = get_benchmark(bench)
-    except KeyError as err:
-        raise EvaluateError(f"--bench: {err.args[0]}") from None
+    benchmark = get_benchmark(bench)
     data = benchmark.read(data_dir)
     samples = data.samples[:limit] if limit else list(data.samples)
-    if subtitles and bench not in SUBTITLE_BENCHMARKS:
-        raise EvaluateError(f"--subtitles: {bench} has no subtitles (only {', '.join(SUBTITLE_BENCHMARKS)} do)")
     if procs.main:
         out.mkdir(parents=True, exist_ok=True)
         console.print(f"{benchmark.title} ({data.view} view): {len(samples)} questions"

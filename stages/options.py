@@ -31,12 +31,12 @@ def teacher_model_name(teacher_cfg) -> str:
         raise ModelLoadError(f"teacher.kind: {err}") from None
 
 
-def materialise_models(*names: Optional[str], what: str = "model") -> None:
+def materialise_models(student: Optional[str] = None, teacher: Optional[str] = None) -> None:
     """Find (or, for a tiny preset, build) each model's folder in this process before any process
     group exists: once one does, transformers writes a model only on rank 0, so the other ranks
-    could not build their tiny presets."""
+    could not build their tiny presets. A model that is not there fails now, naming its option."""
     from hfs.pipeline.loading import resolve_model_path
 
-    for name in names:
+    for name, option in ((student, "--student"), (teacher, "--teacher")):
         if name is not None:
-            resolve_model_path(name, what=what)
+            resolve_model_path(name, what=option)

@@ -119,7 +119,7 @@ def run(
     try:
         cfg, checkpoint = _run_config(Path(out), student, teacher, preset, config_file, overrides, resume,
                                       max_steps, epochs)
-        materialise_models(cfg.model.student.name_or_path, teacher_model_name(cfg.model.teacher))
+        materialise_models(student=cfg.model.student.name_or_path, teacher=teacher_model_name(cfg.model.teacher))
         procs = Processes(device)
         return _train(procs, cfg, checkpoint, Path(cache), [Path(d) for d in data], Path(out), video_root, progress)
     except (TrainError, ProcessError, ConfigError, CacheError, ManifestError, ModelLoadError, FileNotFoundError) as err:

@@ -80,13 +80,39 @@ def index_path(cache_dir: str | Path, shard: str) -> Path:
     return Path(cache_dir) / f"{shard}.parquet"
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``os.umask`` sets it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | Path, directory: bool = False) -> None:
+    """Give a ``tempfile`` file or folder the mode a plain ``open``/``mkdir`` would have.
+
+    ``mkstemp`` creates 0600 and ``mkdtemp`` 0700 whatever the umask, and the rename keeps
+    the mode: a cache or run written by one account could not be read by another on a
+    shared filesystem (a cluster's workers, a colleague's evaluation).
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def temp_path_for(final: Path) -> Path:
     """A unique temporary sibling of `final` (same filesystem, so rename is atomic).
 
-    The `.tmp-` infix marks it for cleanup after a crash; readers never glob it.
+    The `.tmp-` infix marks it for cleanup after a crash; readers never glob it. Its mode
+    is the umask's (``publish_mode``), so the renamed file is readable as any other.
     """
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
     os.close(fd)
+    publish_mode(name)
     return Path(name)
 
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from hfs.cache.format import publish_mode
+
 log = logging.getLogger(__name__)
 
 __all__ = ["CHECKPOINTS", "save_checkpoint", "latest_checkpoint", "load_trainer_state", "run_model_dir", "rng_state",
@@ -54,6 +56,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model, trainer_state: dict[s
     root.mkdir(parents=True, exist_ok=True)
     final = root / _step_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    publish_mode(tmp, directory=True)
     try:
         model.save(tmp / MODEL)
         torch.save(trainer_state, tmp / TRAINER_STATE)
@@ -80,6 +83,7 @@ def _fsync_tree(folder: Path) -> None:
 
 def _write_latest(root: Path, name: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{LATEST}.tmp-", dir=root)
+    publish_mode(tmp)
     with os.fdopen(fd, "w") as f:
         f.write(name + "\n")
         f.flush()

@@ -132,6 +132,25 @@ def test_write_read_round_trip(tmp_path):
     assert stats["errors_by_reason"] == {"cannot open": 1}
 
 
+def test_files_get_the_umask_mode_not_tempfile_s_0600(tmp_path):
+    """Another account (a cluster's workers, a colleague's evaluation) reads what was written."""
+    import os
+
+    old = os.umask(0o027)
+    try:
+        vids = [_video("a.mp4"), _video("b.mp4")]
+        plan, _ = plan_extraction(tmp_path, vids, CONFIG, shard_size=8)
+        write_shard(tmp_path, plan.shards[0].name, [_ok(vids[0], 1), _ok(vids[1], 2)], ATTRS)
+        FeatureCache(tmp_path)  # builds index.arrow
+        write_stats(tmp_path)
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+    assert {"plan.json", "plan-shards.jsonl", "index.arrow", "stats.json"} <= modes.keys()
+    assert any(n.endswith(".h5") for n in modes) and any(n.endswith(".parquet") for n in modes)
+    assert set(modes.values()) == {"0o640"}, modes
+
+
 def test_reader_reopens_files_after_fork(tmp_path):
     v = _video("a.mp4")
     plan, _ = plan_extraction(tmp_path, [v], CONFIG, shard_size=8)

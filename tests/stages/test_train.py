@@ -66,6 +66,16 @@ def run20(colour_task, tmp_path_factory) -> Path:
     return out
 
 
+def test_checkpoints_get_the_umask_mode(run20):
+    """mkdtemp's 0700 is not what a run folder shared with colleagues should carry."""
+    mask = os.umask(0)
+    os.umask(mask)
+    root = run20 / "checkpoints"
+    for p in [root / "latest", *root.iterdir()]:
+        want = (0o777 if p.is_dir() else 0o666) & ~mask
+        assert p.stat().st_mode & 0o777 == want, (p, oct(p.stat().st_mode))
+
+
 def test_loss_goes_down_on_a_learnable_task(colour_task, tmp_path):
     out = tmp_path / "run"
     train(colour_task.train_args(out, "--max-steps", "30", "--set", "train.checkpoint_every=30"))

@@ -37,7 +37,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the hfs command line sets it (stages/cli.py), before torch loads
 
 import argparse
-import contextlib
 import logging
 import shutil
 import statistics
@@ -282,71 +281,23 @@ def breakdown(model, clock: Clock, repeats: int) -> dict[str, float]:
     return {k: 1e3 * v for k, v in out.items()}
 
 
-WHAT_IF = {
-    "a": "no gradient flags re-enabled after an adapter switch under torch.no_grad",
-    "b": "adapters switched on the student's LoRA layers (listed once) instead of peft's walks over every module",
-    "c": "no eval-mode switch of the whole model when it is already in eval mode",
-}
-"""Cheap changes to the selection path, measured here without being made in hfs (see ``what_if``)."""
-
-
-@contextlib.contextmanager
-def what_if(model, changes: str):
-    """Patch the student and ``_eval_mode`` with the changes of ``WHAT_IF`` named in ``changes`` (e.g.
-    "ab") for the duration; restored after. Benchmark-only: these are proposals, not hfs's code."""
-    from peft.tuners.lora import LoraLayer
-
-    from hfs.pipeline import model as model_module
-    from hfs.pipeline.student import Student
+def peft_switch_ms(model, clock: Clock, repeats: int) -> float:
+    """Two adapter switches the way hfs made them before 2026-12-02, through ``PeftModel``'s
+    ``set_adapter`` and ``set_requires_grad`` (each a walk over every module of the LM): the
+    same-run baseline of the breakdown's ``adapter_switch_x2`` (the LoRA layers listed once)."""
+    from hfs.pipeline.student import CONTEXT_AGGREGATOR, TASK_ANALYZER
 
     st = model.student
-    layers = [m for m in st.lm.modules() if isinstance(m, LoraLayer)]
-    saved = (Student._use_adapter, model_module._eval_mode.__enter__, model_module._eval_mode.__exit__)
 
-    def use_adapter(self, name):
-        if "b" in changes:
-            for layer in layers:
-                layer.set_adapter(name)
-            self.lm.base_model.active_adapter = name
-        else:
-            self.lm.set_adapter(name)
-        if "a" not in changes or torch.is_grad_enabled():
-            self._enable_adapter_grads()
+    def switch():
+        st.lm.set_adapter(TASK_ANALYZER)
+        st.lm.set_requires_grad([CONTEXT_AGGREGATOR], requires_grad=True)
+        st.lm.set_requires_grad([TASK_ANALYZER], requires_grad=st.train_task_analyzer)
 
-    def enter(self):
-        self.was_training = self.module.training
-        if self.was_training:
-            self.module.eval()
-
-    def exit_(self, *exc):
-        if self.was_training:
-            self.module.train(True)
-
-    Student._use_adapter = use_adapter
-    if "c" in changes:
-        model_module._eval_mode.__enter__, model_module._eval_mode.__exit__ = enter, exit_
-    try:
-        yield
-    finally:
-        Student._use_adapter, model_module._eval_mode.__enter__, model_module._eval_mode.__exit__ = saved
-
-
-def what_if_rows(model, clock: Clock, repeats: int) -> list[dict]:
-    """HFSModel.select for one question as is and with the changes of ``WHAT_IF`` added one by one;
-    the scores must stay the same (checked)."""
-    from bench_model import OPTIONS, QUESTION
-
-    features = torch.randn(128, 512, device=model.device)
-    reference = model.select(features, QUESTION, OPTIONS, k=16).scores
-    rows = []
-    for changes in ("", "a", "ab", "abc"):
-        with what_if(model, changes):
-            scores = model.select(features, QUESTION, OPTIONS, k=16).scores
-            if not torch.equal(scores, reference):
-                raise RuntimeError(f"what-if {changes!r} changed the scores")
-            seconds = clock(lambda: model.select(features, QUESTION, OPTIONS, k=16), repeats)
-        rows.append({"changes": changes or "none", "ms": 1e3 * seconds})
-    return rows
+    with torch.no_grad():
+        ms = 2e3 * clock(switch, repeats)
+    st._use_adapter(CONTEXT_AGGREGATOR)
+    return ms
 
 
 def real_rows(args) -> dict:
@@ -392,7 +343,7 @@ def real_rows(args) -> dict:
         result["selectors"].append({"selector": name, "ms_per_question": 1e3 * seconds})
         log.info("%s: %.1f ms", name, 1e3 * seconds)
     result["breakdown_ms"] = breakdown(model, clock, args.repeats)
-    result["what_if"] = what_if_rows(model, clock, args.repeats)
+    result["adapter_switch_x2_through_peft_ms"] = peft_switch_ms(model, clock, args.repeats)
     return result
 
 
@@ -442,14 +393,9 @@ def print_real(res: dict, title: str, dry_run: bool) -> None:
     print("|---|---:|---:|")
     for name, ms in b.items():
         print(f"| {name.replace('_', ' ')} | {ms:.1f} | {100 * ms / total:.0f} % |")
-    print("\nWhat if (measured here with the student patched for the run; not changes made in hfs):\n")
-    print("| HFSModel.select, B = 1, with | ms | × as is |")
-    print("|---|---:|---:|")
-    base = res["what_if"][0]["ms"]
-    for r in res["what_if"]:
-        label = "as is" if r["changes"] == "none" else " + ".join(f"({c})" for c in r["changes"])
-        print(f"| {label} | {r['ms']:.1f} | {r['ms'] / base:.2f} |")
-    print("\n" + "; ".join(f"({c}) {text}" for c, text in WHAT_IF.items()) + ".")
+    peft_ms = res["adapter_switch_x2_through_peft_ms"]
+    print(f"\nThe two adapter switches through peft's module walks (hfs before 2026-12-02): {peft_ms:.1f} ms, "
+          f"{peft_ms / b['adapter_switch_x2']:.1f}x the LoRA layers listed once.")
 
 
 def main(argv=None) -> dict:

@@ -38,7 +38,7 @@ def test_cpu_mode_times_every_selector_and_the_evaluate_loop(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "work").rglob("*.h5")) == cache_files
 
 
-def test_real_path_on_a_narrow_student_times_select_its_parts_and_the_what_ifs(tmp_path, capsys):
+def test_real_path_on_a_narrow_student_times_select_and_its_parts(tmp_path, capsys):
     out = tmp_path / "real.json"
     bench_select.main(["--real", "--device", "cpu", "--student-width", "64", "--student-layers", "2",
                        "--batch-sizes", "1", "2", "--repeats", "1", "--json", str(out)])
@@ -48,8 +48,7 @@ def test_real_path_on_a_narrow_student_times_select_its_parts_and_the_what_ifs(t
     assert [r["selector"] for r in result["selectors"]] == ["hfs", "hfs-set"]
     assert set(result["breakdown_ms"]) == {"eval_mode_switch", "question_tokens", "adapter_switch_x2",
                                            "pass_a_theta1", "pass_b_theta2", "heads_and_topk"}
-    # each what-if kept the scores (checked inside) and was timed
-    assert [r["changes"] for r in result["what_if"]] == ["none", "a", "ab", "abc"]
+    assert result["adapter_switch_x2_through_peft_ms"] > 0
     table = capsys.readouterr().out
     assert "goal" not in table  # a narrowed student says nothing about the paper-size goal
     assert "| HFSModel.select | 1 |" in table

@@ -171,13 +171,17 @@ def _scores_of(record: Mapping) -> Any:
     return record.get("scores", record.get("frame_scores"))
 
 
-def read_selections(path: str | Path) -> list[dict]:
-    """The records of one ``hfs select`` JSONL file (ReportError naming file:line for a bad line)."""
+def _read_records(path: str | Path, what: str, fields) -> list[dict]:
     records = []
-    for number, record in _read_jsonl(path, "an `hfs select` JSONL file"):
-        _check_record(record, f"{path}:{number}", SELECTION_FIELDS)
+    for number, record in _read_jsonl(path, what):
+        _check_record(record, f"{path}:{number}", fields)
         records.append(record)
     return records
+
+
+def read_selections(path: str | Path) -> list[dict]:
+    """The records of one ``hfs select`` JSONL file (ReportError naming file:line for a bad line)."""
+    return _read_records(path, "an `hfs select` JSONL file", SELECTION_FIELDS)
 
 
 def read_selection_files(paths: Sequence[str | Path]) -> list[dict]:
@@ -199,11 +203,7 @@ def read_selection_files(paths: Sequence[str | Path]) -> list[dict]:
 
 def read_predictions(path: str | Path) -> list[dict]:
     """The records of an ``hfs evaluate`` ``predictions.jsonl`` (ReportError naming file:line)."""
-    records = []
-    for number, record in _read_jsonl(path, "an `hfs evaluate` predictions.jsonl"):
-        _check_record(record, f"{path}:{number}", PREDICTION_FIELDS)
-        records.append(record)
-    return records
+    return _read_records(path, "an `hfs evaluate` predictions.jsonl", PREDICTION_FIELDS)
 
 
 def read_truth(path: str | Path) -> dict:

@@ -119,6 +119,7 @@ def run(
     try:
         cfg, checkpoint = _run_config(Path(out), student, teacher, preset, config_file, overrides, resume,
                                       max_steps, epochs)
+        _check_inputs(Path(cache), [Path(d) for d in data])  # before looking for models: cheap, and the likelier slip
         materialise_models(student=cfg.model.student.name_or_path, teacher=teacher_model_name(cfg.model.teacher))
         procs = Processes(device)
         return _train(procs, cfg, checkpoint, Path(cache), [Path(d) for d in data], Path(out), video_root, progress)
@@ -128,6 +129,14 @@ def run(
     finally:
         if procs is not None:
             procs.close()
+
+
+def _check_inputs(cache_dir: Path, data: list[Path]) -> None:
+    if not cache_dir.is_dir():
+        raise TrainError(f"--cache {cache_dir}: no such folder; make it with `hfs extract --out {cache_dir}`")
+    for f in data:
+        if not f.is_file():
+            raise TrainError(f"--data {f}: no such file")
 
 
 def _run_config(out: Path, student, teacher, preset, config_file, overrides, resume: bool, max_steps, epochs):
@@ -168,13 +177,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     procs.barrier()  # every process has looked at the run folder before rank 0 writes to it
 
     # -- data ----------------------------------------------------------------------------------
-    if not cache_dir.is_dir():
-        raise TrainError(f"--cache {cache_dir}: no such folder; make it with `hfs extract --out {cache_dir}`")
     feature_cache = FeatureCache(cache_dir, max_open_shards=train.max_open_shards)
     check_cache_fits(feature_cache, cfg.model)
-    for f in data:
-        if not f.is_file():
-            raise TrainError(f"--data {f}: no such file")
     samples, skipped = training_samples(data, feature_cache, video_root)
     if procs.main:
         print_skip_report(skipped, data)

@@ -215,6 +215,17 @@ def test_usage_errors_name_the_problem(colour_task, tmp_path):
     assert "batch_size" in output
 
 
+def test_missing_cache_or_data_is_named_before_any_model_is_looked_for(tmp_path):
+    """A first try without the (absent) default models: the slip in the command is what is reported."""
+    output = train(["train", "--cache", str(tmp_path / "nocache"), "--data", str(tmp_path / "d.json"),
+                    "--out", str(tmp_path / "r")], expect=2)
+    assert "--cache" in output and "nocache" in output and "Qwen" not in output
+    (tmp_path / "cache").mkdir()
+    output = train(["train", "--cache", str(tmp_path / "cache"), "--data", str(tmp_path / "d.json"),
+                    "--out", str(tmp_path / "r")], expect=2)
+    assert "--data" in output and "d.json" in output and "Qwen" not in output
+
+
 def _agree(rank: int, port: int, results) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))

@@ -2,6 +2,7 @@
 frames are known: event recall@k and answer accuracy of the trained `hfs` selector.
 
     python benchmarks/bench_ablations.py [--seeds 0 1] [--steps 500] [--only name,name] [--json out.json]
+    python benchmarks/bench_ablations.py --on-top losses.use_set=false ...   # every row on another base
 
 The task, the cache and the fitted tiny teacher are made once (``hfs demo``'s stages 1–3,
 ``stages/demo.py``, seed 0). Each configuration then trains the tiny preset with the same
@@ -12,7 +13,9 @@ Every row is the paper's full model plus the demo's scale settings (N = 128, k_s
 lr 1e-3, batch 4, 500 steps; the fitted teacher frozen as the critic) with one change.
 Rows for k_sel report recall@k_sel (the selector picks k_sel frames in training and test);
 the others recall@16. ``uniform`` and ``clip`` need no training: their rows come from the
-first seed's evaluation.
+first seed's evaluation. ``--on-top`` adds overrides to every row (for instance the demo's
+``losses.use_set=false``, so each component is measured on a base that learns); their runs
+get folders of their own.
 """
 
 from __future__ import annotations
@@ -66,17 +69,18 @@ def k_of(overrides: tuple[str, ...]) -> int:
     return next((int(o.split("=")[1]) for o in overrides if o.startswith("selection.k=")), 16)
 
 
-def run_row(prepared, work: Path, name: str, overrides: tuple[str, ...], seed: int, steps: int, first: bool) -> dict:
+def run_row(prepared, work: Path, name: str, overrides: tuple[str, ...], seed: int, steps: int, first: bool,
+            on_top: tuple[str, ...] = ()) -> dict:
     from hfs.stages.demo import train_and_evaluate
 
-    slug = "".join(c if c.isalnum() else "_" for c in name)
+    slug = "".join(c if c.isalnum() else "_" for c in " ".join((name, *on_top)))
     run_dir, results = work / "runs" / f"{slug}_s{seed}", work / "results" / f"{slug}_s{seed}"
     shutil.rmtree(results, ignore_errors=True)
     k = k_of(overrides)
     selectors = ("uniform", "clip", "hfs") if first else ("hfs",)
     t0 = time.perf_counter()
-    rows = train_and_evaluate(prepared, run_dir, results, steps, BASE + overrides, selectors=selectors, seed=seed,
-                              progress=False, k=k)
+    rows = train_and_evaluate(prepared, run_dir, results, steps, BASE + on_top + overrides, selectors=selectors,
+                              seed=seed, progress=False, k=k)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {"row": name, "seed": seed, "k": k, "wall_s": round(time.perf_counter() - t0, 1),
             "final_ce": statistics.mean(m["ce"] for m in metrics[-50:]),
@@ -120,6 +124,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--videos", type=int, default=48, help="training videos")
     ap.add_argument("--test-videos", type=int, default=24, help="held-out videos")
     ap.add_argument("--teacher-steps", type=int, default=1000, help="steps fitting the tiny teacher")
+    ap.add_argument("--on-top", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="config overrides added to every row (before the row's own)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here (after each run)")
     ap.add_argument("--work", type=Path, default=WORK, help="folder for the task, cache, teacher and runs (reused)")
     args = ap.parse_args(argv)
@@ -131,13 +137,14 @@ def main(argv=None) -> dict:
     from hfs.stages.demo import prepare
 
     prepared = prepare(args.work, args.videos, args.test_videos, args.teacher_steps, workers=2, seed=0, progress=False)
-    result: dict = {"bench": "ablations", "steps": args.steps, "seeds": args.seeds, "base": list(BASE),
+    on_top = tuple(args.on_top)
+    result: dict = {"bench": "ablations", "steps": args.steps, "seeds": args.seeds, "base": list(BASE + on_top),
                     "rows": {n: {"table": ROWS[n][0], "overrides": list(ROWS[n][1]), "tests": ROWS[n][2]} for n in names},
                     "runs": [], "baselines": {}}
     for seed in args.seeds:
         for name in names:
             first = not result["baselines"]
-            r = run_row(prepared, args.work, name, ROWS[name][1], seed, args.steps, first)
+            r = run_row(prepared, args.work, name, ROWS[name][1], seed, args.steps, first, on_top)
             if first:
                 result["baselines"] = {s: v for s, v in r["selectors"].items() if s != "hfs"}
             r["selectors"] = {"hfs": r["selectors"]["hfs"]}

@@ -143,6 +143,7 @@ class Evaluations:
             layout = write_layout(bench, view, self.root / f"{bench}-{view}" / "data", self.videos)
             out = self.root / f"{bench}-{view}" / "out"
             output = invoke(evaluate_args(layout, out, self.run))
+            print(f"\n== hfs evaluate, {bench} ({view} view)\n{output}")  # the tables, for `pytest -s`
             self.done[bench, view] = Evaluated(layout, out, output, read_jsonl(out / "predictions.jsonl"),
                                                json.loads((out / "scores.json").read_text()))
         return self.done[bench, view]

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from hfs.cache.format import publish_mode
+from hfs.cache.format import atomic_write_bytes, publish_mode
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,7 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def _write_latest(root: Path, name: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{LATEST}.tmp-", dir=root)
-    publish_mode(tmp)
-    with os.fdopen(fd, "w") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / LATEST)
+    atomic_write_bytes(root / LATEST, (name + "\n").encode())
 
 
 def _steps(root: Path) -> list[tuple[int, Path]]:

@@ -1,7 +1,8 @@
-"""Command-line conventions shared by the verbs that load models (`train`, `select`, `evaluate`, `demo`)."""
+"""Command-line conventions shared by the verbs (`train`, `select`, `evaluate`, `report`, `demo`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 TEACHER_ALIASES = {"qwen2.5-vl": "qwen2_5_vl", "qwen2_5_vl": "qwen2_5_vl", "internvl3": "internvl", "internvl": "internvl"}
@@ -40,3 +41,11 @@ def materialise_models(student: Optional[str] = None, teacher: Optional[str] = N
     for name, option in ((student, "--student"), (teacher, "--teacher")):
         if name is not None:
             resolve_model_path(name, what=option)
+
+
+def require_cache_folder(cache: str | Path) -> None:
+    """Raise ``CacheError`` naming ``--cache`` and how to make it when the folder is not there."""
+    from hfs.cache import CacheError
+
+    if not Path(cache).is_dir():
+        raise CacheError(f"--cache {cache}: no such folder; make it with `hfs extract --out {cache}`")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from hfs.stages.console import console, error
+from hfs.stages.options import require_cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,7 @@ def run(cache: Path, out: Path, selections: Sequence[Path] = (), predictions: Op
             raise ReportError(f"--bench {bench} needs --data DIR (the benchmark's files as published)")
         if data is not None and not bench:
             raise ReportError("--data needs --bench NAME (which benchmark the folder holds)")
-        if not Path(cache).is_dir():
-            raise CacheError(f"--cache {cache}: no such folder; make it with `hfs extract --out {cache}`")
+        require_cache_folder(cache)
         selection_records = read_selection_files(selections) if selections else []
         prediction_records = read_predictions(predictions) if predictions is not None else []
         questions = {}

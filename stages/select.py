@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from hfs.stages.console import ProgressBar, console, error
+from hfs.stages.options import require_cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ def run(cache: Path, out: Path, selector: str, manifests: Sequence[Path] = (), b
         fn = get_selector(selector)
         if selector_needs_run(selector) and run_dir is None:
             raise SelectorError(f"selector {selector} needs a trained run: pass --run runs/NAME")
-        if not Path(cache).is_dir():
-            raise CacheError(f"--cache {cache}: no such folder; make it with `hfs extract --out {cache}`")
+        require_cache_folder(cache)
         feature_cache = FeatureCache(cache)
         skipped: Counter = Counter()  # questions not selected for, by reason (the reader's too)
         if bench:

@@ -25,7 +25,8 @@ from typing import Any, Optional, Sequence
 
 from hfs.pipeline.distributed import Processes, ProcessError
 from hfs.stages.console import ProgressBar, console, rank_error
-from hfs.stages.options import TEACHER_ALIASES, materialise_models, teacher_choice, teacher_model_name
+from hfs.stages.options import (TEACHER_ALIASES, materialise_models, require_cache_folder, teacher_choice,
+                                teacher_model_name)
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,11 @@ def run(
     try:
         cfg, checkpoint = _run_config(Path(out), student, teacher, preset, config_file, overrides, resume,
                                       max_steps, epochs)
-        _check_inputs(Path(cache), [Path(d) for d in data])  # before looking for models: cheap, and the likelier slip
+        cache, data = Path(cache), [Path(d) for d in data]
+        _check_inputs(cache, data)  # before looking for models: cheap, and the likelier slip
         materialise_models(student=cfg.model.student.name_or_path, teacher=teacher_model_name(cfg.model.teacher))
         procs = Processes(device)
-        return _train(procs, cfg, checkpoint, Path(cache), [Path(d) for d in data], Path(out), video_root, progress)
+        return _train(procs, cfg, checkpoint, cache, data, Path(out), video_root, progress)
     except (TrainError, ProcessError, ConfigError, CacheError, ManifestError, ModelLoadError, FileNotFoundError) as err:
         rank_error(str(err), procs.rank if procs is not None else None)
         return 2
@@ -132,8 +134,7 @@ def run(
 
 
 def _check_inputs(cache_dir: Path, data: list[Path]) -> None:
-    if not cache_dir.is_dir():
-        raise TrainError(f"--cache {cache_dir}: no such folder; make it with `hfs extract --out {cache_dir}`")
+    require_cache_folder(cache_dir)
     for f in data:
         if not f.is_file():
             raise TrainError(f"--data {f}: no such file")

@@ -37,7 +37,7 @@ def write_synthetic_cache(cache: Path, videos: int, n_frames: int, frame_size: t
 
     from hfs.cache import VideoResult, plan_extraction, write_shard
     from hfs.manifests import VideoItem, make_video_id
-    from hfs.pipeline.extract import ExtractConfig
+    from hfs.pipeline.extract.config import ExtractConfig
 
     cfg = ExtractConfig(frames=n_frames, preset="tiny", pretrained="none")
     items = [VideoItem(make_video_id(f"v{i}.mp4"), str(cache.parent / f"v{i}.mp4"), f"v{i}.mp4") for i in range(videos)]

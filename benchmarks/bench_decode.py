@@ -46,7 +46,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import write_json
 
 WORK = Path(__file__).resolve().parent / "_work"
@@ -270,7 +269,7 @@ def segment_targets(n_frames: int) -> np.ndarray:
 
 def frame_accuracy(frames: list, targets: np.ndarray, n_frames: int) -> float:
     """Fraction of `frames` whose pixel-encoded index is the frame shown at its target time."""
-    from hfs.pipeline.synthetic import read_frame_index
+    from hfs.pipeline.demo.videos import read_frame_index
 
     expected = np.minimum(np.floor(targets * FPS + 1e-9).astype(int), n_frames - 1)
     got = []
@@ -308,7 +307,7 @@ def run_worker(decoder: str, path: str, n_frames: int) -> dict:
 
 def make_videos(videos: dict) -> dict[str, dict]:
     """Write the benchmark videos into benchmarks/_work/ unless they exist; name -> facts."""
-    from hfs.pipeline.synthetic import write_index_video
+    from hfs.pipeline.demo.videos import write_index_video
 
     WORK.mkdir(parents=True, exist_ok=True)
     made = {}

@@ -57,7 +57,7 @@ DEFAULT_SHARD_SIZE = 32
 # -- videos -------------------------------------------------------------------------------
 
 def make_videos(n: int, seconds: float) -> Path:
-    from hfs.pipeline.synthetic import write_index_video
+    from hfs.pipeline.demo.videos import write_index_video
 
     WORK.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -73,7 +73,7 @@ def make_videos(n: int, seconds: float) -> Path:
 
 def make_big_video(name: str, size: tuple[int, int], seconds: float = 4.0) -> Path:
     """A textured clip at `size` (25 fps, 2-s GOP), made once."""
-    from hfs.pipeline.synthetic import write_index_video
+    from hfs.pipeline.demo.videos import write_index_video
 
     WORK.mkdir(parents=True, exist_ok=True)
     p = WORK / f"{name}_{int(seconds)}s.mp4"
@@ -86,7 +86,8 @@ def make_big_video(name: str, size: tuple[int, int], seconds: float = 4.0) -> Pa
 
 def _warm(cfg: dict) -> str:
     """Load the encoder into this worker's cache (what a run does once per worker)."""
-    from hfs.pipeline.extract import ExtractConfig, get_encoder
+    from hfs.pipeline.extract.config import ExtractConfig
+    from hfs.pipeline.extract.encoder import get_encoder
 
     return get_encoder(ExtractConfig(**cfg)).name
 
@@ -112,7 +113,8 @@ def run(manifest: Path, workers: int, quick: bool, device: str = "cpu", shard_si
     from distributed import Client, LocalCluster
 
     from hfs.manifests import read_manifest
-    from hfs.pipeline.extract import ExtractConfig, extract
+    from hfs.pipeline.extract.config import ExtractConfig
+    from hfs.pipeline.extract.run import extract
 
     out = WORK / f"cache_w{workers}"
     shutil.rmtree(out, ignore_errors=True)
@@ -180,7 +182,8 @@ def _prepare(path: Path, mode: str, encoder, frames: int = 128) -> tuple[float, 
     from PIL import Image
 
     from hfs.pipeline.decode import iter_frames, probe, segment_centre_timestamps
-    from hfs.pipeline.extract import decode_max_side, teacher_jpeg
+    from hfs.pipeline.decode.child import decode_max_side
+    from hfs.pipeline.extract.video import teacher_jpeg
 
     c0, w0 = time.process_time(), time.perf_counter()
     info = probe(path)
@@ -204,7 +207,7 @@ def _prepare(path: Path, mode: str, encoder, frames: int = 128) -> tuple[float, 
 def bench_resolution(repeats: int = 3) -> list[dict]:
     import torch
 
-    from hfs.pipeline.encoder import load_clip
+    from hfs.pipeline.extract.encoder import load_clip
 
     torch.set_num_threads(1)
     encoder = load_clip(preset="tiny", pretrained="none")  # the same open_clip transform as ViT-B-32's
@@ -239,7 +242,10 @@ def bench_isolation(manifest: Path, repeats: int = 3) -> dict:
     import torch
 
     from hfs.manifests import read_manifest
-    from hfs.pipeline.extract import DecodeProcess, ExtractConfig, extract_video, extract_videos, get_encoder
+    from hfs.pipeline.decode.child import DecodeProcess
+    from hfs.pipeline.extract.config import ExtractConfig
+    from hfs.pipeline.extract.encoder import get_encoder
+    from hfs.pipeline.extract.video import extract_video, extract_videos
 
     torch.set_num_threads(1)
     cfg = ExtractConfig(preset="tiny", pretrained="none", size=224, torch_threads=1)

@@ -4,7 +4,7 @@
     python benchmarks/bench_model.py --real --device cuda [--json out.json] # paper sizes, GPU
     python benchmarks/bench_model.py --real --device cpu --dry-run          # sizes only
 
-Default: the tiny preset (pipeline/tiny.py) with both teachers on the CPU, N = 32
+Default: the tiny preset (pipeline/model/tiny.py) with both teachers on the CPU, N = 32
 frames, k_sel = 4. ``--real``: the published configurations of Qwen2.5-1.5B-Instruct
 (student) and Qwen2.5-VL-7B-Instruct / InternVL3-8B-hf (teachers), written out below
 since nothing can be downloaded, with random weights in bf16; N = 128 frames of
@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import write_json
 
 PEAK_FLOPS = 989e12  # H100 SXM bf16 dense, FLOP/s
@@ -95,7 +94,7 @@ def real_configs(kind: str):
     tiny tokenizer's, so its placeholders are the ones the teacher looks for."""
     from transformers import InternVLConfig, InternVLVisionConfig, Qwen2_5_VLConfig, Qwen2Config
 
-    from hfs.pipeline import tiny
+    from hfs.pipeline.model import tiny
 
     tok = tiny.build_tiny_tokenizer(internvl=kind == "internvl")
     ids = {t: tok.convert_tokens_to_ids(t) for t in (tiny.ENDOFTEXT, *tiny.EXTRA_SPECIAL_TOKENS)}
@@ -121,9 +120,16 @@ def real_configs(kind: str):
 
 def real_processor(kind: str):
     """The teachers' published image preprocessing around the tiny tokenizer."""
-    from transformers import (GotOcr2ImageProcessor, InternVLProcessor, InternVLVideoProcessor,
-                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
-    from hfs.pipeline import tiny
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    from hfs.pipeline.model import tiny
 
     if kind == "qwen2_5_vl":
         common = dict(patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
@@ -147,10 +153,10 @@ def build_real(kind: str, device: str, dtype: torch.dtype):
     from peft import LoraConfig
     from transformers import InternVLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, Qwen2ForCausalLM
 
-    from hfs.pipeline import tiny
-    from hfs.pipeline.model import HFSConfig, HFSModel, TeacherConfig
-    from hfs.pipeline.student import Student, StudentConfig
-    from hfs.pipeline.teachers import LORA_TARGETS, InternVLTeacher, QwenVLTeacher, TeacherScorer
+    from hfs.pipeline.model import tiny
+    from hfs.pipeline.model.hfs_model import HFSConfig, HFSModel, TeacherConfig
+    from hfs.pipeline.model.student import Student, StudentConfig
+    from hfs.pipeline.model.teachers import LORA_TARGETS, InternVLTeacher, QwenVLTeacher, TeacherScorer
 
     s_cfg, t_cfg = real_configs(kind)
     cfg = HFSConfig(student=StudentConfig(name_or_path="Qwen/Qwen2.5-1.5B-Instruct"),
@@ -174,7 +180,7 @@ def build_real(kind: str, device: str, dtype: torch.dtype):
 
 
 def build_tiny(kind: str, device: str):
-    from hfs.pipeline.model import HFSConfig, HFSModel
+    from hfs.pipeline.model.hfs_model import HFSConfig, HFSModel
 
     torch.manual_seed(0)
     return HFSModel.build(HFSConfig.tiny(teacher=kind), device=device)
@@ -198,7 +204,7 @@ def jpeg_frames(B: int, N: int, frame_size: tuple[int, int]) -> list[list[bytes]
 
 def make_batch(B: int, N: int, frame_size: tuple[int, int]):
     """A micro-batch of B questions over N frames: random CLIP features, JPEG teacher frames."""
-    from hfs.pipeline.model import Batch
+    from hfs.pipeline.model.hfs_model import Batch
 
     g = torch.Generator().manual_seed(B)
     return Batch(
@@ -217,7 +223,7 @@ def token_counts(model, batch) -> dict[str, int]:
     K, N = student.cfg.num_task_queries, batch.features.shape[1]
     pass_a = int(text.task_lengths.sum()) if K else 0
     pass_b = int((N + text.qa_lengths + K + 1).sum())
-    from hfs.pipeline.frames import decode_jpegs
+    from hfs.pipeline.model.frames import decode_jpegs
 
     images = [decode_jpegs(batch.frames[b][:k]) for b in range(len(batch))]
     times = batch.timestamps[:, :k].tolist()

@@ -46,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import write_json, write_synthetic_cache
 
 WORK = Path(__file__).resolve().parent / "_work" / "select"
@@ -73,8 +72,9 @@ def make_cache(root: Path, videos: int, n_frames: int, frame_size: tuple[int, in
     import io
 
     from PIL import Image
+
     from hfs.manifests import QASample, make_video_id
-    from hfs.pipeline.encoder import load_clip
+    from hfs.pipeline.extract.encoder import load_clip
 
     cache = root / "cache"
     ids = [make_video_id(f"v{i}.mp4") for i in range(videos)]
@@ -99,7 +99,7 @@ def make_cache(root: Path, videos: int, n_frames: int, frame_size: tuple[int, in
 
 def tiny_run(root: Path) -> Path:
     """A saved tiny HFSModel (what `--run` accepts), built once."""
-    from hfs.pipeline.model import HFSConfig, HFSModel
+    from hfs.pipeline.model.hfs_model import HFSConfig, HFSModel
 
     out = root / "model"
     if not (out / "hfs_config.json").is_file():
@@ -114,8 +114,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 def latency_row(name: str, ctx, cache, samples, warmup: int = 2) -> dict:
     """One selector's time per question (after ``warmup`` questions that load its models)."""
-    from hfs.pipeline.evaluate import query_of
-    from hfs.pipeline.selectors import check_choice, get_selector
+    from hfs.pipeline.evaluation.predictions import query_of
+    from hfs.pipeline.evaluation.selectors import check_choice, get_selector
 
     fn = get_selector(name)
     reads, times = [], []
@@ -140,7 +140,7 @@ def latency_row(name: str, ctx, cache, samples, warmup: int = 2) -> dict:
 
 def throughput_row(name: str, ctx, cache, samples, teacher, work_dir: Path, batch_size: int) -> dict:
     """Questions per minute of `hfs evaluate`'s answering loop with one selector (after a warm-up)."""
-    from hfs.pipeline.evaluate import PredictionLog, TeacherAnswerer, Work, answer_questions
+    from hfs.pipeline.evaluation.predictions import PredictionLog, TeacherAnswerer, Work, answer_questions
 
     answerer = TeacherAnswerer(teacher, cache)
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -159,8 +159,8 @@ def throughput_row(name: str, ctx, cache, samples, teacher, work_dir: Path, batc
 
 def cpu_rows(args) -> dict:
     from hfs.cache import FeatureCache
-    from hfs.pipeline.selectors import SelectorContext
-    from hfs.pipeline.teachers import load_teacher
+    from hfs.pipeline.evaluation.selectors import SelectorContext
+    from hfs.pipeline.model.teachers import load_teacher
 
     work = args.work
     cache_dir, samples = make_cache(work / f"data_{args.videos}_{args.frame_size[0]}x{args.frame_size[1]}",
@@ -188,12 +188,12 @@ def cpu_rows(args) -> dict:
 def build_real_student(device: str, dtype: torch.dtype, width: int | None = None, layers: int | None = None):
     """HFSModel holding only the student at Qwen2.5-1.5B-Instruct's size (random weights); the
     teacher is not built (selection never calls it). ``width``/``layers`` shrink it."""
+    import bench_model as bm
     from transformers import Qwen2ForCausalLM
 
-    import bench_model as bm
-    from hfs.pipeline import tiny
-    from hfs.pipeline.model import HFSConfig, HFSModel
-    from hfs.pipeline.student import Student, StudentConfig
+    from hfs.pipeline.model import tiny
+    from hfs.pipeline.model.hfs_model import HFSConfig, HFSModel
+    from hfs.pipeline.model.student import Student, StudentConfig
 
     s_cfg, _ = bm.real_configs("qwen2_5_vl")
     if width:
@@ -253,9 +253,9 @@ def breakdown(model, clock: Clock, repeats: int) -> dict[str, float]:
     """Milliseconds of each part of one selection (B = 1), timed one part at a time."""
     from bench_model import OPTIONS, QUESTION
 
-    from hfs.pipeline.model import _eval_mode
-    from hfs.pipeline.selection import topk_select
-    from hfs.pipeline.student import CONTEXT_AGGREGATOR, TASK_ANALYZER
+    from hfs.pipeline.model.hfs_model import _eval_mode
+    from hfs.pipeline.model.selection import topk_select
+    from hfs.pipeline.model.student import CONTEXT_AGGREGATOR, TASK_ANALYZER
 
     st = model.student
     features = torch.randn(1, 128, 512, device=st.device)
@@ -285,7 +285,7 @@ def peft_switch_ms(model, clock: Clock, repeats: int) -> float:
     """Two adapter switches the way hfs made them before 2026-12-02, through ``PeftModel``'s
     ``set_adapter`` and ``set_requires_grad`` (each a walk over every module of the LM): the
     same-run baseline of the breakdown's ``adapter_switch_x2`` (the LoRA layers listed once)."""
-    from hfs.pipeline.student import CONTEXT_AGGREGATOR, TASK_ANALYZER
+    from hfs.pipeline.model.student import CONTEXT_AGGREGATOR, TASK_ANALYZER
 
     st = model.student
 
@@ -303,7 +303,7 @@ def peft_switch_ms(model, clock: Clock, repeats: int) -> float:
 def real_rows(args) -> dict:
     import bench_model as bm
 
-    from hfs.pipeline.selectors import Query, SelectorContext, get_selector
+    from hfs.pipeline.evaluation.selectors import Query, SelectorContext, get_selector
 
     device = "meta" if args.dry_run else args.device
     dtype = torch.bfloat16 if device != "cpu" else torch.float32

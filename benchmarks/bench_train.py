@@ -41,7 +41,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import write_json, write_synthetic_cache
 
 WORK = Path(__file__).resolve().parent / "_work" / "train"
@@ -95,8 +94,8 @@ class StepWork:
 
     @contextlib.contextmanager
     def installed(self):
-        from hfs.pipeline import frames
-        from hfs.pipeline.teachers.base import Teacher
+        from hfs.pipeline.model import frames
+        from hfs.pipeline.model.teachers.base import Teacher
 
         decode, encode = frames.decode_jpegs, Teacher.encode_batch
         frames.decode_jpegs = self._timed("decode", decode)
@@ -149,7 +148,7 @@ def preprocessing_comparison(frames: list[bytes], kind: str, repeats: int) -> di
     import bench_model as bm
     from PIL import Image
 
-    from hfs.pipeline.frames import decode_jpegs
+    from hfs.pipeline.model.frames import decode_jpegs
 
     teacher = bm.build_real(kind, "meta", torch.bfloat16).teacher
     prompt = teacher.build_prompt(len(frames), QUESTION, OPTIONS, list(range(len(frames))))

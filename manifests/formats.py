@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from hfs.manifests.answers import letter_index, normalise_answer, option_letter, option_letters
 from hfs.manifests.records import ANSWER_MISMATCH, UNREADABLE, QASample, VideoItem, make_video_id
 
 _FORMATS: dict[str, "ManifestFormat"] = {}
@@ -279,7 +280,7 @@ def _option_run(lines: list[str], start: int) -> list[str]:
     options: list[str] = []
     for line in lines[start:]:
         m = _OPTION_LINE.match(line)
-        if not m or (m.group(1) or m.group(2)) != chr(ord("A") + len(options)):
+        if not m or (m.group(1) or m.group(2)) != option_letter(len(options)):
             break
         options.append(m.group(3))
     return options
@@ -289,7 +290,7 @@ def read_options(value: Any) -> tuple[str, ...]:
     """Options given as a list of strings or a dict letter -> text (letters A, B, ... in full)."""
     if isinstance(value, dict):
         letters = {str(k).strip().strip("().:").upper(): v for k, v in value.items()}
-        expected = [chr(ord("A") + i) for i in range(len(letters))]
+        expected = option_letters(len(letters))
         if sorted(letters) != expected:
             raise RecordError(f"option letters must be A, B, C... without gaps, got {', '.join(map(str, value))}")
         value = [letters[k] for k in expected]
@@ -300,14 +301,9 @@ def read_options(value: Any) -> tuple[str, ...]:
     options = []
     for i, text in enumerate(value):
         if not isinstance(text, str) or not text.strip():
-            raise RecordError(f"option {chr(ord('A') + i)} must be a non-empty string, got {_type_name(text)}")
+            raise RecordError(f"option {option_letter(i)} must be a non-empty string, got {_type_name(text)}")
         options.append(text.strip())
     return tuple(options)
-
-
-def _norm(text: str) -> str:
-    """Case- and space-insensitive form of an option text, for matching answers."""
-    return " ".join(text.casefold().split()).rstrip(".")
 
 
 def resolve_answer(answer: Any, options: tuple[str, ...]) -> int:
@@ -325,13 +321,13 @@ def resolve_answer(answer: Any, options: tuple[str, ...]) -> int:
         return answer
     text = _ANSWER_PREFIX.sub("", answer).strip()
     for i, option in enumerate(options):
-        if _norm(option) == _norm(text):
+        if normalise_answer(option) == normalise_answer(text):
             return i
     m = _ANSWER_LETTER.match(text)
     if m:
-        index = ord(m.group(1) or m.group(2)) - ord("A")
+        index = letter_index(m.group(1) or m.group(2))
         if index >= n:
-            letter = chr(ord("A") + index)
+            letter = m.group(1) or m.group(2)
             raise RecordError(f"answer {_clip(answer)!r} names option {letter} but there are only {n} options",
                               ANSWER_MISMATCH)
         return index

@@ -136,7 +136,7 @@ def train(
 def _registered(kind: str) -> str:
     """The names in a registry, for --help (both registries import no torch)."""
     if kind == "selectors":
-        from hfs.pipeline.selectors import list_selectors, selector_needs_run
+        from hfs.pipeline.evaluation.selectors import list_selectors, selector_needs_run
 
         return ", ".join(f"{name} (needs --run)" if selector_needs_run(name) else name for name in list_selectors())
     from hfs.manifests.benchmarks import list_benchmarks

@@ -3,10 +3,10 @@
 1. **task**: videos where a coloured shape shows for well under a second among moving grey
    blobs, questions about its colour or shape; a training manifest (LLaVA-Video-178K layout)
    and a held-out test set (NExT-QA layout) with the ground-truth spans
-   (``pipeline/synthetic_task.py``).
+   (``pipeline/demo/task.py``).
 2. **extract**: both splits into one cache (Stage 1, Dask with 2 workers, the tiny CLIP).
 3. **teacher**: the tiny teacher is fitted to read the frames, a stand-in for a pretrained
-   video LLM (``pipeline/demo.py``); HFS training then uses it as its (frozen) teacher.
+   video LLM (``pipeline/demo/teacher.py``); HFS training then uses it as its (frozen) teacher.
 4. **train**: ``hfs train`` with the tiny preset: N = 128, k = 16 as in the paper.
 5. **evaluate**: ``hfs evaluate`` on the test set with uniform, random, clip, hfs and hfs-set.
 
@@ -65,9 +65,11 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
     from hfs.cache import FeatureCache
     from hfs.manifests import read_manifests
     from hfs.manifests.benchmarks import get_benchmark
-    from hfs.pipeline.demo import fit_teacher
-    from hfs.pipeline.extract import ExtractConfig, extract
-    from hfs.pipeline.synthetic_task import make_task, read_ground_truth
+    from hfs.pipeline.demo.task import make_task
+    from hfs.pipeline.demo.teacher import fit_teacher
+    from hfs.pipeline.evaluation.recall import read_ground_truth
+    from hfs.pipeline.extract.config import ExtractConfig
+    from hfs.pipeline.extract.run import extract
 
     out = Path(out)
     timings: dict[str, float] = {}
@@ -103,8 +105,7 @@ def train_and_evaluate(prepared: Prepared, run_dir: Path, results: Path, steps: 
                        k: int = K) -> list:
     """Stages 4–5: ``hfs train`` with ``settings`` (on top of the tiny preset), then ``hfs evaluate``
     on the test set with k frames per question; returns the ``SelectorRow`` of each selector."""
-    from hfs.pipeline.demo import selector_rows
-    from hfs.pipeline.synthetic_task import read_ground_truth
+    from hfs.pipeline.evaluation.recall import read_ground_truth, selector_rows
     from hfs.stages import evaluate as evaluate_stage
     from hfs.stages import train as train_stage
 
@@ -187,7 +188,7 @@ def goal_line(rows) -> str:
 
 def task_config():
     """The demo's synthetic task: colour and shape questions, options in a fixed order."""
-    from hfs.pipeline.synthetic_task import TaskConfig
+    from hfs.pipeline.demo.task import TaskConfig
 
     # letters always name the same colour / shape (a small teacher learns that in minutes)
     return TaskConfig(shuffle_options=False, kinds=("colour", "shape"))

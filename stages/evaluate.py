@@ -2,7 +2,7 @@
 
 Reads the benchmark's files (``hfs.manifests.benchmarks``), extracts the videos the cache
 does not hold yet (Stage 1, the same Dask fan-out), then for every selector and question
-selects k frames and asks the teacher for the option letter (``pipeline/evaluate.py``),
+selects k frames and asks the teacher for the option letter (``pipeline/evaluation/predictions.py``),
 writing ``predictions.jsonl`` as it goes (a rerun skips what is already predicted) and
 finally ``scores.json`` with the benchmark's own breakdown, printed as one table with the
 selectors side by side. Under ``torchrun --nproc-per-node N`` each process answers every
@@ -35,10 +35,10 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
     of a synthetic task (spans of the answer-bearing frames), shown in the report."""
     from hfs.cache import CacheError
     from hfs.manifests.benchmarks import BenchmarkError
-    from hfs.pipeline.distributed import ProcessError, Processes
-    from hfs.pipeline.encoder import EncoderError
-    from hfs.pipeline.loading import ModelLoadError
-    from hfs.pipeline.selectors import SelectorError
+    from hfs.pipeline.evaluation.selectors import SelectorError
+    from hfs.pipeline.extract.encoder import EncoderError
+    from hfs.pipeline.model.loading import ModelLoadError
+    from hfs.pipeline.train.distributed import ProcessError, Processes
 
     procs = None
     try:
@@ -73,7 +73,7 @@ def _check_benchmark(bench: str, data_dir: Path, subtitles: bool) -> None:
 
 
 def _check_selectors(selectors: Sequence[str], run_dir) -> None:
-    from hfs.pipeline.selectors import selector_needs_run
+    from hfs.pipeline.evaluation.selectors import selector_needs_run
 
     if not selectors:
         raise EvaluateError("no --selector given")
@@ -85,8 +85,8 @@ def _check_selectors(selectors: Sequence[str], run_dir) -> None:
 def _answering_model(run_dir, teacher: Optional[str], preset: Optional[str]) -> dict:
     """Which teacher answers (a run's LoRA-tuned one, or a base model), resolved before any process
     group starts (tiny presets are built now, see ``stages.options.materialise_models``)."""
-    from hfs.pipeline.checkpoint import run_model_dir
-    from hfs.pipeline.model import read_saved_config
+    from hfs.pipeline.model.hfs_model import read_saved_config
+    from hfs.pipeline.train.checkpoint import run_model_dir
     from hfs.stages.options import materialise_models, teacher_choice, teacher_model_name
 
     model_dir = run_model_dir(run_dir) if run_dir is not None else None
@@ -95,7 +95,7 @@ def _answering_model(run_dir, teacher: Optional[str], preset: Optional[str]) -> 
         materialise_models(student=cfg.student.name_or_path, teacher=teacher_model_name(cfg.teacher))
     if teacher is not None or model_dir is None:
         kind, name = teacher_choice(teacher or "qwen2.5-vl", preset)
-        from hfs.pipeline.teachers.base import teacher_class
+        from hfs.pipeline.model.teachers.base import teacher_class
 
         name = name or teacher_class(kind).default_model
         materialise_models(teacher=name)
@@ -107,7 +107,7 @@ def extraction_config(cache_dir: Path, preset: Optional[str]):
     """The Stage 1 config for new videos: the cache's own when it exists, else the paper's
     ViT-B/32 (the tiny CLIP with ``--preset tiny``)."""
     from hfs.cache.plan import read_config
-    from hfs.pipeline.extract import ExtractConfig
+    from hfs.pipeline.extract.config import ExtractConfig
 
     if (cache_dir / "plan.json").is_file():
         saved = read_config(cache_dir)
@@ -123,11 +123,17 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
     from hfs.cache import FeatureCache
     from hfs.cache.format import atomic_write_json
     from hfs.manifests.benchmarks import get_benchmark
-    from hfs.pipeline.evaluate import PredictionLog, TeacherAnswerer, Work, answer_questions, cache_skip_reason
-    from hfs.pipeline.extract import extract
-    from hfs.pipeline.scoring import score_benchmark
-    from hfs.pipeline.selectors import SelectorContext
-    from hfs.pipeline.teachers import load_teacher
+    from hfs.pipeline.evaluation.predictions import (
+        PredictionLog,
+        TeacherAnswerer,
+        Work,
+        answer_questions,
+        cache_skip_reason,
+    )
+    from hfs.pipeline.evaluation.scoring import score_benchmark
+    from hfs.pipeline.evaluation.selectors import SelectorContext
+    from hfs.pipeline.extract.run import extract
+    from hfs.pipeline.model.teachers import load_teacher
 
     benchmark = get_benchmark(bench)
     data = benchmark.read(data_dir)
@@ -189,7 +195,8 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
 def write_report(out: Path, cache, data, truth=None, run_dir=None) -> Path | None:
     """``out/report.html`` (``hfs report``'s page) of this evaluation; a report that cannot be
     made is a warning, never a failed evaluation."""
-    from hfs.pipeline.report import ReportError, write_evaluation_report
+    from hfs.pipeline.evaluation.report.inputs import ReportError
+    from hfs.pipeline.evaluation.report.page import write_evaluation_report
 
     try:
         return write_evaluation_report(out, cache, data, truth=truth, run=run_dir).path
@@ -202,7 +209,7 @@ def print_scores(scores: dict) -> None:
     """The selectors side by side, one row per metric of the benchmark's breakdown."""
     from rich.table import Table
 
-    from hfs.pipeline.scoring import comparison_rows
+    from hfs.pipeline.evaluation.scoring import comparison_rows
 
     header, rows = comparison_rows(scores)
     table = Table(title=f"{header[0]}: accuracy % (questions scored)", title_justify="left")

@@ -76,7 +76,7 @@ def build_config(frames: str = "128", size: Optional[int] = None, teacher_frame_
                  backend="auto", shard_size: int = 32, batch_size: int = 64, threads: Optional[int] = None,
                  video_timeout="600"):
     """The ExtractConfig of the command's options; UsageError for a value that cannot be used."""
-    from hfs.pipeline.extract import ExtractConfig
+    from hfs.pipeline.extract.config import ExtractConfig
 
     n_frames = _optional_int(frames, "--frames")
     teacher = _optional_int(teacher_frame_size, "--teacher-frame-size") if n_frames else None
@@ -104,8 +104,8 @@ def run(manifests: Sequence[Path], out: Path, video_root: Optional[Path] = None,
     """Run Stage 1 and print the summary. Returns the process exit status."""
     from hfs.cache import CacheError
     from hfs.manifests import ManifestError, read_manifests
-    from hfs.pipeline.encoder import EncoderError
-    from hfs.pipeline.extract import extract
+    from hfs.pipeline.extract.encoder import EncoderError
+    from hfs.pipeline.extract.run import extract
 
     try:
         cfg = build_config(**options)

@@ -16,15 +16,15 @@ def teacher_choice(teacher: str, preset: Optional[str] = None) -> tuple[str, Opt
     kind = TEACHER_ALIASES.get(teacher.lower())
     if kind is not None:
         return kind, f"tiny-{kind}" if preset == "tiny" else None
-    from hfs.pipeline.teachers import teacher_kind
+    from hfs.pipeline.model.teachers import teacher_kind
 
     return teacher_kind(teacher), teacher
 
 
 def teacher_model_name(teacher_cfg) -> str:
     """The model a ``TeacherConfig`` names: its ``name_or_path``, else its kind's default."""
-    from hfs.pipeline.loading import ModelLoadError
-    from hfs.pipeline.teachers.base import teacher_class
+    from hfs.pipeline.model.loading import ModelLoadError
+    from hfs.pipeline.model.teachers.base import teacher_class
 
     try:
         return teacher_cfg.name_or_path or teacher_class(teacher_cfg.kind).default_model
@@ -36,7 +36,7 @@ def materialise_models(student: Optional[str] = None, teacher: Optional[str] = N
     """Find (or, for a tiny preset, build) each model's folder in this process before any process
     group exists: once one does, transformers writes a model only on rank 0, so the other ranks
     could not build their tiny presets. A model that is not there fails now, naming its option."""
-    from hfs.pipeline.loading import resolve_model_path
+    from hfs.pipeline.model.loading import resolve_model_path
 
     for name, option in ((student, "--student"), (teacher, "--teacher")):
         if name is not None:

@@ -3,7 +3,7 @@
 Reads `hfs select` JSONL files (one selector each) and/or an `hfs evaluate`
 `predictions.jsonl`, the question texts from a benchmark folder or manifests when
 given, the synthetic task's ground truth and a training run's `metrics.jsonl`, and
-writes the page `pipeline/report.py` renders. A missing or garbled input is one
+writes the page `pipeline/evaluation/report/` renders. A missing or garbled input is one
 `error:` line naming the file (exit status 2).
 """
 
@@ -27,14 +27,9 @@ def run(cache: Path, out: Path, selections: Sequence[Path] = (), predictions: Op
     from hfs.cache import CacheError
     from hfs.manifests import ManifestError, read_manifests
     from hfs.manifests.benchmarks import BenchmarkError, get_benchmark
-    from hfs.pipeline.report import (
-        ReportError,
-        read_predictions,
-        read_run,
-        read_selection_files,
-        read_truth,
-        render_report,
-    )
+    from hfs.pipeline.evaluation.recall import TruthError, read_ground_truth
+    from hfs.pipeline.evaluation.report.inputs import ReportError, read_predictions, read_run, read_selection_files
+    from hfs.pipeline.evaluation.report.page import render_report
 
     try:
         if not selections and predictions is None:
@@ -58,13 +53,13 @@ def run(cache: Path, out: Path, selections: Sequence[Path] = (), predictions: Op
             questions.update({s.sample_id: s for s in manifest.samples})
         summary = render_report(
             out, cache, selections=selection_records, predictions=prediction_records, questions=questions,
-            truth=read_truth(truth) if truth is not None else None,
+            truth=read_ground_truth(truth) if truth is not None else None,
             run=read_run(run_dir) if run_dir is not None else None,
             title=title or "hfs report: frame selections",
             sources=[str(p) for p in [*selections, *([predictions] if predictions else [])]],
             max_questions=max_questions,
         )
-    except (ReportError, CacheError, ManifestError, BenchmarkError) as err:
+    except (ReportError, TruthError, CacheError, ManifestError, BenchmarkError) as err:
         error(str(err))
         return 2
     except OSError as err:  # an unreadable input or an --out that cannot be written; the message names the path

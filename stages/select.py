@@ -29,10 +29,16 @@ def run(cache: Path, out: Path, selector: str, manifests: Sequence[Path] = (), b
     from hfs.cache.format import atomic_write_bytes
     from hfs.manifests import ManifestError, read_manifests
     from hfs.manifests.benchmarks import BenchmarkError, get_benchmark
-    from hfs.pipeline.encoder import EncoderError
-    from hfs.pipeline.evaluate import cache_skip_reason, query_of, selection_record
-    from hfs.pipeline.loading import ModelLoadError
-    from hfs.pipeline.selectors import SelectorContext, SelectorError, check_choice, get_selector, selector_needs_run
+    from hfs.pipeline.evaluation.predictions import cache_skip_reason, query_of, selection_record
+    from hfs.pipeline.evaluation.selectors import (
+        SelectorContext,
+        SelectorError,
+        check_choice,
+        get_selector,
+        selector_needs_run,
+    )
+    from hfs.pipeline.extract.encoder import EncoderError
+    from hfs.pipeline.model.loading import ModelLoadError
 
     try:
         if bool(manifests) == bool(bench):
@@ -89,7 +95,7 @@ def _read_done(out: Path, selector: str, k: int) -> dict[str, dict]:
     """The lines of an earlier run into ``out`` with the same selector and k, by question id."""
     if not out.is_file():
         return {}
-    from hfs.pipeline.selectors import SelectorError
+    from hfs.pipeline.evaluation.selectors import SelectorError
 
     done = {}
     for line in out.read_text().splitlines():

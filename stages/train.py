@@ -23,17 +23,22 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from hfs.pipeline.distributed import Processes, ProcessError
+from hfs.pipeline.train.distributed import ProcessError, Processes
+from hfs.pipeline.train.run_folder import METRICS_FILE, RUN_CONFIG_FILE, RUN_DATA_FILE
 from hfs.stages.console import ProgressBar, console, rank_error
-from hfs.stages.options import (TEACHER_ALIASES, materialise_models, require_cache_folder, teacher_choice,
-                                teacher_model_name)
+from hfs.stages.options import (
+    TEACHER_ALIASES,
+    materialise_models,
+    require_cache_folder,
+    teacher_choice,
+    teacher_model_name,
+)
 
 log = logging.getLogger(__name__)
 
 TIMING_KEYS = ("samples_per_s", "data_wait_frac", "step_s")
 """Fields of a metrics line that measure time; every other field is exact on resume."""
 
-CONFIG_FILE, DATA_FILE, METRICS_FILE = "config.json", "data.json", "metrics.jsonl"
 
 
 class TrainError(RuntimeError):
@@ -61,9 +66,9 @@ def command_line_options(student: Optional[str], teacher: Optional[str], max_ste
 def resumed_config(run_dir: Path, requested):
     """The saved config of ``run_dir``, with the ``train`` fields a resumed run may change
     taken from ``requested``. Any other difference is an error naming both values."""
-    from hfs.pipeline.config import RESUMABLE_CHANGES, RunConfig
+    from hfs.pipeline.train.config import RESUMABLE_CHANGES, RunConfig
 
-    saved = RunConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
+    saved = RunConfig.from_dict(json.loads((run_dir / RUN_CONFIG_FILE).read_text()))
     old, new = saved.to_dict(), requested.to_dict()
     differs = [f"{section}.{key}: run has {old[section][key]!r}, this command asks for {new[section][key]!r}"
                for section in old for key in old[section]
@@ -113,8 +118,8 @@ def run(
     """Train; returns the process exit status (0 done, 2 usage or input error)."""
     from hfs.cache import CacheError
     from hfs.manifests import ManifestError
-    from hfs.pipeline.config import ConfigError
-    from hfs.pipeline.loading import ModelLoadError
+    from hfs.pipeline.model.loading import ModelLoadError
+    from hfs.pipeline.train.config import ConfigError
 
     procs = None
     try:
@@ -143,18 +148,18 @@ def _check_inputs(cache_dir: Path, data: list[Path]) -> None:
 def _run_config(out: Path, student, teacher, preset, config_file, overrides, resume: bool, max_steps, epochs):
     """The run's config and the checkpoint to resume from (None: start at step 0). Reads the run
     folder, writes nothing."""
-    from hfs.pipeline.checkpoint import latest_checkpoint
-    from hfs.pipeline.config import resolve_run_config
+    from hfs.pipeline.train.checkpoint import latest_checkpoint
+    from hfs.pipeline.train.config import resolve_run_config
 
     tiny_teacher = TEACHER_ALIASES.get((teacher or "").lower(), "qwen2_5_vl")
     options = command_line_options(student, teacher, max_steps, epochs, preset)
     cfg = resolve_run_config(preset, tiny_teacher, config_file, options, overrides)
     if not resume:
-        if (out / CONFIG_FILE).is_file():
+        if (out / RUN_CONFIG_FILE).is_file():
             raise TrainError(f"{out} already holds a run; add --resume to continue it, or choose a new --out")
         return cfg, None
-    if not (out / CONFIG_FILE).is_file():
-        raise TrainError(f"--resume: {out} has no {CONFIG_FILE}; start the run without --resume")
+    if not (out / RUN_CONFIG_FILE).is_file():
+        raise TrainError(f"--resume: {out} has no {RUN_CONFIG_FILE}; start the run without --resume")
     checkpoint = latest_checkpoint(out)
     if checkpoint is None and int(os.environ.get("RANK", 0)) == 0:
         log.warning("--resume: %s has no checkpoint yet; starting from step 0", out)
@@ -167,11 +172,11 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
 
     from hfs.cache import FeatureCache
     from hfs.cache.format import atomic_write_json
-    from hfs.pipeline.checkpoint import load_trainer_state, rng_state, save_checkpoint, set_rng_state
-    from hfs.pipeline.data import QADataset, StepSampler, collate, training_samples
-    from hfs.pipeline.model import HFSModel
-    from hfs.pipeline.schedules import learning_rate
-    from hfs.pipeline.selection import per_sample_noise
+    from hfs.pipeline.model.hfs_model import HFSModel
+    from hfs.pipeline.model.schedules import learning_rate
+    from hfs.pipeline.model.selection import per_sample_noise
+    from hfs.pipeline.train.checkpoint import load_trainer_state, rng_state, save_checkpoint, set_rng_state
+    from hfs.pipeline.train.data import QADataset, StepSampler, collate, training_samples
 
     train = cfg.train
     accumulation = train.accumulation(procs.world)
@@ -190,8 +195,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     total_steps = train.max_steps if train.max_steps is not None else steps_per_epoch * train.epochs
     if procs.main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / DATA_FILE, {"data": [str(d) for d in data], "cache": str(cache_dir), **skipped.to_dict()})
-        atomic_write_json(out / CONFIG_FILE, cfg.to_dict())  # on resume: with the new max_steps, epochs, ...
+        atomic_write_json(out / RUN_DATA_FILE, {"data": [str(d) for d in data], "cache": str(cache_dir), **skipped.to_dict()})
+        atomic_write_json(out / RUN_CONFIG_FILE, cfg.to_dict())  # on resume: with the new max_steps, epochs, ...
 
     # -- model and optimiser -------------------------------------------------------------------
     torch.manual_seed(train.seed)  # the fresh adapters and heads: the same in every process

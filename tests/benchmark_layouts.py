@@ -23,6 +23,8 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hfs.manifests.answers import option_letter
+
 
 def touch(folder, name: str):
     """An empty placeholder file folder/name (folders created)."""
@@ -140,7 +142,7 @@ MLVU_SCHEMA = pa.schema([
 
 
 def mlvu_parquet_row(name, task, answer, qid, question=None, candidates=("Yellow", "Red", "Green", "Blue")):
-    inline = "\n".join(f"({chr(65 + i)}) {c}" for i, c in enumerate(candidates))
+    inline = "\n".join(f"({option_letter(i)}) {c}" for i, c in enumerate(candidates))
     return {"video_name": name, "duration": 246.0, "question": question or f"What color is it?\n{inline}\n",
             "candidates": list(candidates), "answer": answer, "task_type": task, "question_id": qid}
 

@@ -18,7 +18,7 @@ decorator (timm-style), plus its import at the bottom of this file:
 
 Each module's docstring says where its layout comes from (dataset card and
 lmms-eval task). Scoring around the modules' `aggregate` is in
-`hfs.pipeline.scoring`; subtitle parsing and the window rule in `subtitles`.
+`hfs.pipeline.evaluation.scoring`; subtitle parsing and the window rule in `subtitles`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Each module also owns its scoring breakdown, as lmms-eval tasks do: the
 evaluation loop turns each answered question into an `Outcome` (per-question
 metric) and the module's `aggregate(outcomes, skips)` builds the breakdown the
 benchmark's paper reports from the cells `accuracy_cell` / `cells_by` count.
-`hfs.pipeline.scoring` is the shared machinery around it (prediction records,
+`hfs.pipeline.evaluation.scoring` is the shared machinery around it (prediction records,
 skips, selectors, tables). The tallies live here, not in `pipeline/`, because
 `manifests/` may not import `pipeline/` (arrows point one way).
 """
@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hfs.manifests.answers import letter_index as option_index
+from hfs.manifests.answers import normalise_answer, option_letter
 from hfs.manifests.benchmarks.subtitles import DEFAULT_WINDOW_S, sample_subtitle_lines
 from hfs.manifests.records import BadRecord, QASample, VideoItem, make_video_id
 
@@ -92,7 +94,7 @@ class BenchmarkData:
         return dict(counts)
 
     def skips(self) -> list[dict]:
-        """Skip records for `hfs.pipeline.scoring`: one per bad row and per missing video.
+        """Skip records for `hfs.pipeline.evaluation.scoring`: one per bad row and per missing video.
 
         A missing video's record carries its sample's meta (so it counts in its
         duration group, task...); a bad row's carries only where it was.
@@ -375,7 +377,7 @@ def letter_index(answer: Any, n_options: int, key: str = "answer") -> int:
     m = re.fullmatch(r"\(?([A-Z])\)?\.?", text)
     if not m:
         raise RowError(f"{key!r} must be an option letter, got {answer!r}")
-    index = ord(m.group(1)) - ord("A")
+    index = option_index(m.group(1))
     if index >= n_options:
         raise RowError(f"{key!r} is {m.group(1)} but there are only {n_options} options")
     return index
@@ -392,21 +394,16 @@ def choice_index(answer: Any, n_options: int, key: str = "answer") -> int:
     return index
 
 
-def _norm(text: str) -> str:
-    """Case- and space-insensitive form of an option text."""
-    return " ".join(text.casefold().split())
-
-
 def text_index(answer: Any, options: Sequence[str], key: str = "answer") -> int:
     """Index of the one option whose text is `answer` (case and spacing ignored)."""
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         raise RowError(f"{key!r} must be an option's text, got {answer!r}")
-    wanted = _norm(str(answer))
-    hits = [i for i, option in enumerate(options) if _norm(option) == wanted]
+    wanted = normalise_answer(str(answer))
+    hits = [i for i, option in enumerate(options) if normalise_answer(option) == wanted]
     if not hits:
         raise RowError(f"{key!r} {str(answer)[:60]!r} is none of the {len(options)} options")
     if len(hits) > 1:
-        raise RowError(f"{key!r} {str(answer)[:60]!r} matches several options ({', '.join(chr(65 + i) for i in hits)})")
+        raise RowError(f"{key!r} {str(answer)[:60]!r} matches several options ({', '.join(option_letter(i) for i in hits)})")
     return hits[0]
 
 

@@ -33,6 +33,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from hfs.manifests.answers import option_letter
 from hfs.manifests.benchmarks import register_benchmark
 from hfs.manifests.benchmarks.base import (
     Benchmark,
@@ -65,10 +66,10 @@ def split_lettered(options: Sequence[str]) -> tuple[str, ...]:
     texts = []
     for i, option in enumerate(options):
         m = _LETTERED.match(option)
-        if not m or m.group(1) != chr(ord("A") + i):
-            raise RowError(f"option {i} must start with {chr(ord('A') + i)!r}, got {option[:40]!r}")
+        if not m or m.group(1) != option_letter(i):
+            raise RowError(f"option {i} must start with {option_letter(i)!r}, got {option[:40]!r}")
         if not m.group(2):
-            raise RowError(f"option {chr(ord('A') + i)} is empty")
+            raise RowError(f"option {option_letter(i)} is empty")
         texts.append(m.group(2))
     return tuple(texts)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hfs.pipeline.synthetic import write_index_video
+from hfs.pipeline.demo.videos import write_index_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import bench_decode  # noqa: E402

@@ -1,6 +1,6 @@
 """Video fixtures for the decoder tests: small synthetic videos built with PyAV.
 
-Every frame carries its own index (see `hfs.pipeline.synthetic`), so a test
+Every frame carries its own index (see `hfs.pipeline.demo.videos`), so a test
 can check to the frame which one a decoder returned. Videos are written once
 per session into a temporary folder; nothing binary lives in git.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hfs.pipeline.synthetic import write_index_video
+from hfs.pipeline.demo.videos import write_index_video
 
 
 @dataclass(frozen=True)

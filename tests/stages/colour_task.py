@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from hfs.pipeline.synthetic import solid, write_scene_video
+from hfs.pipeline.demo.videos import solid, write_scene_video
 from hfs.stages.cli import app
 
 COLOURS = {"red": (220, 40, 40), "blue": (50, 80, 230)}

@@ -59,11 +59,11 @@ def test_training_raises_hfs_event_recall_above_its_initialisation(demo):
     """The same seed before and after training: the learned selector finds more answer-bearing frames."""
     from hfs.cache import FeatureCache
     from hfs.manifests.benchmarks import get_benchmark
-    from hfs.pipeline.config import RunConfig
-    from hfs.pipeline.evaluate import query_of
-    from hfs.pipeline.model import HFSModel
-    from hfs.pipeline.selectors import SelectorContext, get_selector
-    from hfs.pipeline.synthetic_task import event_recall, read_ground_truth
+    from hfs.pipeline.evaluation.predictions import query_of
+    from hfs.pipeline.evaluation.recall import event_recall, read_ground_truth
+    from hfs.pipeline.evaluation.selectors import SelectorContext, get_selector
+    from hfs.pipeline.model.hfs_model import HFSModel
+    from hfs.pipeline.train.config import RunConfig
 
     out, _ = demo
     cfg = RunConfig.from_dict(json.loads((out / "run" / "config.json").read_text()))

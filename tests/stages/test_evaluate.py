@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_layouts import LAYOUTS, Layout, write_layout
 from typer.testing import CliRunner
 
 from hfs.stages.cli import app
-
-from benchmark_layouts import LAYOUTS, Layout, write_layout
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("evaluate")]  # its fixtures are built once, on one worker; other modules run beside it
 
@@ -85,7 +84,7 @@ def table_rows(output: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def source_videos(tmp_path_factory) -> list[Path]:
     """Three short 64×48 videos (2–3 s at 10 fps) of coloured screens and shapes."""
-    from hfs.pipeline.synthetic import shape, solid, write_scene_video
+    from hfs.pipeline.demo.videos import shape, solid, write_scene_video
 
     root = tmp_path_factory.mktemp("source_videos")
     scenes = [
@@ -190,8 +189,8 @@ def test_every_selector_answers_every_question_once_from_valid_frames(evaluated)
         if r["selector"] == "uniform":
             assert idx == [16, 48, 80, 112]
     # a selector's frames follow the question: the same (seeded) draw as the selector alone
-    from hfs.pipeline.selectors import SelectorContext, get_selector
-    from hfs.pipeline.evaluate import query_of
+    from hfs.pipeline.evaluation.predictions import query_of
+    from hfs.pipeline.evaluation.selectors import SelectorContext, get_selector
 
     for r in records:
         if r["selector"] == "random":
@@ -234,7 +233,7 @@ def test_scores_have_the_benchmarks_breakdown_and_count_skipped_questions_by_rea
 
 
 def test_the_printed_table_shows_the_selectors_side_by_side(evaluated):
-    from hfs.pipeline.scoring import comparison_rows
+    from hfs.pipeline.evaluation.scoring import comparison_rows
 
     output = evaluated.output
     layout = evaluated.layout
@@ -254,7 +253,7 @@ def test_the_printed_table_shows_the_selectors_side_by_side(evaluated):
 
 
 def test_videomme_with_subtitles_scores_both_settings_in_batches(evaluations, hfs_run, tmp_path, monkeypatch):
-    from hfs.pipeline.evaluate import TeacherAnswerer
+    from hfs.pipeline.evaluation.predictions import TeacherAnswerer
 
     base = evaluations.get("videomme", "parquet")
     calls = []
@@ -293,7 +292,7 @@ def test_videomme_with_subtitles_scores_both_settings_in_batches(evaluations, hf
 
 
 def test_a_finished_evaluation_rerun_answers_nothing_again(evaluations, hfs_run, monkeypatch):
-    from hfs.pipeline.evaluate import TeacherAnswerer
+    from hfs.pipeline.evaluation.predictions import TeacherAnswerer
 
     done = evaluations.get("nextqa", "parquet")
 

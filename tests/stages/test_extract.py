@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from hfs.cache import FeatureCache, read_index
 from hfs.manifests import read_manifest
-from hfs.pipeline.synthetic import read_frame_index, write_index_video
+from hfs.pipeline.demo.videos import read_frame_index, write_index_video
 from hfs.stages.cli import app
 
 pytestmark = pytest.mark.xdist_group("clip")  # one test process imports open_clip (make test: --dist loadgroup)
@@ -190,7 +190,7 @@ def test_dask_two_local_workers_match_inline(tmp_path, videos, monkeypatch):
     import dask
     import distributed  # noqa: F401 - load its config defaults first: leaving dask.config.set would drop them
 
-    import hfs.pipeline.extract as extract_mod
+    from hfs.pipeline.extract import encoder as extract_mod
 
     m = _manifest(tmp_path, videos, ["cfr", "few", "vfr"])
     _extract(["--manifest", str(m), "--out", str(tmp_path / "inline"), "--workers", "0", "--shard-size", "1"])
@@ -309,7 +309,7 @@ def test_the_summary_groups_error_reasons_and_lists_the_top_ten(monkeypatch, cap
 
     import hfs.stages.extract as stage
     from hfs.cache.stats import error_kind
-    from hfs.pipeline.extract import ExtractSummary
+    from hfs.pipeline.extract.run import ExtractSummary
 
     monkeypatch.setattr(stage, "console", Console(width=200))
     messages = [f"window start {i}.00s is not before the end of the video ({i / 2:.2f}s)" for i in range(40)]
@@ -336,14 +336,14 @@ def test_manifest_dedupes_the_same_video(tmp_path, videos):
 
 @pytest.mark.parametrize("threads, expected", [(None, os.cpu_count() or 1), (1, 1)])
 def test_torch_threads_default_to_the_cores_and_leave_the_config_alone(tmp_path, videos, monkeypatch, threads, expected):
-    from hfs.pipeline import extract as ex
+    from hfs.pipeline.extract import run as extract_run
     from hfs.stages.extract import build_config
 
-    seen, run_shard = [], ex.run_shard
-    monkeypatch.setattr(ex, "run_shard", lambda shard, out, cfg, *a: (seen.append(cfg["torch_threads"]), run_shard(shard, out, cfg, *a))[1])
+    seen, run_shard = [], extract_run.run_shard
+    monkeypatch.setattr(extract_run, "run_shard", lambda shard, out, cfg, *a: (seen.append(cfg["torch_threads"]), run_shard(shard, out, cfg, *a))[1])
     cfg = build_config(frames=str(FRAMES), preset="tiny", threads=threads)
     videos_ = read_manifest(_manifest(tmp_path, videos, ["cfr"])).videos
-    summary = ex.extract(videos_, tmp_path / "cache", cfg, workers=0, progress=False)
+    summary = extract_run.extract(videos_, tmp_path / "cache", cfg, workers=0, progress=False)
     assert summary.ok == 1
     assert seen == [expected]  # workers=0: one process gets every core unless --threads says otherwise
     assert cfg.torch_threads == threads  # resolved in a copy

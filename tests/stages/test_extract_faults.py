@@ -24,8 +24,12 @@ from typer.testing import CliRunner
 
 from hfs.cache import FeatureCache, read_index
 from hfs.cache.format import INDEX_SCHEMA
-from hfs.pipeline import extract as ex
-from hfs.pipeline.synthetic import write_index_video
+from hfs.pipeline.decode import child as decode_child
+from hfs.pipeline.demo.videos import write_index_video
+from hfs.pipeline.extract import config as extract_config
+from hfs.pipeline.extract import encoder as extract_encoder
+from hfs.pipeline.extract import run as extract_run
+from hfs.pipeline.extract import video as extract_video
 from hfs.stages.cli import app
 
 pytestmark = pytest.mark.xdist_group("clip")  # one test process imports open_clip (make test: --dist loadgroup)
@@ -63,17 +67,17 @@ def _errors(cache: Path) -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def _fresh_decoder():
     """Each test gets its own decode child (and leaves none behind)."""
-    ex._set_decoder(None)
+    decode_child._set_decoder(None)
     yield
-    ex._close_decoder()
-    ex._set_decoder(None)
+    decode_child._close_decoder()
+    decode_child._set_decoder(None)
 
 
 # -- items 6 and 7: a video that crashes or hangs the decoder costs its row only ----------------
 
 
 def test_a_crashing_or_hanging_video_is_an_error_row_and_the_shard_goes_on(tmp_path, clips, monkeypatch):
-    monkeypatch.setenv(ex.FAULT_ENV, "segv:crash,abort:aborts,hang:hangs")
+    monkeypatch.setenv(decode_child.FAULT_ENV, "segv:crash,abort:aborts,hang:hangs")
     names = ["ok1", "crash", "ok2", "hangs", "aborts", "ok3"]
     t0 = time.monotonic()
     out = _run(["--manifest", str(_manifest(tmp_path, clips, names)), "--out", str(tmp_path / "c"), "--workers", "0",
@@ -88,15 +92,15 @@ def test_a_crashing_or_hanging_video_is_an_error_row_and_the_shard_goes_on(tmp_p
     cache = FeatureCache(tmp_path / "c")
     assert len(cache) == 3  # the videos around the culprits are in the same, finished shard
     assert "decoder crashed" in out and "failed shards" not in out
-    assert ex.get_decoder().starts == 4  # first child + one restart per culprit
+    assert decode_child.get_decoder().starts == 4  # first child + one restart per culprit
 
 
 def test_a_crash_on_a_dask_worker_keeps_the_worker_and_its_shard(tmp_path, clips, monkeypatch):
     import dask
     import distributed  # noqa: F401 - its config defaults first
 
-    monkeypatch.setenv(ex.FAULT_ENV, "segv:crash")
-    monkeypatch.setattr(ex, "_ENCODERS", {})
+    monkeypatch.setenv(decode_child.FAULT_ENV, "segv:crash")
+    monkeypatch.setattr(extract_encoder, "_ENCODERS", {})
     with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
         _run(["--manifest", str(_manifest(tmp_path, clips, ["ok1", "crash", "ok2"])), "--out", str(tmp_path / "c"),
               "--workers", "1", "--threads", "1", "--shard-size", "3"])
@@ -111,11 +115,11 @@ def test_the_decode_child_dies_with_its_worker(tmp_path, clips):
     import subprocess
     import sys
 
-    code = ("import sys, time; from hfs.pipeline.extract import DecodeProcess; d = DecodeProcess(); "
+    code = ("import sys, time; from hfs.pipeline.decode.child import DecodeProcess; d = DecodeProcess(); "
             f"d.submit({{'video_id': 'h', 'path': {str(clips / 'hangs.mp4')!r}}}, "
             f"{{'frames': 4, 'backend': 'auto', 'clip_size': 224, 'teacher_size': None, 'timeout': None}}); "
             "print(d.proc.pid, flush=True); time.sleep(600)")
-    env = {**os.environ, ex.FAULT_ENV: "hang:hangs"}
+    env = {**os.environ, decode_child.FAULT_ENV: "hang:hangs"}
     worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
     child = int(worker.stdout.readline())
     worker.kill()
@@ -135,7 +139,7 @@ def test_the_decode_child_dies_with_its_worker(tmp_path, clips):
 def test_video_timeout_is_an_option_with_a_default():
     from hfs.stages.extract import build_config
 
-    assert build_config(preset="tiny").video_timeout == ex.DEFAULT_VIDEO_TIMEOUT
+    assert build_config(preset="tiny").video_timeout == extract_config.DEFAULT_VIDEO_TIMEOUT
     assert build_config(preset="tiny", video_timeout="none").video_timeout is None
     assert build_config(preset="tiny", video_timeout="2.5").video_timeout == 2.5
 
@@ -173,23 +177,22 @@ def test_device_cuda_without_a_gpu_is_one_message(tmp_path, clips, monkeypatch, 
 def test_a_finished_cache_needs_no_weights(tmp_path, clips, monkeypatch):
     """`hfs evaluate` calls extract() for videos the cache may hold already: no encoder, no error."""
     from hfs.manifests import read_manifest
-    from hfs.pipeline import encoder
-    from hfs.pipeline.encoder import EncoderError
+    from hfs.pipeline.extract.encoder import EncoderError
 
-    cfg = ex.ExtractConfig(frames=FRAMES, preset="tiny", pretrained="none")
+    cfg = extract_config.ExtractConfig(frames=FRAMES, preset="tiny", pretrained="none")
     videos = read_manifest(_manifest(tmp_path, clips, ["ok1"])).videos
-    assert ex.extract(videos, tmp_path / "c", cfg, workers=0, progress=False).ok == 1
+    assert extract_run.extract(videos, tmp_path / "c", cfg, workers=0, progress=False).ok == 1
 
     def missing(*args, **kwargs):
         raise EncoderError("no weights here")
 
-    monkeypatch.setattr(encoder, "check_encoder", missing)
-    monkeypatch.setattr(ex, "check_encoder_here", missing)
-    again = ex.extract(videos, tmp_path / "c", cfg, workers=0, progress=False)
+    monkeypatch.setattr(extract_run, "check_encoder", missing)
+    monkeypatch.setattr(extract_run, "check_encoder_here", missing)
+    again = extract_run.extract(videos, tmp_path / "c", cfg, workers=0, progress=False)
     assert (again.skipped_done, again.ok) == (1, 0)
     more = read_manifest(_manifest(tmp_path, clips, ["ok1", "ok2"])).videos
     with pytest.raises(EncoderError):  # new work: the check stops it before anything is submitted
-        ex.extract(more, tmp_path / "c", cfg, workers=0, progress=False)
+        extract_run.extract(more, tmp_path / "c", cfg, workers=0, progress=False)
 
 
 # -- item 1: --size reaches the encoder and its preprocessing ------------------------------
@@ -206,8 +209,8 @@ def test_size_builds_the_encoder_for_it(tmp_path, clips):
 
 
 def test_size_defaults_to_the_encoders_own(tmp_path, clips):
-    assert ex.ExtractConfig(preset="tiny").clip_size() == 224
-    assert ex.ExtractConfig(model="ViT-L-14-336", pretrained="none").clip_size() == 336  # its config only
+    assert extract_config.ExtractConfig(preset="tiny").clip_size() == 224
+    assert extract_config.ExtractConfig(model="ViT-L-14-336", pretrained="none").clip_size() == 336  # its config only
     _run(["--manifest", str(_manifest(tmp_path, clips, ["ok1"])), "--out", str(tmp_path / "c"), "--workers", "0"])
     assert FeatureCache(tmp_path / "c").config["size"] == 224  # the same config as caches made with --size 224
 
@@ -221,29 +224,29 @@ def test_frames_arrive_at_the_size_their_uses_need(tmp_path, clips, monkeypatch)
     resized = []
     resize = Image.Image.resize
     monkeypatch.setattr(Image.Image, "resize", lambda self, size, *a, **k: (resized.append((self.size, tuple(size))), resize(self, size, *a, **k))[1])
-    cfg = ex.ExtractConfig(frames=FRAMES, preset="tiny", pretrained="none", size=224, torch_threads=1)
-    encoder = ex.get_encoder(cfg)
+    cfg = extract_config.ExtractConfig(frames=FRAMES, preset="tiny", pretrained="none", size=224, torch_threads=1)
+    encoder = extract_encoder.get_encoder(cfg)
     video = {"video_id": "hd", "path": str(clips / "hd.mp4")}
-    r = ex.extract_video(video, encoder, cfg)
+    r = extract_video.extract_video(video, encoder, cfg)
     assert r.status == "ok", r.error
     # 1280x720: the decoder converts to 448x252 (the teacher's size; CLIP needs 398x224), the
     # teacher JPEG takes it as it is, CLIP's own transform resizes it once to 398x224
     assert set(resized) == {((448, 252), (398, 224))}
     assert len(resized) == r.distinct_frames
-    assert ex.decode_max_side(1280, 720, 224, 448) == 448 and ex.decode_max_side(400, 100, 224, 448) == 896
-    assert ex.decode_max_side(1280, 720, 336, None) == 598
+    assert decode_child.decode_max_side(1280, 720, 224, 448) == 448 and decode_child.decode_max_side(400, 100, 224, 448) == 896
+    assert decode_child.decode_max_side(1280, 720, 336, None) == 598
 
 
 def test_decode_threads_follow_cores_over_workers(tmp_path, clips, monkeypatch):
     from hfs.manifests import read_manifest
 
     seen = []
-    submit = ex.DecodeProcess.submit
-    monkeypatch.setattr(ex.DecodeProcess, "submit", lambda self, video, opts: (seen.append(opts["threads"]), submit(self, video, opts))[1])
-    monkeypatch.setattr(ex.os, "cpu_count", lambda: 6)
-    cfg = ex.ExtractConfig(frames=FRAMES, preset="tiny", pretrained="none")
+    submit = decode_child.DecodeProcess.submit
+    monkeypatch.setattr(decode_child.DecodeProcess, "submit", lambda self, video, opts: (seen.append(opts["threads"]), submit(self, video, opts))[1])
+    monkeypatch.setattr(extract_run.os, "cpu_count", lambda: 6)
+    cfg = extract_config.ExtractConfig(frames=FRAMES, preset="tiny", pretrained="none")
     videos = read_manifest(_manifest(tmp_path, clips, ["ok1"])).videos
-    assert ex.extract(videos, tmp_path / "c", cfg, workers=0, progress=False).ok == 1
+    assert extract_run.extract(videos, tmp_path / "c", cfg, workers=0, progress=False).ok == 1
     assert seen == [6]  # one process: every core, for torch and for FFmpeg alike
 
 
@@ -253,9 +256,9 @@ def test_decode_threads_follow_cores_over_workers(tmp_path, clips, monkeypatch):
 def test_gpus_are_assigned_round_robin_per_host():
     workers = {"tcp://a:1": "a", "tcp://a:2": "a", "tcp://a:3": "a", "tcp://b:1": "b", "tcp://b:2": "b", "tcp://c:1": "c"}
     gpus = {"tcp://a:1": 2, "tcp://a:2": 2, "tcp://a:3": 2, "tcp://b:1": 4, "tcp://b:2": 4, "tcp://c:1": 0}
-    assert ex.assign_gpus(workers, gpus) == {"tcp://a:1": 0, "tcp://a:2": 1, "tcp://a:3": 0, "tcp://b:1": 0, "tcp://b:2": 1}
+    assert extract_run.assign_gpus(workers, gpus) == {"tcp://a:1": 0, "tcp://a:2": 1, "tcp://a:3": 0, "tcp://b:1": 0, "tcp://b:2": 1}
     # dask-cuda style: each worker already sees only its own GPU
-    assert ex.assign_gpus({"tcp://a:1": "a", "tcp://a:2": "a"}, {"tcp://a:1": 1, "tcp://a:2": 1}) == {"tcp://a:1": 0, "tcp://a:2": 0}
+    assert extract_run.assign_gpus({"tcp://a:1": "a", "tcp://a:2": "a"}, {"tcp://a:1": 1, "tcp://a:2": 1}) == {"tcp://a:1": 0, "tcp://a:2": 0}
 
 
 def test_each_worker_loads_clip_on_its_own_gpu(monkeypatch):
@@ -268,13 +271,13 @@ def test_each_worker_loads_clip_on_its_own_gpu(monkeypatch):
         def run(self, fn, *args):
             return {"tcp://10.0.0.1:4001": 2, "tcp://10.0.0.1:4002": 2} if not args else fn(*args)
 
-    assert ex._assign_workers_to_gpus(FakeClient()) == {"tcp://10.0.0.1:4001": 0, "tcp://10.0.0.1:4002": 1}
+    assert extract_run._assign_workers_to_gpus(FakeClient()) == {"tcp://10.0.0.1:4001": 0, "tcp://10.0.0.1:4002": 1}
     monkeypatch.setattr(distributed, "get_worker", lambda: type("W", (), {"address": "tcp://10.0.0.1:4002"})())
     try:
-        assert ex.worker_device("cuda") == "cuda:1" and ex.worker_device("cpu") == "cpu"
+        assert extract_encoder.worker_device("cuda") == "cuda:1" and extract_encoder.worker_device("cpu") == "cpu"
     finally:
-        ex._set_assigned_gpus({})
-    assert ex.worker_device("cuda") == "cuda"  # in-process runs: torch's current GPU
+        extract_run._set_assigned_gpus({})
+    assert extract_encoder.worker_device("cuda") == "cuda"  # in-process runs: torch's current GPU
 
 
 def test_the_next_video_decodes_while_this_one_is_encoded(clips):
@@ -285,7 +288,7 @@ def test_the_next_video_decodes_while_this_one_is_encoded(clips):
         embed_dim = 512
 
         def __init__(self):
-            self.real = ex.get_encoder(cfg)
+            self.real = extract_encoder.get_encoder(cfg)
 
         def preprocess_frame(self, img):
             return self.real.preprocess_frame(img)
@@ -294,9 +297,9 @@ def test_the_next_video_decodes_while_this_one_is_encoded(clips):
             time.sleep(0.5)
             return np.zeros((len(pixels), 512), np.float16)
 
-    cfg = ex.ExtractConfig(frames=FRAMES, preset="tiny", pretrained="none", size=224, torch_threads=1)
+    cfg = extract_config.ExtractConfig(frames=FRAMES, preset="tiny", pretrained="none", size=224, torch_threads=1)
     videos = [{"video_id": n, "path": str(clips / f"{n}.mp4")} for n in ("ok1", "ok2", "ok3")]
-    results = list(ex.extract_videos(videos, SlowEncoder(), cfg))
+    results = list(extract_video.extract_videos(videos, SlowEncoder(), cfg))
     assert [r.status for r in results] == ["ok"] * 3
     for this, following in zip(results, results[1:]):
         # the child had the next video before this one's (0.5 s) encoding ended
@@ -330,11 +333,11 @@ def test_the_end_of_a_run_reads_no_index_row(tmp_path, clips):
     _big_index_shard(cache, 200_000)
     cfg = build_config(frames=str(FRAMES), preset="tiny", threads=1)
     videos = read_manifest(_manifest(tmp_path, clips, ["ok1"])).videos
-    ex.extract(videos, cache, cfg, workers=0, progress=False)  # warm: encoder, index.arrow, imports
+    extract_run.extract(videos, cache, cfg, workers=0, progress=False)  # warm: encoder, index.arrow, imports
     more = read_manifest(_manifest(tmp_path, clips, ["ok2"])).videos
     tracemalloc.start()
     try:
-        summary = ex.extract(more, cache, cfg, workers=0, progress=False)
+        summary = extract_run.extract(more, cache, cfg, workers=0, progress=False)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

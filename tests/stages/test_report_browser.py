@@ -62,7 +62,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     the questions, the synthetic task's ground truth and a run folder with metrics.jsonl."""
     from hfs.cache import VideoResult, plan_extraction, write_shard
     from hfs.manifests.records import VideoItem, make_video_id
-    from hfs.pipeline.synthetic_task import EventTruth, QuestionTruth
+    from hfs.pipeline.evaluation.recall import EventTruth, QuestionTruth
 
     root = tmp_path_factory.mktemp("report_inputs")
     (root / "videos").mkdir()

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_layouts import Layout, write_layout
+from colour_task import N_FRAMES
 from typer.testing import CliRunner
 
 from hfs.stages.cli import app
-
-from benchmark_layouts import Layout, write_layout
-from colour_task import N_FRAMES
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("select")]  # its fixtures are built once, on one worker; other modules run beside it
 
@@ -43,7 +42,7 @@ def saved_model(tmp_path_factory, one_thread) -> Path:
     """A saved tiny HFSModel: the folder form of `--run` (a run folder is tested by test_evaluate)."""
     import torch
 
-    from hfs.pipeline.model import HFSConfig, HFSModel
+    from hfs.pipeline.model.hfs_model import HFSConfig, HFSModel
 
     torch.manual_seed(0)
     return HFSModel.build(HFSConfig.tiny(), device="cpu").save(tmp_path_factory.mktemp("select_run") / "model")
@@ -150,8 +149,9 @@ def bench_cache(tmp_path_factory) -> tuple[Layout, Path]:
     """A NExT-QA folder (3 questions on 2 videos, a bad row, a missing video) and a cache of only its
     first video, so the second one's question is 'not in the cache'."""
     from hfs.manifests.benchmarks import get_benchmark
-    from hfs.pipeline.extract import ExtractConfig, extract
-    from hfs.pipeline.synthetic import shape, solid, write_scene_video
+    from hfs.pipeline.demo.videos import shape, solid, write_scene_video
+    from hfs.pipeline.extract.config import ExtractConfig
+    from hfs.pipeline.extract.run import extract
 
     root = tmp_path_factory.mktemp("select_bench")
     video = root / "src.mp4"

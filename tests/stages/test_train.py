@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from colour_task import colour_records, extract, llava_record, write_colour_videos
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from hfs.stages.cli import app
 from hfs.stages.train import TIMING_KEYS
-
-from colour_task import colour_records, extract, llava_record, write_colour_videos
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("train")]  # its fixtures are built once, on one worker; other modules run beside it
 
@@ -167,7 +166,7 @@ def test_every_skip_reason_is_counted_and_training_goes_on(tmp_path):
 
 
 def test_a_non_finite_loss_skips_the_update_and_is_counted(colour_task, tmp_path, monkeypatch):
-    from hfs.pipeline.model import HFSModel
+    from hfs.pipeline.model.hfs_model import HFSModel
 
     forward = HFSModel.forward
 
@@ -229,7 +228,7 @@ def test_missing_cache_or_data_is_named_before_any_model_is_looked_for(tmp_path)
 def _agree(rank: int, port: int, results) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    from hfs.pipeline.distributed import Processes
+    from hfs.pipeline.train.distributed import Processes
 
     procs = Processes("cpu")
     results[rank] = (procs.all_agree(rank == 1), procs.all_agree(False), procs.mean([float(rank), 2.0]))

@@ -1,0 +1,229 @@
+"""Selecting frames and answering benchmark questions: what `hfs select` and `hfs evaluate` run.
+
+For every question and selector: the selector picks k frames on the cached N-frame grid
+(``pipeline/selectors``), the step decodes those k teacher JPEGs and the teacher reads them
+with the question and its options (and, in Video-MME's "with subtitles" setting, the
+subtitle lines around the selected frames' times); its answer is the option whose letter
+has the largest logit. One prediction record per (question, selector, setting) goes to
+``predictions.jsonl``, one line at a time, so a rerun skips what is already predicted.
+Under torchrun each process answers every W-th question into its own file and the first
+merges them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from hfs.cache.format import atomic_write_bytes
+from hfs.manifests.records import QASample
+from hfs.pipeline.evaluation.scoring import prediction_record
+from hfs.pipeline.evaluation.selectors import Choice, Query, SelectorContext, check_choice, get_selector
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EXTRACTION_ERROR",
+    "NOT_IN_CACHE",
+    "OPEN_ENDED",
+    "query_of",
+    "selection_record",
+    "PredictionLog",
+    "TeacherAnswerer",
+    "answer_questions",
+]
+
+EXTRACTION_ERROR = "extraction error"
+NOT_IN_CACHE = "video not in the cache"
+OPEN_ENDED = "open-ended question"
+MERGED = "predictions.jsonl"
+
+
+def query_of(sample: QASample, cache) -> Query:
+    """The ``Query`` of a sample whose video is in ``cache`` (a ``FeatureCache``)."""
+    return Query(sample.sample_id, sample.question, list(sample.options),
+                 cache.features(sample.video_id), cache.timestamps(sample.video_id))
+
+
+def cache_skip_reason(sample: QASample, cache, need_options: bool = True) -> str | None:
+    """Why ``sample`` cannot be selected for (or, ``need_options``, answered) from ``cache``, or None."""
+    if sample.video_id in cache:
+        return None if sample.options or not need_options else OPEN_ENDED
+    try:
+        cache.row(sample.video_id)
+    except KeyError:
+        return NOT_IN_CACHE
+    return EXTRACTION_ERROR
+
+
+def selection_record(sample: QASample, selector: str, k: int, choice: Choice, timestamps: np.ndarray) -> dict:
+    """One line of ``hfs select``'s JSONL (layout in the README)."""
+    return {
+        "sample_id": sample.sample_id, "video_id": sample.video_id, "selector": selector, "k": k,
+        "indices": list(choice.indices), "timestamps_s": [round(float(timestamps[i]), 4) for i in choice.indices],
+        "scores": None if choice.scores is None else [round(float(x), 6) for x in choice.scores],
+    }
+
+
+class PredictionLog:
+    """``predictions.jsonl`` of a results folder, written one line at a time by every process.
+
+    Process r appends to ``predictions.rank-r.jsonl``; ``merge`` (the first process, after
+    every process is done) folds those into ``predictions.jsonl`` atomically. A record's
+    key is (selector, question id, subtitles setting); ``done`` holds the keys already in
+    any of the files, so a rerun after a crash predicts only the rest.
+    """
+
+    def __init__(self, folder: str | Path, rank: int = 0) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / f"predictions.rank-{rank}.jsonl"
+        self._cut_torn_line()
+        self.done = {self.key(r) for r in self.read_all()}
+
+    def _cut_torn_line(self) -> None:
+        """Cut this process's file after its last newline: a run killed while writing leaves a line
+        without one, and the next record appended would be glued to it and lost with it."""
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            log.warning("%s: dropped a torn line (the run was killed while writing it)", self.path)
+            with open(self.path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+
+    @staticmethod
+    def key(record: dict) -> tuple[str, str, bool]:
+        return record["selector"], record["sample_id"], bool(record.get("subtitles", False))
+
+    def _files(self) -> list[Path]:
+        merged = self.folder / MERGED
+        return ([merged] if merged.is_file() else []) + sorted(self.folder.glob("predictions.rank-*.jsonl"))
+
+    def read_all(self) -> list[dict]:
+        """Every record in the merged file and the processes' files (a torn last line is dropped)."""
+        records, seen = [], set()
+        for path in self._files():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("%s: dropped a torn line (the run was killed while writing it)", path)
+                    continue
+                if self.key(record) not in seen:
+                    seen.add(self.key(record))
+                    records.append(record)
+        return records
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done.add(self.key(record))
+
+    def merge(self) -> list[dict]:
+        """Fold every process's file into ``predictions.jsonl`` (atomically) and return all records."""
+        records = self.read_all()
+        atomic_write_bytes(self.folder / MERGED, "".join(json.dumps(r) + "\n" for r in records).encode())
+        for path in self.folder.glob("predictions.rank-*.jsonl"):
+            path.unlink()
+        return records
+
+
+class TeacherAnswerer:
+    """The teacher answering multiple-choice questions from selected cached frames."""
+
+    def __init__(self, teacher, cache) -> None:
+        self.teacher = teacher.eval()
+        self.cache = cache
+
+    def __call__(self, samples: Sequence[QASample], indices: Sequence[Sequence[int]],
+                 timestamps: Sequence[Sequence[float]], subtitles: Sequence[list[str] | None] | None = None):
+        """Option logits ``[B, Cmax]`` (float32, -inf past a sample's options) and the chosen option
+        index of each sample (argmax over its option letters)."""
+        import torch
+
+        from hfs.pipeline.model.frames import decode_jpegs
+
+        device = self.teacher.device
+        frames = [decode_jpegs(self.cache.frames(s.video_id, idx), device=device) for s, idx in zip(samples, indices)]
+        gates = torch.ones(len(samples), len(indices[0]), device=device)
+        with torch.no_grad():
+            out = self.teacher(frames, gates, [s.question for s in samples], [list(s.options) for s in samples],
+                               timestamps=[list(t) for t in timestamps], subtitles=subtitles)
+        logits = out.option_logits.float().cpu()
+        return logits, logits.argmax(-1).tolist()
+
+
+@dataclass
+class Work:
+    """One question to answer with one selector, in one subtitle setting."""
+
+    sample: QASample
+    selector: str
+    subtitles: bool = False
+
+
+def answer_questions(
+    work: Sequence[Work],
+    cache,
+    ctx: SelectorContext,
+    answerer: TeacherAnswerer,
+    log_: PredictionLog,
+    subtitle_lines=None,
+    batch_size: int = 4,
+    on_done=None,
+) -> None:
+    """Select, answer and log every item of ``work`` (items already in ``log_.done`` are skipped).
+
+    ``subtitle_lines(sample, timestamps_s) -> list[str]`` gives the subtitle lines of the
+    "with subtitles" setting. Items go to the teacher in batches of ``batch_size`` with the
+    same selector and setting. ``on_done(n)`` is called after each batch (progress).
+    """
+    todo = [w for w in work if (w.selector, w.sample.sample_id, w.subtitles) not in log_.done]
+    choices: dict[tuple[str, str], tuple[Choice, np.ndarray]] = {}
+    for batch in _batches(todo, batch_size):
+        picked = []
+        for w in batch:
+            key = (w.selector, w.sample.sample_id)
+            if key not in choices:  # the same frames in both subtitle settings
+                query = query_of(w.sample, cache)
+                choice = check_choice(get_selector(w.selector)(query, ctx), len(query.features), ctx.k, w.selector)
+                choices[key] = (choice, query.timestamps)
+            picked.append(choices[key])
+        times = [[float(t[i]) for i in c.indices] for c, t in picked]
+        subs = [subtitle_lines(w.sample, tt) if w.subtitles else None for w, tt in zip(batch, times)]
+        logits, predicted = answerer([w.sample for w in batch], [c.indices for c, _ in picked], times,
+                                     subs if any(w.subtitles for w in batch) else None)
+        for w, (choice, t), row, pred, sub in zip(batch, picked, logits.tolist(), predicted, subs):
+            record = prediction_record(w.sample, w.selector, pred, subtitles=w.subtitles)
+            record.update(
+                video_id=w.sample.video_id, indices=list(choice.indices),
+                timestamps_s=[round(float(t[i]), 4) for i in choice.indices],
+                option_logits=[round(x, 5) for x in row[: len(w.sample.options)]],
+                frame_scores=None if choice.scores is None else [round(float(x), 6) for x in choice.scores],
+            )
+            if sub is not None:
+                record["subtitle_lines"] = len(sub)
+            log_.write(record)
+        if on_done is not None:
+            on_done(len(batch))
+
+
+def _batches(items: Sequence[Work], size: int) -> Iterator[list[Work]]:
+    """Consecutive runs of at most ``size`` items that share selector and subtitle setting."""
+    batch: list[Work] = []
+    for w in items:
+        if batch and (len(batch) == size or (w.selector, w.subtitles) != (batch[0].selector, batch[0].subtitles)):
+            yield batch
+            batch = []
+        batch.append(w)
+    if batch:
+        yield batch

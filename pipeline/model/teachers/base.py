@@ -1,0 +1,607 @@
+"""The teacher M_t (Sec. 3.4): a video LLM that answers from the selected frames.
+
+One interface for every teacher. A teacher gets the k selected frames of each
+sample as one uint8 tensor [k, 3, H, W] (RGB, time order, on any device; see
+`hfs.pipeline.model.frames.decode_jpegs`), each frame's straight-through gate value
+(1.0 in the forward pass), the question and options, and returns
+
+- `option_logits` z (Eq. 16): LM logits at the answer position restricted to
+  the option letters, for the CE of Eq. 17;
+- `frame_hidden` H_t and `context_hidden` h_con (Eq. 18), read from the
+  second-to-last hidden layer, for the teacher scorer MLP_t;
+- `answer_loss`: token CE of the reference answer for open-ended samples.
+
+The gate multiplies every visual token embedding of its frame before the
+language model sees it, so d(CE)/d(gate) reaches the student. Subclasses say
+how frames become pixel values (resize / normalise / patchify as tensor ops on
+the frames' device, every parameter read from the loaded processor's image
+processor config), how the image placeholders of the chat text expand, and how
+their vision features come out; the forward pass, pooling and heads are shared.
+The processor object stays loaded for its tokenizer, chat template and config,
+but is never called in the forward pass: calling it would run PIL-era CPU code
+for every sample of every step.
+
+The language model carries a LoRA adapter θ3 (peft); the vision tower and
+projector stay frozen.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from hfs.pipeline.model import prompts
+from hfs.pipeline.model.frames import check_frames
+from hfs.pipeline.model.loading import (
+    ModelLoadError,
+    adapter_base_model,
+    check_base_model,
+    default_dtype,
+    resolve_model_path,
+)
+
+logger = logging.getLogger(__name__)
+
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+"""peft `target_modules` regex (full match): the language model's linear layers only."""
+
+HIDDEN_LAYER = -2
+"""Index into `hidden_states` (embeddings, layer 1, …, layer L normed) for H_t and h_con:
+-2 is the output of decoder layer L-1, the second-to-last layer (Eq. 18)."""
+
+
+@dataclass
+class TeacherOutput:
+    """What the teacher returns for a batch of B samples with k frames each.
+
+    option_logits: [B, Cmax] z of Eq. 16 (float32), -inf where a sample has fewer options.
+    frame_hidden: [B, k, dh] H_t of Eq. 18, each frame's visual tokens average-pooled (float32).
+    context_hidden: [B, dh] h_con of Eq. 18, the last prompt token (float32).
+    answer_loss: [B] mean token CE of the reference answer, None when no sample has one;
+        0 where `answer_mask` is False.
+    answer_mask: [B] bool, True for open-ended samples whose answer was scored.
+    """
+
+    option_logits: Tensor
+    frame_hidden: Tensor
+    context_hidden: Tensor
+    answer_loss: Tensor | None = None
+    answer_mask: Tensor | None = None
+
+
+@dataclass
+class EncodedSample:
+    """One sample ready for the model: prompt (+ answer) ids and its vision inputs.
+
+    input_ids: [L] prompt ids (image placeholders expanded) followed by answer ids.
+    prompt_len: number of prompt ids; the answer position is prompt_len - 1.
+    frame_spans: per frame, [start, end) of its visual tokens in input_ids.
+    vision: the sample's vision tensors, laid out as the HF processor lays them out
+        (pixel_values on the frames' device, …).
+    extra: other per-token tensors the model needs ([L] each, padded with 0).
+    units_per_frame: vision feature blocks per frame (images for Qwen, tiles for InternVL).
+    """
+
+    input_ids: Tensor
+    prompt_len: int
+    frame_spans: list[tuple[int, int]]
+    vision: dict[str, Tensor]
+    extra: dict[str, Tensor]
+    units_per_frame: list[int]
+
+
+def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """Parameters of `module` that receive gradients."""
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def token_runs(ids: Tensor, token_id: int) -> list[tuple[int, int]]:
+    """Maximal runs [start, end) of `token_id` in the 1-D tensor `ids`."""
+    hit = (ids == token_id).to(torch.int8)
+    edges = torch.diff(hit, prepend=hit.new_zeros(1), append=hit.new_zeros(1))
+    starts = (edges == 1).nonzero().flatten().tolist()
+    ends = (edges == -1).nonzero().flatten().tolist()
+    return list(zip(starts, ends))
+
+
+def letter_token_ids(tokenizer, n: int) -> list[int]:
+    """Ids of the first answer token for options A.. (n letters).
+
+    The chat template ends the prompt with "assistant\\n", after which the model writes
+    the bare letter ("A", not " A"); each letter must be a single token.
+    """
+    ids = []
+    for letter in prompts.option_letters(n):
+        pieces = tokenizer.encode(letter, add_special_tokens=False)
+        if len(pieces) != 1:
+            raise ValueError(f"option letter {letter!r} is {len(pieces)} tokens in this tokenizer; expected 1")
+        ids.append(pieces[0])
+    return ids
+
+
+def end_of_turn_id(tokenizer) -> int:
+    """Token that closes the assistant turn (`<|im_end|>` in ChatML templates, else eos)."""
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if im_end is not None and im_end != tokenizer.unk_token_id:
+        return im_end
+    return tokenizer.eos_token_id
+
+
+class TeacherScorer(nn.Module):
+    """MLP_t of Eq. 18: logits over the k selected frames from [h_i; h_con].
+
+    p_t = softmax(MLP_t([H_t; h_con])); this returns the logits [B, k] (the softmax
+    belongs to the KL of Eq. 20). Two linear layers with a GELU in between.
+    """
+
+    def __init__(self, hidden_size: int, mlp_hidden: int = 512):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.mlp_hidden = mlp_hidden
+        self.mlp = nn.Sequential(nn.Linear(2 * hidden_size, mlp_hidden), nn.GELU(), nn.Linear(mlp_hidden, 1))
+
+    def forward(self, frame_hidden: Tensor, context_hidden: Tensor) -> Tensor:
+        """frame_hidden [B, k, dh], context_hidden [B, dh] -> logits [B, k]."""
+        context = context_hidden.unsqueeze(1).expand(-1, frame_hidden.shape[1], -1)
+        features = torch.cat([frame_hidden, context], dim=-1).to(self.mlp[0].weight.dtype)
+        return self.mlp(features).squeeze(-1)
+
+
+def save_scorer(scorer: TeacherScorer, path: str | Path) -> Path:
+    """Write MLP_t to a safetensors file (sizes in its metadata); returns the path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in scorer.state_dict().items()}
+    meta = {"hidden_size": str(scorer.hidden_size), "mlp_hidden": str(scorer.mlp_hidden)}
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
+def load_scorer(path: str | Path, device: str | torch.device = "cpu") -> TeacherScorer:
+    """Read a MLP_t written by `save_scorer`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"teacher scorer file {path} does not exist")
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    if "hidden_size" not in meta:
+        raise ModelLoadError(f"{path} is not a teacher scorer file (no hidden_size in its metadata)")
+    scorer = TeacherScorer(int(meta["hidden_size"]), int(meta["mlp_hidden"]))
+    scorer.load_state_dict(load_file(str(path)))
+    return scorer.to(device)
+
+
+class Teacher(nn.Module):
+    """A frozen video LLM with a LoRA adapter on its language model (θ3).
+
+    Subclasses set `model_type` (the HF config's) and `default_model`, and
+    implement `model_class_loader`, `encode_sample` and `image_features`.
+    """
+
+    model_type: ClassVar[str]
+    default_model: ClassVar[str]
+    max_tiles: int = 1
+    """Image tiles per frame (TeacherConfig.max_tiles) for teachers that tile frames
+    (InternVL: 1 = the whole frame as one tile, n > 1 = up to n tiles plus a thumbnail);
+    the others ignore it."""
+
+    def __init__(self, model: nn.Module, processor, name_or_path: str, lora_config=None):
+        super().__init__()
+        from peft import get_peft_model
+
+        self.name_or_path = str(name_or_path)
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        if lora_config is None:
+            for param in model.parameters():
+                param.requires_grad_(False)
+            self.lm = model
+        else:
+            self.lm = get_peft_model(model, lora_config)
+            # a saved adapter records the name as given (hub id, preset or folder), not a cache path
+            self.lm.peft_config["default"].base_model_name_or_path = self.name_or_path
+        self.hidden_size = self.hf_model.config.get_text_config().hidden_size
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_targets: str | list[str] = LORA_TARGETS,
+        lora_dropout: float = 0.05,
+        allow_download: bool = False,
+    ) -> "Teacher":
+        """Load the model and processor with transformers' own classes and add LoRA r=`lora_r`
+        (`lora_r=0`: no adapter, everything frozen)."""
+        from peft import LoraConfig
+        from transformers import AutoConfig, AutoProcessor
+
+        name = str(name_or_path or cls.default_model)
+        path = resolve_model_path(name, what="--teacher", allow_download=allow_download)
+        model_type = AutoConfig.from_pretrained(path).model_type
+        if model_type != cls.model_type:
+            raise ModelLoadError(f"--teacher {name!r} is a {model_type!r} model, not {cls.model_type!r}")
+        dtype = dtype or default_dtype(device)
+        model = cls.model_class_loader().from_pretrained(path, dtype=dtype).to(device)
+        processor = AutoProcessor.from_pretrained(path)
+        lora = None
+        if lora_r > 0:
+            lora = LoraConfig(
+                r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=lora_targets, bias="none"
+            )
+        teacher = cls(model, processor, name, lora)
+        logger.info(
+            "teacher %s (%s) on %s, %s: %d trainable parameters",
+            name, cls.__name__, device, dtype, sum(p.numel() for p in teacher.trainable_parameters()),
+        )
+        return teacher
+
+    @property
+    def hf_model(self) -> nn.Module:
+        """The transformers model (with LoRA layers injected, if any)."""
+        return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+
+    @property
+    def device(self) -> torch.device:
+        return self.hf_model.device
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """θ3: the LoRA weights of the language model."""
+        return trainable_parameters(self)
+
+    # -- adapter I/O ----------------------------------------------------------------------------
+
+    def save_adapter(self, folder: str | Path) -> Path:
+        """Save the LoRA adapter θ3 with peft (adapter_config.json + adapter_model.safetensors)."""
+        if not hasattr(self.lm, "save_pretrained") or not hasattr(self.lm, "peft_config"):
+            raise ValueError("this teacher has no LoRA adapter to save (loaded with lora_r=0)")
+        folder = Path(folder)
+        # embeddings are never trained here; "auto" would query the hub about the base model's vocabulary
+        self.lm.save_pretrained(folder, save_embedding_layers=False)
+        return folder
+
+    def load_adapter(self, folder: str | Path) -> None:
+        """Load LoRA weights saved by `save_adapter` into this teacher's adapter."""
+        from peft import LoraConfig
+        from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+        if not hasattr(self.lm, "peft_config"):
+            raise ValueError("this teacher has no LoRA adapter to load into (loaded with lora_r=0)")
+        what = f"teacher adapter {folder}"
+        check_base_model(adapter_base_model(folder), self.name_or_path, what)
+        saved = LoraConfig.from_pretrained(str(folder))
+        current = self.lm.peft_config["default"]
+        if (saved.r, saved.lora_alpha) != (current.r, current.lora_alpha):
+            raise ModelLoadError(
+                f"{what} has r={saved.r}, alpha={saved.lora_alpha}; this teacher was built with "
+                f"r={current.r}, alpha={current.lora_alpha}"
+            )
+        result = set_peft_model_state_dict(self.lm, load_peft_weights(str(folder), device=str(self.device)))
+        unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+        if unexpected:
+            raise ModelLoadError(f"{what} does not fit this model: unexpected weights such as {unexpected[0]}")
+
+    # -- per-model hooks ------------------------------------------------------------------------
+
+    @staticmethod
+    def model_class_loader():
+        """The transformers class of this teacher (imported lazily)."""
+        raise NotImplementedError
+
+    def encode_sample(self, chat_text: str, frames: Tensor) -> EncodedSample:
+        """One sample as model inputs, without calling the processor.
+
+        chat_text: the chat-templated prompt with one image placeholder per frame.
+        frames: uint8 [k, 3, H, W], RGB, time order, on any device.
+        Turns the frames into pixel values with tensor ops on their device, expands the
+        placeholders as the HF processor would, tokenizes, and locates each frame's tokens.
+        """
+        raise NotImplementedError
+
+    @property
+    def image_processor(self):
+        """The loaded image processor: read for its config (sizes, mean, std, resample), never called."""
+        return self.processor.image_processor
+
+    @staticmethod
+    def expand_image_placeholders(chat_text: str, placeholder: str, replacements: list[str]) -> str:
+        """Replace the j-th `placeholder` of the chat text by `replacements[j]` (one per frame),
+        in one pass, as the HF processor does (a replacement may contain the placeholder)."""
+        pieces = chat_text.split(placeholder)
+        if len(pieces) - 1 != len(replacements):
+            raise ValueError(
+                f"the prompt has {len(pieces) - 1} image placeholders {placeholder!r} for {len(replacements)} frames"
+            )
+        return pieces[0] + "".join(r + p for r, p in zip(replacements, pieces[1:]))
+
+    def tokenize_prompt(self, text: str) -> Tensor:
+        """Token ids [L] (int64, CPU) of the expanded prompt, tokenized as the processor's
+        tokenizer call does (its default special tokens, no padding, no truncation)."""
+        return torch.tensor(self.tokenizer(text)["input_ids"], dtype=torch.long)
+
+    def image_features(self, vision: dict[str, Tensor], units_per_frame: list[int], gates: Tensor):
+        """Visual token embeddings of all frames (frozen encoder, no grad) times their gates.
+
+        gates: [F] one value per frame over the batch (sample-major, time order).
+        Returns what the model takes as `mm_encoder_outputs["image"].pooler_output`.
+        """
+        raise NotImplementedError
+
+    def language_model_inputs(self, batch: dict[str, Tensor], vision: dict[str, Tensor]) -> dict:
+        """Extra keyword arguments of the inner multimodal model's forward (e.g. grids)."""
+        return {}
+
+    # -- forward --------------------------------------------------------------------------------
+
+    def build_prompt(self, num_frames: int, question: str, options, timestamps, subtitles=None) -> str:
+        """Chat-templated prompt: k image slots then the question text (Eq. 16), ending
+        with the assistant turn's opening so the next token is the answer. ``subtitles``:
+        subtitle lines to show before the question (evaluation "with subtitles")."""
+        if options:
+            text = prompts.teacher_prompt_text(question, options, timestamps, subtitles)
+        else:
+            text = prompts.teacher_open_prompt_text(question, timestamps, subtitles)
+        messages = prompts.teacher_messages(num_frames, text)
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode_batch(
+        self,
+        frames: list[Tensor],
+        questions: list[str],
+        options: list[list[str] | None],
+        timestamps: list[list[float]] | None = None,
+        answers: list[str | None] | None = None,
+        subtitles: list[list[str] | None] | None = None,
+    ) -> list[EncodedSample]:
+        """`encode_sample` per sample (frames[b]: uint8 [k, 3, H, W]); an open-ended sample's
+        answer (+ end of turn) is appended."""
+        samples = []
+        for b, sample_frames in enumerate(frames):
+            check_frames(sample_frames, f"frames of sample {b}")
+            opts = options[b] or []
+            chat = self.build_prompt(len(sample_frames), questions[b], opts, timestamps[b] if timestamps else None,
+                                     subtitles[b] if subtitles else None)
+            sample = self.encode_sample(chat, sample_frames)
+            answer = answers[b] if answers is not None else None
+            if not opts and answer:
+                ids = self.tokenizer.encode(answer.strip(), add_special_tokens=False) + [end_of_turn_id(self.tokenizer)]
+                sample.input_ids = torch.cat([sample.input_ids, torch.tensor(ids, dtype=sample.input_ids.dtype)])
+                sample.extra = {k: torch.cat([v, v.new_zeros(len(ids))]) for k, v in sample.extra.items()}
+            samples.append(sample)
+        return samples
+
+    def collate(self, samples: list[EncodedSample]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Right-pad the token tensors to one batch; concatenate the vision tensors in order.
+
+        Right padding keeps every real token's position ids what they are unbatched.
+        """
+        length = max(len(s.input_ids) for s in samples)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(samples), length), dtype=torch.long)
+        extra = {k: torch.zeros((len(samples), length), dtype=v.dtype) for k, v in samples[0].extra.items()}
+        for b, s in enumerate(samples):
+            n = len(s.input_ids)
+            input_ids[b, :n] = s.input_ids
+            attention_mask[b, :n] = 1
+            for k, v in s.extra.items():
+                extra[k][b, :n] = v
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, **extra}
+        vision = {k: torch.cat([s.vision[k] for s in samples]) for k in samples[0].vision}
+        device = self.device
+        return {k: v.to(device) for k, v in batch.items()}, {k: v.to(device) for k, v in vision.items()}
+
+    def forward(
+        self,
+        frames: list[Tensor],
+        gates: Tensor,
+        questions: list[str],
+        options: list[list[str] | None],
+        timestamps: list[list[float]] | None = None,
+        answers: list[str | None] | None = None,
+        subtitles: list[list[str] | None] | None = None,
+    ) -> TeacherOutput:
+        """Teacher pass over B samples of k frames (Eqs. 16 and 18).
+
+        frames[b]: uint8 [k, 3, H, W], the k selected frames of sample b (RGB, time order),
+            on any device (`hfs.pipeline.model.frames.decode_jpegs`); resized and normalised there.
+        gates: [B, k] straight-through mask values (1.0 forward; carry d/d gate).
+        options[b]: the options of sample b, [] or None for an open-ended question.
+        timestamps[b]: the k frame times in seconds, written into the prompt.
+        answers[b]: reference answer text, scored (answer_loss) for open-ended samples.
+        subtitles[b]: subtitle lines shown before the question (evaluation), or None.
+        """
+        self._check_inputs(frames, gates, questions, options, timestamps, answers, subtitles)
+        samples = self.encode_batch(frames, questions, options, timestamps, answers, subtitles)
+        batch, vision = self.collate(samples)
+        units = [u for s in samples for u in s.units_per_frame]
+        features = self.image_features(vision, units, gates.reshape(-1))
+        hidden, last = self._language_model(batch, vision, features)
+
+        prompt_ends = torch.tensor([s.prompt_len - 1 for s in samples], device=hidden.device)
+        rows = torch.arange(len(samples), device=hidden.device)
+        context_hidden = hidden[rows, prompt_ends]
+        frame_hidden = self._pool_frames(hidden, samples)
+        answer_states = last[rows, prompt_ends]
+        option_logits = self._option_logits(answer_states, options)
+        answer_loss, answer_mask = self._answer_loss(last, batch["input_ids"], samples, options, answers)
+        return TeacherOutput(
+            option_logits=option_logits,
+            frame_hidden=frame_hidden.float(),
+            context_hidden=context_hidden.float(),
+            answer_loss=answer_loss,
+            answer_mask=answer_mask,
+        )
+
+    def _check_inputs(self, frames, gates, questions, options, timestamps, answers, subtitles=None) -> None:
+        """One clear error for inconsistent batch arguments."""
+        batch = len(frames)
+        if gates.ndim != 2 or gates.shape[0] != batch:
+            raise ValueError(f"gates must be [B, k] with B={batch}, got {tuple(gates.shape)}")
+        k = gates.shape[1]
+        named = {"questions": questions, "options": options, "timestamps": timestamps, "answers": answers,
+                 "subtitles": subtitles}
+        for name, value in named.items():
+            if value is not None and len(value) != batch:
+                raise ValueError(f"{name} has {len(value)} entries for {batch} samples")
+        for b, sample_frames in enumerate(frames):
+            check_frames(sample_frames, f"frames of sample {b}")
+            if len(sample_frames) != k:
+                raise ValueError(f"sample {b} has {len(sample_frames)} frames but gates has k={k}")
+            if timestamps is not None and len(timestamps[b]) != k:
+                raise ValueError(f"sample {b} has {len(timestamps[b])} timestamps for {k} frames")
+
+    def _language_model(self, batch, vision, features) -> tuple[Tensor, Tensor]:
+        """Inner multimodal model on precomputed (gated) image features.
+
+        Returns (hidden_states[HIDDEN_LAYER], last normed hidden state), each [B, L, dh].
+        """
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        outputs = self.hf_model.model(
+            **batch,
+            **self.language_model_inputs(batch, vision),
+            mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        return outputs.hidden_states[HIDDEN_LAYER], outputs.last_hidden_state
+
+    @staticmethod
+    def _pool_frames(hidden: Tensor, samples: list[EncodedSample]) -> Tensor:
+        """H_t (Eq. 18): mean of each frame's visual-token hidden states -> [B, k, dh]."""
+        rows = []
+        for b, s in enumerate(samples):
+            rows.append(torch.stack([hidden[b, start:end].mean(dim=0) for start, end in s.frame_spans]))
+        return torch.stack(rows)
+
+    def _option_logits(self, answer_states: Tensor, options) -> Tensor:
+        """z (Eq. 16): LM-head logits of the option letters at the answer position -> [B, Cmax]
+        float32, -inf padded.
+
+        Computed in float32 whatever the model dtype and any autocast context: the CE of
+        Eq. 17 and the argmax compare logits that can differ by less than a bf16 step.
+        """
+        counts = [len(o or []) for o in options]
+        c_max = max(counts)
+        out = answer_states.new_full((len(options), c_max), float("-inf"), dtype=torch.float32)
+        if c_max == 0:
+            return out
+        letter_ids = torch.tensor(letter_token_ids(self.tokenizer, c_max), device=answer_states.device)
+        head = self.hf_model.get_output_embeddings()
+        with torch.autocast(answer_states.device.type, enabled=False):
+            weight = head.weight[letter_ids].float()
+            bias = None if head.bias is None else head.bias[letter_ids].float()
+            logits = nn.functional.linear(answer_states.float(), weight, bias)
+        for b, count in enumerate(counts):
+            out[b, :count] = logits[b, :count]
+        return out
+
+    def _answer_loss(self, last: Tensor, input_ids: Tensor, samples, options, answers):
+        """Token CE of the appended answer for open-ended samples -> ([B], mask [B]) or (None, None)."""
+        if answers is None:
+            return None, None
+        mask = torch.tensor(
+            [not (options[b] or []) and bool(answers[b]) for b in range(len(samples))], device=last.device
+        )
+        if not mask.any():
+            return None, None
+        head = self.hf_model.get_output_embeddings()
+        losses = []
+        for b, s in enumerate(samples):
+            if not mask[b]:
+                losses.append(last.new_zeros((), dtype=torch.float32))
+                continue
+            end = len(s.input_ids)
+            logits = head(last[b, s.prompt_len - 1 : end - 1]).float()
+            losses.append(nn.functional.cross_entropy(logits, input_ids[b, s.prompt_len : end]))
+        return torch.stack(losses), mask
+
+
+_REGISTRY: dict[str, type[Teacher]] = {}
+
+
+def register_teacher(name: str):
+    """Class decorator: make a Teacher loadable as `load_teacher(name, ...)`."""
+
+    def register(cls: type[Teacher]) -> type[Teacher]:
+        if name in _REGISTRY:
+            raise ValueError(f"teacher {name!r} is already registered by {_REGISTRY[name].__name__}")
+        _REGISTRY[name] = cls
+        return cls
+
+    return register
+
+
+def list_teachers() -> list[str]:
+    """Registered teacher kinds, sorted."""
+    return sorted(_REGISTRY)
+
+
+def teacher_class(kind: str) -> type[Teacher]:
+    """The Teacher class registered as `kind`."""
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown teacher {kind!r}; known: {', '.join(list_teachers())} (or 'auto')")
+    return _REGISTRY[kind]
+
+
+def teacher_kind(name_or_path: str, allow_download: bool = False) -> str:
+    """Teacher kind whose model_type matches the checkpoint's config."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(name_or_path, what="--teacher", allow_download=allow_download)
+    model_type = AutoConfig.from_pretrained(path).model_type
+    for kind, cls in _REGISTRY.items():
+        if cls.model_type == model_type:
+            return kind
+    raise ModelLoadError(
+        f"--teacher {name_or_path!r} is a {model_type!r} model; supported teachers: {', '.join(list_teachers())}"
+    )
+
+
+def load_teacher(
+    kind: str,
+    name_or_path: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    lora_r: int = 8,
+    lora_alpha: int = 16,
+    lora_targets: str | list[str] = LORA_TARGETS,
+    lora_dropout: float = 0.05,
+    adapter: str | Path | None = None,
+    allow_download: bool = False,
+) -> Teacher:
+    """Load a registered teacher (`kind="auto"`: pick it from the checkpoint's model_type),
+    with a fresh LoRA adapter or the one saved in `adapter`."""
+    if kind == "auto":
+        if name_or_path is None:
+            raise ValueError("teacher kind 'auto' needs a model id or path")
+        kind = teacher_kind(str(name_or_path), allow_download)
+    teacher = teacher_class(kind).from_pretrained(
+        name_or_path,
+        device=device,
+        dtype=dtype,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_targets=lora_targets,
+        lora_dropout=lora_dropout,
+        allow_download=allow_download,
+    )
+    if adapter is not None:
+        teacher.load_adapter(adapter)
+    return teacher

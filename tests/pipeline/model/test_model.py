@@ -1,0 +1,340 @@
+"""HFSModel end to end on tiny random models (Eqs. 1–21): gradients, ablations, paths."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+
+import pytest
+import torch
+from PIL import Image
+
+from hfs.pipeline.model.hfs_model import Batch, HFSConfig, HFSModel, LossConfig, TeacherConfig
+from hfs.pipeline.model.selection import topk_select
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("models")]  # one test process loads the model stack (--dist loadgroup)
+
+N = 12  # frames per video (paper: 128); the tiny preset selects k = 4
+GROUPS = {"theta1", "theta2", "theta3", "W_v", "q_agg", "MLP_s", "MLP_t"}
+
+
+def _live_lora(module: torch.nn.Module) -> None:
+    """LoRA starts with B = 0 (A then gets exactly zero gradient): make every B non-zero."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.05)
+
+
+def _build(kind: str) -> HFSModel:
+    torch.manual_seed(0)
+    model = HFSModel.build(HFSConfig.tiny(teacher=kind), device="cpu")
+    _live_lora(model)
+    return model
+
+
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "internvl"])
+def model(request, one_thread) -> HFSModel:
+    return _build(request.param)
+
+
+@pytest.fixture(scope="module")
+def qwen_model(one_thread) -> HFSModel:
+    return _build("qwen2_5_vl")
+
+
+def frame(b: int, i: int) -> bytes:
+    """A 64×48 JPEG whose colour encodes (sample, index), as the cache stores teacher frames."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (20 * i % 256, 80 * b % 256, 128)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+class Untouchable(list):
+    """N frames that fail the test when one is read."""
+
+    def __getitem__(self, i):
+        raise AssertionError("the teacher must not run here")
+
+
+def make_batch(open_ended: bool = False, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    options = [["a man running", "a dog barking", "a cat sleeping"], ["red", "blue"]]
+    answer_index = [1, 0]
+    if open_ended:
+        options[1], answer_index[1] = [], -1
+    return Batch(
+        features=torch.randn(2, N, 512, generator=g),
+        timestamps=torch.linspace(0.5, 60.0, N).expand(2, N).clone(),
+        questions=["What happens in the video?", "What colour is the car?"],
+        options=options,
+        answer_index=torch.tensor(answer_index),
+        answers=["a dog barking", "It is red."],
+        frames=[[frame(b, i) for i in range(N)] for b in range(2)],
+    )
+
+
+def grad_sums(model: HFSModel) -> dict[str, float]:
+    return {
+        name: sum(float(p.grad.abs().sum()) for p in params if p.grad is not None)
+        for name, params in model.trainable_parameters().items()
+    }
+
+
+def with_losses(model: HFSModel, **changes) -> HFSModel:
+    """Same modules, other loss switches."""
+    cfg = replace(model.cfg, losses=replace(model.cfg.losses, **changes))
+    return HFSModel(cfg, model.student, model.teacher, model.teacher_scorer)
+
+
+def test_one_backward_reaches_every_trainable_part(model):
+    model.train()
+    model.zero_grad()
+    terms, sel = model(make_batch(), step=0, steps_per_epoch=10, generator=torch.Generator().manual_seed(0))
+    assert sel.indices.shape == (2, 4) and sel.scores.shape == (2, N) and sel.soft_mask.shape == (2, N)
+    assert torch.isfinite(terms.total) and terms.kl is not None
+    terms.total.backward()
+    sums = grad_sums(model)
+    assert set(sums) == GROUPS
+    assert all(v > 0 for v in sums.values()), sums
+
+
+def test_ce_alone_reaches_mlp_s_through_the_straight_through_gate(qwen_model):
+    ce_only = with_losses(qwen_model, use_kl=False, use_set=False, use_sep=False)
+    ce_only.zero_grad()
+    terms, _ = ce_only(make_batch(), step=0, steps_per_epoch=10, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(terms.total, terms.ce.mean())
+    assert (terms.lambda_kl, terms.lambda_set, terms.lambda_sep) == (0.0, 0.0, 0.0) and terms.kl is None
+    terms.total.backward()
+    sums = grad_sums(ce_only)
+    assert sums["MLP_s"] > 0 and sums["theta1"] > 0
+    assert "MLP_t" not in sums  # KL off: MLP_t is not trained...
+    assert all(p.grad is None for p in ce_only.teacher_scorer.parameters())  # ...and gets no gradient
+
+    # Without the straight-through estimator the gate is a constant and CE cannot reach s.
+    cfg = replace(ce_only.cfg, selection=replace(ce_only.cfg.selection, straight_through=False))
+    no_st = HFSModel(cfg, ce_only.student, ce_only.teacher, ce_only.teacher_scorer)
+    no_st.zero_grad()
+    terms, _ = no_st(make_batch(), step=0, steps_per_epoch=10, generator=torch.Generator().manual_seed(1))
+    terms.total.backward()
+    assert grad_sums(no_st)["MLP_s"] == 0.0
+
+
+def test_eq21_weights_follow_the_schedules(qwen_model):
+    batch, g = make_batch(), torch.Generator
+    early, sel0 = qwen_model(batch, step=0, steps_per_epoch=4, generator=g().manual_seed(2))
+    late, sel9 = qwen_model(batch, step=2000, steps_per_epoch=4, generator=g().manual_seed(2))
+    assert early.lambda_kl == pytest.approx(0.1) and late.lambda_kl == pytest.approx(1.0)
+    assert sel0.tau == pytest.approx(2.0) and sel9.tau == pytest.approx(0.5)
+    assert (early.lambda_set, early.lambda_sep) == (1e-4, 0.01)
+    expected = (early.ce.mean() + 0.1 * early.kl.mean() - 1e-4 * early.set_objective.mean()
+                + 0.01 * early.sep.mean())
+    torch.testing.assert_close(early.total, expected)
+
+
+def test_open_ended_sample_uses_the_teachers_answer_loss(qwen_model):
+    terms, _ = qwen_model(make_batch(open_ended=True), step=0, steps_per_epoch=10,
+                          generator=torch.Generator().manual_seed(3))
+    assert terms.ce.shape == (2,) and bool(torch.isfinite(terms.ce).all()) and float(terms.ce[1].detach()) > 0
+    bad = make_batch(open_ended=True)
+    bad.answers[1] = ""
+    with pytest.raises(ValueError, match="reference answer"):
+        qwen_model(bad, step=0, steps_per_epoch=10)
+
+
+def test_evaluate_is_deterministic_plain_topk(model):
+    model.train()
+    batch = make_batch(open_ended=True)
+    first, second = model.evaluate(batch), model.evaluate(batch)
+    assert model.training  # mode restored
+    torch.testing.assert_close(first.selection.indices, second.selection.indices)
+    torch.testing.assert_close(first.option_logits, second.option_logits)
+    torch.testing.assert_close(first.selection.indices, topk_select(first.selection.scores, 4))
+    assert first.predicted[1] == -1 and 0 <= int(first.predicted[0]) < 3
+    assert torch.isinf(first.option_logits[1]).all()  # open-ended: no option letters
+
+
+def test_select_single_question_and_k(qwen_model):
+    feats = make_batch().features
+    one = qwen_model.select(feats[0], "What happens?", ["a", "b"], k=3)
+    assert one.indices.shape == (1, 3) and one.soft_mask is None
+    assert bool((one.indices.diff(dim=-1) > 0).all())
+    many = qwen_model.select(feats, ["What happens?", "Why?"], [["a", "b"], []])
+    assert many.indices.shape == (2, 4)
+
+
+def test_pseudo_label_supervision_runs_without_teacher(qwen_model):
+    with pytest.raises(ValueError, match="use_kl=False"):
+        LossConfig(supervision="pseudo_label")
+    pl = with_losses(qwen_model, supervision="pseudo_label", use_kl=False)
+    batch = make_batch()
+
+    batch.frames = [Untouchable([b""] * N) for _ in range(2)]
+    batch.frame_labels = torch.zeros(2, N)
+    batch.frame_labels[:, :3] = 1.0
+    pl.zero_grad()
+    terms, _ = pl(batch, step=0, steps_per_epoch=10)
+    terms.total.backward()
+    sums = grad_sums(pl)
+    assert sums["MLP_s"] > 0 and "theta3" not in sums
+    assert all(p.grad is None for p in pl.teacher.parameters())
+
+
+def test_batch_validation_names_the_field():
+    batch = make_batch()
+    batch.answer_index = torch.tensor([5, 0])
+    with pytest.raises(ValueError, match="answer_index 5 for 3 options"):
+        batch.validate()
+    batch = make_batch()
+    batch.timestamps = batch.timestamps[:, :3]
+    with pytest.raises(ValueError, match="timestamps"):
+        batch.validate()
+
+
+def test_config_dict_round_trip_and_ablation_switches():
+    cfg = HFSConfig.tiny("internvl")
+    cfg.student.K, cfg.set_objective.terms, cfg.selection.k = 0, ("rel", "red"), 8
+    again = HFSConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    with pytest.raises(ValueError, match="unknown fields"):
+        HFSConfig.from_dict({"losses": {"lambda_kl": 1.0}})
+    assert HFSConfig().student.K == 3 and HFSConfig().selection.k == 16
+    assert HFSConfig().teacher.lora_r == 8 and HFSConfig().losses.lambda_set == 1e-4
+
+
+def test_model_save_load_round_trip(qwen_model, tmp_path):
+    qwen_model.save(tmp_path / "run")
+    loaded = HFSModel.load(tmp_path / "run", device="cpu")
+    batch = make_batch()
+    a, b = qwen_model.evaluate(batch), loaded.evaluate(batch)
+    torch.testing.assert_close(a.selection.scores, b.selection.scores, rtol=0, atol=0)
+    torch.testing.assert_close(a.option_logits, b.option_logits, rtol=0, atol=0)
+
+
+def test_teacher_max_tiles_is_validated_and_reaches_the_internvl_teacher(one_thread):
+    with pytest.raises(ValueError, match="max_tiles"):
+        TeacherConfig(kind="internvl", max_tiles=0)
+    cfg = HFSConfig.tiny("internvl")
+    cfg.teacher.max_tiles = 4
+    assert HFSModel.build(cfg, device="cpu").teacher.max_tiles == 4
+
+
+def test_a_saved_model_keeps_every_field_that_shapes_it(one_thread, tmp_path):
+    cfg = HFSConfig.tiny("internvl")
+    cfg.teacher.max_tiles = 4
+    cfg.student.query_positions = "question"
+    HFSModel.build(cfg, device="cpu").save(tmp_path / "m")
+    loaded = HFSModel.load(tmp_path / "m", device="cpu")
+    assert loaded.teacher.max_tiles == 4 and loaded.cfg == cfg
+    assert loaded.student.cfg.query_positions == "question"
+
+
+# ---------------------------------------------------------------- every config value reaches its equation
+
+TERM_KEYS = ("total", "ce", "kl", "set_objective", "relevance", "coverage", "redundancy", "sep",
+             "lambda_kl", "lambda_set", "lambda_sep", "tau")
+
+
+def _terms(model: HFSModel, batch: Batch, noise: torch.Tensor) -> dict:
+    with torch.no_grad():
+        terms, sel = model(batch, step=2, steps_per_epoch=4, noise=noise)
+    return {**terms.as_dict(), "tau": sel.tau}
+
+
+def _changed(a: dict, b: dict) -> set[str]:
+    return {k for k in TERM_KEYS
+            if (a[k] is None) != (b[k] is None) or (a[k] is not None and abs(a[k] - b[k]) > 1e-9 * max(1.0, abs(a[k])))}
+
+
+@pytest.mark.parametrize("section, field, value, expected", [
+    ("set_objective", "tau_c", 3.0, {"coverage", "set_objective", "total"}),
+    ("set_objective", "gamma", 3.0, {"redundancy", "set_objective", "total"}),
+    ("set_objective", "weights", (0.6, 0.3, 0.2), {"set_objective", "total"}),
+    ("set_objective", "terms", ("cov", "red"), {"relevance", "set_objective", "total"}),
+    ("set_objective", "terms", ("rel", "red"), {"coverage", "set_objective", "total"}),
+    ("set_objective", "terms", ("rel", "cov"), {"redundancy", "set_objective", "total"}),
+    ("losses", "tau_d", 0.25, {"kl", "total"}),
+    ("losses", "lambda_kl_start", 0.3, {"lambda_kl", "total"}),
+    ("losses", "lambda_kl_end", 0.5, {"lambda_kl", "total"}),
+    ("losses", "lambda_set", 1e-2, {"lambda_set", "total"}),
+    ("losses", "lambda_sep", 0.5, {"lambda_sep", "total"}),
+    ("losses", "use_kl", False, {"kl", "lambda_kl", "total"}),
+    ("losses", "use_set", False, {"lambda_set", "total"}),
+    ("losses", "use_sep", False, {"lambda_sep", "total"}),
+    ("selection", "tau0", 1.0, {"tau", "relevance", "coverage", "redundancy", "set_objective", "total"}),
+])
+def test_each_config_value_changes_exactly_its_loss_terms(qwen_model, section, field, value, expected):
+    """Eqs. 11–21: a value wired into the wrong equation (τc for γ, say) changes other terms."""
+    batch = make_batch()
+    noise = torch.distributions.Gumbel(0.0, 1.0).sample((2, N))
+    qwen_model.eval()  # no dropout: the two passes differ only by the config
+    base = _terms(qwen_model, batch, noise)
+    cfg = replace(qwen_model.cfg, **{section: replace(getattr(qwen_model.cfg, section), **{field: value})})
+    other = _terms(HFSModel(cfg, qwen_model.student, qwen_model.teacher, qwen_model.teacher_scorer), batch, noise)
+    qwen_model.train()
+    assert _changed(base, other) == expected
+
+
+def test_the_same_noise_gives_the_same_selection(qwen_model):
+    batch, noise = make_batch(), torch.randn(2, N)
+    qwen_model.eval()
+    with torch.no_grad():
+        a = qwen_model(batch, step=0, steps_per_epoch=4, noise=noise)[1]
+        b = qwen_model(batch, step=0, steps_per_epoch=4, noise=noise)[1]
+    qwen_model.train()
+    torch.testing.assert_close(a.soft_mask, b.soft_mask, rtol=0, atol=0)
+    assert torch.equal(a.indices, b.indices)
+
+
+# ---------------------------------------------------------------- the trainable set follows the config
+
+ALL = {"theta1", "theta2", "theta3", "W_v", "q_agg", "MLP_s", "MLP_t"}
+
+
+@pytest.mark.parametrize("changes, frozen", [
+    ({}, set()),
+    ({"student": {"K": 0}}, {"theta1"}),
+    ({"student": {"static_query": True}}, {"theta1"}),
+    ({"losses": {"use_kl": False}}, {"MLP_t"}),
+    ({"losses": {"supervision": "pseudo_label", "use_kl": False}}, {"theta3", "MLP_t"}),
+    ({"teacher": {"lora_r": 0}}, {"theta3"}),
+])
+def test_the_trainable_set_is_what_the_config_uses(one_thread, changes, frozen):
+    """What trains is exactly what the forward pass uses, so DDP needs no find_unused_parameters."""
+    cfg = HFSConfig.tiny("qwen2_5_vl")
+    for section, values in changes.items():
+        setattr(cfg, section, replace(getattr(cfg, section), **values))
+    torch.manual_seed(0)
+    model = HFSModel.build(cfg, device="cpu")
+    _live_lora(model)
+    trained = set(model.trainable_parameters())
+    assert trained == ALL - frozen - ({"theta3"} if cfg.teacher.lora_r == 0 else set())
+    batch = make_batch()
+    batch.frame_labels = torch.rand(2, N)
+    terms, _ = model(batch, step=0, steps_per_epoch=4)
+    terms.total.backward()
+    for group, params in model.parameter_groups().items():
+        for p in params:
+            assert (p.grad is not None) == (group in trained), (group, p.shape)
+    model.check_trainable_fp32()
+
+
+def test_the_training_step_runs_no_pil_and_no_processor_call(model, monkeypatch):
+    """JPEG decoding and the teacher's image preprocessing are tensor ops inside the step."""
+    import PIL.Image
+
+    batch = make_batch()  # JPEGs made with PIL before the patches
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("PIL or the HF processor ran inside HFSModel.forward")
+
+    for name in ("resize", "convert", "crop", "transpose", "tobytes", "load"):
+        monkeypatch.setattr(PIL.Image.Image, name, forbidden)
+    for name in ("fromarray", "frombuffer", "frombytes", "open", "new"):
+        monkeypatch.setattr(PIL.Image, name, forbidden)
+    monkeypatch.setattr(type(model.teacher.processor), "__call__", forbidden)
+    for name in ("__call__", "preprocess", "_preprocess"):
+        monkeypatch.setattr(type(model.teacher.processor.image_processor), name, forbidden)
+    terms, _ = model(batch, step=0, steps_per_epoch=4, noise=torch.zeros(2, N))
+    terms.total.backward()
+    model.zero_grad()

@@ -40,6 +40,14 @@ BASE = ("selection.k=16", "train.lr=1e-3", "train.batch_size=4", "train.micro_ba
 ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     # name: (paper table, overrides, what it tests)
     "full model": ("3", (), "CoT queries, F(m), KL, L_sep (the paper's HFS)"),
+    "logit path": ("-", ("selection.score_path=logit",), "keys c·ẑ + g, F on σ(c·ẑ), KL on c·ẑ"),
+    "paper σ path": ("-", ("selection.score_path=sigmoid",), "keys log σ(z) + g, F and KL on s (the paper)"),
+    "logit, scale 1": ("-", ("selection.score_path=logit", "selection.logit_scale=1.0"), "τ_s = 1"),
+    "logit, scale 4": ("-", ("selection.score_path=logit", "selection.logit_scale=4.0"), "τ_s = 0.25"),
+    "logit, score function": ("-", ("selection.score_path=logit", "selection.estimator=score_function"),
+                              "4 samples, leave-one-out REINFORCE on the ordered PL log-probability"),
+    "σ path, score function": ("-", ("selection.score_path=sigmoid", "selection.estimator=score_function"),
+                               "the paper's keys with the score-function estimator"),
     "w/o CoT-Query": ("3", ("student.use_cot=false",), "task analyzer reads the question without the CoT prompt"),
     "w/o set objective (F off)": ("3, 5", ("losses.use_set=false",), "no −λ_set·F(m)"),
     "w/o KL": ("3, 7", ("losses.use_kl=false",), "no mutual-learning KL"),

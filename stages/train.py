@@ -68,7 +68,10 @@ def resumed_config(run_dir: Path, requested):
     taken from ``requested``. Any other difference is an error naming both values."""
     from hfs.pipeline.train.config import RESUMABLE_CHANGES, RunConfig
 
-    saved = RunConfig.from_dict(json.loads((run_dir / RUN_CONFIG_FILE).read_text()))
+    from hfs.pipeline.model.hfs_model import saved_before_score_path
+
+    saved = RunConfig.from_dict(saved_before_score_path(json.loads((run_dir / RUN_CONFIG_FILE).read_text()),
+                                                        str(run_dir / RUN_CONFIG_FILE)))
     old, new = saved.to_dict(), requested.to_dict()
     differs = [f"{section}.{key}: run has {old[section][key]!r}, this command asks for {new[section][key]!r}"
                for section in old for key in old[section]
@@ -279,7 +282,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
                 tb = next(batches)
                 data_wait += time.perf_counter() - t_wait
                 n_frames = tb.batch.features.shape[1]
-                noise = per_sample_noise(tb.noise_seeds, n_frames, device=procs.device)
+                noise = per_sample_noise(tb.noise_seeds, n_frames, device=procs.device,
+                                         samples=cfg.model.selection.num_samples)
                 last = micro == accumulation - 1
                 sync = contextlib.nullcontext() if (last or not procs.ddp) else ddp_model.no_sync()
                 with sync:

@@ -4,12 +4,14 @@
 switch; ``HFSModel`` holds the student M_s (θ1, θ2, W_v, q_agg, MLP_s), the teacher M_t
 (θ3) and the teacher scorer MLP_t, and has three paths:
 
-* ``forward(batch, step, steps_per_epoch)``: training. Scores s (Eqs. 1–9) → Gumbel-TopK
+* ``forward(batch, step, steps_per_epoch)``: training. Logits z (Eqs. 1–9) → keys
+  (``selection.score_path``, float32, autocast off from here to the losses) → Gumbel-TopK
   (Eq. 10, τ from the schedule) → F(m) on the soft mask (Eqs. 11–15) → the teacher sees
   the selected frames in time order, each frame's visual tokens times its straight-through
   hard-mask value (Eq. 16) → answer CE (Eq. 17) → KL(p_t ‖ p_s) (Eqs. 18–20) → total
   (Eq. 21). Returns ``(LossTerms, Selection)``.
-* ``evaluate(batch)``: plain top-k of s (no noise) and the teacher's answer, no gradients.
+* ``evaluate(batch)``: plain top-k of the noise-free keys (monotone in s on the paper's path)
+  and the teacher's answer, no gradients.
 * ``select(features, questions, options, k)``: the student alone.
 
 Ablation switches (paper tables → config fields):
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Sequence
 
@@ -41,7 +43,15 @@ from torch import Tensor, nn
 
 from hfs.pipeline.model.losses import LossTerms, answer_ce, kl_from_logits, separation_loss, total_loss
 from hfs.pipeline.model.schedules import lambda_kl
-from hfs.pipeline.model.selection import SelectionConfig, gumbel_topk, topk_select
+from hfs.pipeline.model.selection import (
+    SelectionConfig,
+    frame_scores,
+    gumbel_noise,
+    gumbel_topk_keys,
+    plackett_luce_log_prob,
+    selection_keys,
+    topk_select,
+)
 from hfs.pipeline.model.set_objective import SetObjectiveConfig, SetObjectiveTerms, kernel_times, set_objective_terms
 from hfs.pipeline.model.student import CONTEXT_AGGREGATOR, TASK_ANALYZER, Student, StudentConfig
 
@@ -55,8 +65,11 @@ __all__ = [
     "Selection",
     "Evaluation",
     "pseudo_label_loss",
+    "leave_one_out_advantage",
+    "score_function_surrogate",
     "HFSModel",
     "read_saved_config",
+    "saved_before_score_path",
     "trained_groups",
 ]
 
@@ -279,15 +292,19 @@ class Selection(NamedTuple):
     """Which frames the student chose.
 
     indices: S ``[B, k]`` (long), ascending (time order).
-    scores: s ``[B, N]`` (Eq. 9).
+    scores: per-frame scores in (0, 1) ``[B, N]`` that F uses (``selection.frame_scores``):
+        σ(c·ẑ) on the "logit" path, s = σ(z) (Eq. 9) on the "sigmoid" path.
     soft_mask: m ``[B, N]`` of Eq. 10 in training; None for plain top-k.
     tau: Gumbel-TopK temperature used; None for plain top-k.
+    keys: noise-free keys ``[B, N]`` (``selection.selection_keys``), what training sampled
+        by and inference ranks by (ties in ``scores`` are not ties here).
     """
 
     indices: Tensor
     scores: Tensor
     soft_mask: Tensor | None = None
     tau: float | None = None
+    keys: Tensor | None = None
 
 
 class Evaluation(NamedTuple):
@@ -305,11 +322,33 @@ class Evaluation(NamedTuple):
 def pseudo_label_loss(s: Tensor, labels: Tensor) -> Tensor:
     """Table 7 "pseudo-label" supervision: mean over frames of BCE(s_i, y_i).
 
-    ``s [B, N]`` in (0, 1) (Eq. 9), ``labels [B, N]`` in [0, 1] → ``[B]``.
+    ``s [B, N]`` in (0, 1) (Eq. 9, or ``frame_scores``), ``labels [B, N]`` in [0, 1] → ``[B]``.
     """
     if s.shape != labels.shape:
         raise ValueError(f"labels must match scores {tuple(s.shape)}, got {tuple(labels.shape)}")
     return F.binary_cross_entropy(s.clamp(1e-7, 1 - 1e-7), labels.to(s), reduction="none").mean(-1)
+
+
+def leave_one_out_advantage(cost: Tensor) -> Tensor:
+    """Cost minus the mean cost of the other samples of the same question: ``[B, R]`` → ``[B, R]``.
+
+    The baseline of sample r does not depend on sample r, so the score-function estimate
+    stays unbiased (Kool et al., "Buy 4 REINFORCE samples, get a baseline for free!", 2019).
+    """
+    R = cost.shape[-1]
+    if R < 2:
+        raise ValueError(f"a leave-one-out baseline needs >= 2 samples, got {R}")
+    return cost - (cost.sum(-1, keepdim=True) - cost) / (R - 1)
+
+
+def score_function_surrogate(log_prob: Tensor, cost: Tensor) -> Tensor:
+    """REINFORCE surrogate ``[B]``: mean_r A_r·(log p_r − log p_r.detach()), A = ``leave_one_out_advantage``.
+
+    Its value is 0; its gradient is the score-function estimate of ∇ E[cost]. ``log_prob,
+    cost [B, R]``; ``cost`` is detached.
+    """
+    adv = leave_one_out_advantage(cost.detach())
+    return (adv * (log_prob - log_prob.detach())).mean(-1)
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -441,24 +480,30 @@ class HFSModel(nn.Module):
         batch.validate()
         sel_cfg, loss_cfg = self.cfg.selection, self.cfg.losses
         out = self.student(batch.features, batch.questions, batch.options)
-        s = out.scores
         tau = sel_cfg.tau(step)
-        mask = gumbel_topk(s, sel_cfg.k, tau, generator=generator, hard=sel_cfg.straight_through,
-                           relaxation=sel_cfg.relaxation, noise=noise)
-        f = self._set_objective(s, mask.soft, batch.timestamps)
-        sep = separation_loss(out.task_queries.float())
+        R = sel_cfg.num_samples
+        g = self._training_noise(out.logits, R, generator, noise)  # [B, R, N]
+        with _fp32(out.logits):  # selection, F and the KL in float32 (the teacher keeps autocast)
+            keys = selection_keys(out.logits, sel_cfg.score_path, sel_cfg.logit_scale)
+            s = frame_scores(keys, sel_cfg.score_path)
+            mask = gumbel_topk_keys(keys, sel_cfg.k, tau, hard=sel_cfg.straight_through,
+                                    relaxation=sel_cfg.relaxation, noise=g[:, 0])
+            f = self._set_objective(s, mask.soft, batch.timestamps)
+            sep = separation_loss(out.task_queries.float())
         kl = None
         if loss_cfg.supervision == "pseudo_label":
             if batch.frame_labels is None:
                 raise ValueError("losses.supervision='pseudo_label' needs Batch.frame_labels")
-            ce = pseudo_label_loss(s, batch.frame_labels.to(s.device))
+            with _fp32(s):
+                ce = pseudo_label_loss(s, batch.frame_labels.to(s.device))
+        elif sel_cfg.estimator == "score_function":
+            ce, kl = self._score_function_ce(batch, keys, g)
         else:
             gates = mask.hard.gather(1, mask.indices)  # 1.0 forward, ∂/∂m backward
             t_out = self._teacher(batch, mask.indices, gates, answers=True)
             ce = self._answer_ce(t_out, batch)
             if loss_cfg.use_kl:
-                z_t = self.teacher_scorer(t_out.frame_hidden, t_out.context_hidden)  # Eq. 18
-                kl = kl_from_logits(z_t.float(), s.gather(1, mask.indices), loss_cfg.tau_d)  # Eqs. 19–20
+                kl = self._kl(t_out, keys, mask.indices)
         lam_kl = lambda_kl(step, steps_per_epoch, loss_cfg.lambda_kl_start, loss_cfg.lambda_kl_end) if kl is not None else 0.0
         lam_set = loss_cfg.lambda_set if loss_cfg.use_set else 0.0
         lam_sep = loss_cfg.lambda_sep if loss_cfg.use_sep else 0.0
@@ -468,7 +513,57 @@ class HFSModel(nn.Module):
             coverage=f.coverage, redundancy=f.redundancy, sep=sep,
             lambda_kl=lam_kl, lambda_set=lam_set, lambda_sep=lam_sep,
         )
-        return terms, Selection(mask.indices, s, mask.soft, tau)
+        return terms, Selection(mask.indices, s, mask.soft, tau, keys)
+
+    def _training_noise(self, logits: Tensor, samples: int, generator, noise: Tensor | None) -> Tensor:
+        """Gumbel noise ``[B, samples, N]``: ``noise`` (``[B, N]`` for one sample) or drawn from ``generator``."""
+        B, N = logits.shape
+        if noise is None:
+            return gumbel_noise((B, samples, N), generator=generator, device=logits.device)
+        noise = noise.to(logits.device, torch.float32)
+        if noise.dim() == 2:
+            noise = noise.unsqueeze(1)
+        if tuple(noise.shape) != (B, samples, N):
+            raise ValueError(f"noise must be [B, N] or [B, samples, N] = [{B}, {samples}, {N}] "
+                             f"(selection.samples), got {tuple(noise.shape)}")
+        return noise
+
+    def _kl(self, t_out, keys: Tensor, indices: Tensor) -> Tensor:
+        """Eqs. 18–20 per row: KL(softmax(MLP_t) ‖ softmax(key_S/τ_d)); the keys are log s_i on
+        the paper's path (softmax(log s/τ_d) ∝ s^{1/τ_d}; the paper writes s/τ_d), c·ẑ on the
+        logit path."""
+        z_t = self.teacher_scorer(t_out.frame_hidden, t_out.context_hidden)  # Eq. 18
+        with _fp32(keys):
+            student = keys.gather(1, indices)
+            if self.cfg.selection.score_path == "sigmoid":
+                student = student.exp()  # s_i, as Eq. 19 writes it
+            return kl_from_logits(z_t.float(), student, self.cfg.losses.tau_d)  # Eqs. 19–20
+
+    def _score_function_ce(self, batch: Batch, keys: Tensor, g: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Answer CE ``[B]`` with a score-function gradient (``selection.estimator``).
+
+        R = ``g.shape[1]`` Gumbel-top-k samples per question (Plackett–Luce samples without
+        replacement); the teacher answers each (gates 1.0, no pathwise gradient); the value
+        is the mean CE over samples, the student's gradient that of
+        ``score_function_surrogate`` on the ordered PL log-probability of each sample. The
+        KL (if on) is the mean over samples."""
+        B, R, N = g.shape
+        k = self.cfg.selection.k
+        with _fp32(keys):
+            perturbed = keys.detach().unsqueeze(1) + g  # [B, R, N]
+            order = perturbed.topk(k, dim=-1).indices  # drawn order, [B, R, k]
+            rows = keys.unsqueeze(1).expand(B, R, N).reshape(B * R, N)
+            log_prob = plackett_luce_log_prob(rows, order.reshape(B * R, k)).view(B, R)
+        indices = order.sort(dim=-1).values.reshape(B * R, k)
+        many = _repeat_batch(batch, R)
+        t_out = self._teacher(many, indices, torch.ones(B * R, k, device=self.device), answers=True)
+        ce = self._answer_ce(t_out, many).view(B, R)
+        kl = None
+        if self.cfg.losses.use_kl:
+            kl = self._kl(t_out, keys.repeat_interleave(R, 0), indices).view(B, R).mean(-1)
+        with _fp32(log_prob):
+            ce = ce.float().mean(-1) + score_function_surrogate(log_prob, ce.float())
+        return ce, kl
 
     @torch.no_grad()
     def select(
@@ -478,7 +573,8 @@ class HFSModel(nn.Module):
         options: Sequence[str] | Sequence[Sequence[str]] | None = None,
         k: int | None = None,
     ) -> Selection:
-        """Inference selection (paper): the k frames with the largest s_i, no noise.
+        """Inference selection: the k frames with the largest noise-free keys (what training
+        sampled by; on the paper's path log s_i, i.e. the largest s_i).
 
         ``features [B, N, clip_dim]`` with B questions and option lists, or one video
         ``[N, clip_dim]`` with one question string and its option list. k defaults to
@@ -489,13 +585,17 @@ class HFSModel(nn.Module):
                 raise ValueError(f"one question needs features [N, d], got {tuple(features.shape)}")
             features, questions, options = features.unsqueeze(0), [questions], [list(options or [])]
         options = [list(o or []) for o in (options or [[] for _ in questions])]
+        sel_cfg = self.cfg.selection
         with _eval_mode(self.student):  # only the student runs: the teacher's modules stay as they are
-            s = self.student(features, list(questions), options).scores
-        return Selection(topk_select(s, k or self.cfg.selection.k), s)
+            z = self.student(features, list(questions), options).logits
+        with _fp32(z):
+            keys = selection_keys(z, sel_cfg.score_path, sel_cfg.logit_scale)
+            s = frame_scores(keys, sel_cfg.score_path)
+        return Selection(topk_select(keys, k or sel_cfg.k), s, keys=keys)
 
     @torch.no_grad()
     def evaluate(self, batch: Batch) -> Evaluation:
-        """Plain top-k selection and the teacher's answer (argmax of z over the options)."""
+        """Top-k of the noise-free keys (``select``) and the teacher's answer (argmax of z over the options)."""
         batch.validate()
         selection = self.select(batch.features, batch.questions, batch.options)
         gates = torch.ones(selection.indices.shape, device=self.device)
@@ -546,15 +646,26 @@ class HFSModel(nn.Module):
         return cls(cfg, student, teacher, scorer).configure_trainable()
 
 
+def saved_before_score_path(data: dict[str, Any], where: str = "saved config") -> dict[str, Any]:
+    """A saved config dict as it was trained: one written before ``selection.score_path``
+    existed trained on the paper's σ path, so it gets ``score_path = "sigmoid"`` (logged)."""
+    selection = data.get("selection")
+    if isinstance(selection, dict) and "score_path" not in selection:
+        log.warning("%s predates selection.score_path: loading it with the paper's sigmoid score path", where)
+        data = {**data, "selection": {**selection, "score_path": "sigmoid"}}
+    return data
+
+
 def read_saved_config(directory: str | Path) -> HFSConfig:
-    """The ``HFSConfig`` a saved model was made with (``hfs_config.json``)."""
+    """The ``HFSConfig`` a saved model was made with (``hfs_config.json``); see
+    ``saved_before_score_path`` for configs written before the score path option."""
     from hfs.pipeline.model.loading import ModelLoadError
 
     config_file = Path(directory) / "hfs_config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"{directory} is not a saved HFS model: hfs_config.json is missing")
     try:
-        return HFSConfig.from_dict(json.loads(config_file.read_text()))
+        return HFSConfig.from_dict(saved_before_score_path(json.loads(config_file.read_text()), str(config_file)))
     except (ValueError, TypeError) as err:
         raise ModelLoadError(f"{config_file}: {err}") from err
 
@@ -591,6 +702,25 @@ def _teacher_from_config(t: TeacherConfig, device: torch.device, dtype: torch.dt
     )
     teacher.max_tiles = t.max_tiles
     return teacher
+
+
+def _fp32(t: Tensor):
+    """Autocast off on ``t``'s device: what runs inside stays in the inputs' float32."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
+def _repeat_batch(batch: Batch, r: int) -> Batch:
+    """Each question of ``batch`` r times in a row (row b·r + j is question b): ``[B·r, ...]``."""
+    def rows(xs):
+        return None if xs is None else [x for x in xs for _ in range(r)]
+
+    def tensor(x):
+        return None if x is None else x.repeat_interleave(r, 0)
+
+    return replace(batch, features=tensor(batch.features), timestamps=tensor(batch.timestamps),
+                   questions=rows(batch.questions), options=rows(batch.options),
+                   answer_index=tensor(batch.answer_index), answers=rows(batch.answers), frames=rows(batch.frames),
+                   frame_labels=tensor(batch.frame_labels), sample_ids=rows(batch.sample_ids))
 
 
 class _eval_mode:

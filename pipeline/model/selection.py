@@ -24,6 +24,21 @@ Relaxation of the top-k mask (the paper does not say which; DESIGN.md "Interpret
   weight dominates keeps part of every later step's mass, so F(m) would count one frame
   several times. The paper states m ∈ [0, 1]^N, which ``"lml"`` guarantees; that is why
   it is the default. ``SelectionConfig(relaxation="successive_softmax")`` switches back.
+
+Score path (DESIGN.md "Interpretations"; ``SelectionConfig.score_path``): what the keys are
+made of, given the scorer's logits z ``[B, N]`` (float32, outside autocast):
+
+* ``"logit"``: key_i = c·ẑ_i + g_i, ẑ = (z − mean z)/std z over the N frames of
+  the video, c = ``logit_scale``. This is Gumbel-top-k on logits (Kool et al. 2019) with
+  sampling temperature τ_s = 1/c: S is a Plackett–Luce sample of softmax(c·ẑ). The scale is
+  held: a shared offset or a global rescaling of z changes nothing, so the selector cannot
+  saturate. F uses u_i = σ(c·ẑ_i), the KL softmax(c·ẑ_S/τ_d).
+* ``"sigmoid"`` (paper, Eq. 9–10; the default until the logit path is shown to learn on
+  every seed, benchmarks/RESULTS.md 2026-12-07): key_i = log σ(z_i) + g_i (``logsigmoid``, exact for any
+  z), i.e. sampling ∝ s_i; F and the KL use s_i = σ(z_i).
+
+τ (2.0 → 0.5) is the relaxation temperature of the soft mask on either path: it shapes m
+and its gradient, never which frames are sampled. Inference ranks by the noise-free keys.
 """
 
 from __future__ import annotations
@@ -33,12 +48,20 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from hfs.pipeline.model.schedules import gumbel_tau
 
 __all__ = [
     "RELAXATIONS",
+    "SCORE_PATHS",
+    "ESTIMATORS",
+    "standardized_logits",
+    "selection_keys",
+    "frame_scores",
+    "gumbel_topk_keys",
+    "plackett_luce_log_prob",
     "SelectionConfig",
     "GumbelTopK",
     "gumbel_noise",
@@ -49,6 +72,8 @@ __all__ = [
 ]
 
 RELAXATIONS = ("lml", "successive_softmax")
+SCORE_PATHS = ("logit", "sigmoid")
+ESTIMATORS = ("straight_through", "score_function")
 _S_MIN = 1e-8  # s is clamped into [_S_MIN, 1] before the log, so log s ≥ −18.4
 
 
@@ -67,6 +92,19 @@ class SelectionConfig:
         relaxation: soft top-k relaxation, "lml" (default: 0 < m_i < 1, Σ m = k, the
             paper's m ∈ [0, 1]^N) or "successive_softmax" (Σ m = k, but m_i reaches ≈ 3.4
             at τ = 1 with N = 128, k = 16); see the module docstring.
+        score_path: "sigmoid" (paper, default): keys log σ(z) + g, F and KL on s = σ(z);
+            "logit": keys c·ẑ + g on the per-video standardised logits, F on σ(c·ẑ), KL
+            on c·ẑ. See the module docstring. Runs saved without this field load as
+            "sigmoid" (``model.read_saved_config``).
+        logit_scale: c of the "logit" path: the keys' standard deviation over a video's
+            frames, i.e. 1/τ_s of the Gumbel-top-k sample. Ignored by "sigmoid".
+        estimator: gradient of the answer CE w.r.t. the scores. "straight_through": one
+            sample, the teacher's frames gated by hard + soft − soft.detach().
+            "score_function": ``samples`` Gumbel-top-k samples per question, teacher gates
+            1.0, REINFORCE on the ordered Plackett–Luce log-probability of each sample with
+            its CE as cost and the mean CE of the other samples as baseline.
+        samples: samples per question for "score_function" (≥ 2: the baseline is
+            leave-one-out); the teacher runs ``samples`` times per question.
     """
 
     k: int = 16
@@ -75,12 +113,29 @@ class SelectionConfig:
     tau_min: float = 0.5
     straight_through: bool = True
     relaxation: Literal["lml", "successive_softmax"] = "lml"
+    score_path: Literal["logit", "sigmoid"] = "sigmoid"
+    logit_scale: float = 2.0
+    estimator: Literal["straight_through", "score_function"] = "straight_through"
+    samples: int = 4
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.relaxation not in RELAXATIONS:
             raise ValueError(f"relaxation must be one of {RELAXATIONS}, got {self.relaxation!r}")
+        if self.score_path not in SCORE_PATHS:
+            raise ValueError(f"score_path must be one of {SCORE_PATHS}, got {self.score_path!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if not self.logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
+        if self.estimator == "score_function" and self.samples < 2:
+            raise ValueError(f"estimator 'score_function' needs samples >= 2 (leave-one-out baseline), got {self.samples}")
+
+    @property
+    def num_samples(self) -> int:
+        """Gumbel-top-k samples per question in training: 1 for straight-through."""
+        return self.samples if self.estimator == "score_function" else 1
 
     def tau(self, step: int) -> float:
         """τ at optimiser step ``step``: max(tau_min, tau0 · tau_decay^step)."""
@@ -119,16 +174,18 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator
     return -torch.log(-torch.log(u))
 
 
-def per_sample_noise(seeds, n: int, device: torch.device | str | None = None) -> Tensor:
-    """Gumbel noise ``[B, n]`` whose row b is drawn from a generator seeded with ``seeds[b]``.
+def per_sample_noise(seeds, n: int, device: torch.device | str | None = None, samples: int = 1) -> Tensor:
+    """Gumbel noise ``[B, n]`` whose row b is drawn from a generator seeded with ``seeds[b]``;
+    ``[B, samples, n]`` for ``samples > 1`` (sample 0 is the ``[B, n]`` draw).
 
     Training seeds each sample by (run seed, epoch, its place in the epoch's order), so a
     sample gets the same noise whatever micro-batch, process or resume it lands in: the
     noise needs no state in a checkpoint, and N processes draw what one process with N×
     the accumulation draws.
     """
-    rows = [gumbel_noise((n,), generator=torch.Generator().manual_seed(int(seed))) for seed in seeds]
-    return torch.stack(rows).to(device) if rows else torch.empty(0, n, device=device)
+    shape = (n,) if samples == 1 else (samples, n)
+    rows = [gumbel_noise(shape, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds]
+    return torch.stack(rows).to(device) if rows else torch.empty(0, *shape, device=device)
 
 
 def _lml(keys: Tensor, k: int, tau: float, iters: int = 64) -> Tensor:
@@ -185,6 +242,83 @@ def relaxed_topk(keys: Tensor, k: int, tau: float, relaxation: str = "lml") -> T
     raise ValueError(f"relaxation must be one of {RELAXATIONS}, got {relaxation!r}")
 
 
+def standardized_logits(z: Tensor, scale: float = 1.0, eps: float = 1e-6) -> Tensor:
+    """c·(z − mean z)/std z over the last dim (the N frames of a video): ``[..., N]``.
+
+    Unchanged by adding a constant to, or (up to ``eps``) rescaling, every z_i of a video;
+    the result has mean 0 and standard deviation c. float32 or float64 in, same out.
+    """
+    mean = z.mean(-1, keepdim=True)
+    var = z.var(-1, unbiased=False, keepdim=True)
+    return scale * (z - mean) * torch.rsqrt(var + eps)
+
+
+def selection_keys(z: Tensor, score_path: str = "logit", scale: float = 2.0) -> Tensor:
+    """Noise-free keys of Eq. 10 from the scorer's logits ``z [B, N]`` (float32).
+
+    "logit": c·ẑ (``standardized_logits``); "sigmoid": log s_i = log σ(z_i) (paper), as
+    ``logsigmoid``, finite with a non-zero gradient for any z. Training adds Gumbel noise
+    to these keys; inference ranks by them.
+    """
+    if score_path == "logit":
+        return standardized_logits(z.float(), scale)
+    if score_path == "sigmoid":
+        return F.logsigmoid(z.float())
+    raise ValueError(f"score_path must be one of {SCORE_PATHS}, got {score_path!r}")
+
+
+def frame_scores(keys: Tensor, score_path: str = "logit") -> Tensor:
+    """Per-frame scores in (0, 1) that F (Eqs. 11–15) and the hfs-set selector use.
+
+    "logit": u_i = σ(key_i) = σ(c·ẑ_i), unchanged by a shared offset of the logits;
+    "sigmoid": s_i = exp(log σ(z_i)) = σ(z_i), Eq. 9.
+    """
+    if score_path == "logit":
+        return torch.sigmoid(keys)
+    if score_path == "sigmoid":
+        return keys.exp()
+    raise ValueError(f"score_path must be one of {SCORE_PATHS}, got {score_path!r}")
+
+
+def gumbel_topk_keys(
+    keys: Tensor,
+    k: int,
+    tau: float,
+    generator: torch.Generator | None = None,
+    hard: bool = True,
+    relaxation: str = "lml",
+    noise: Tensor | None = None,
+) -> GumbelTopK:
+    """Eq. 10 on noise-free keys ``[B, N]`` (``selection_keys``): perturbed keys key_i + g_i.
+
+    g is Gumbel noise drawn from ``generator`` (a seeded generator reproduces the draw) or
+    given as ``noise [B, N]``, e.g. drawn per sample so a sample's noise does not depend on
+    its batch. S = the k largest perturbed keys (exactly k distinct frames, a Plackett–Luce
+    sample of softmax(keys) without replacement); soft = ``relaxed_topk(perturbed, k, τ)``.
+    With ``hard=True`` the returned hard mask is straight-through, hard + (soft −
+    soft.detach()): 0/1 values, gradient of soft. With ``hard=False`` it is the plain 0/1
+    mask (no gradient). Rows are independent.
+    """
+    if keys.dim() != 2:
+        raise ValueError(f"keys must be [B, N], got shape {tuple(keys.shape)}")
+    _check_k(k, keys.shape[-1])
+    work = keys if keys.dtype == torch.float64 else keys.float()
+    if noise is not None:
+        if noise.shape != keys.shape:
+            raise ValueError(f"noise must have the shape of s {tuple(keys.shape)}, got {tuple(noise.shape)}")
+        g = noise.to(keys.device, work.dtype)
+    else:
+        g = gumbel_noise(keys.shape, generator=generator, device=keys.device).to(work.dtype)
+    perturbed = work + g
+    soft = relaxed_topk(perturbed, k, tau, relaxation)
+    indices = perturbed.detach().topk(k, dim=-1).indices.sort(dim=-1).values
+    mask = torch.zeros_like(soft).scatter_(-1, indices, 1.0)
+    if hard:
+        # Parenthesised so the forward value is exactly 0/1: (h + x) − x can round.
+        mask = mask + (soft - soft.detach())
+    return GumbelTopK(soft.to(keys.dtype), mask.to(keys.dtype), indices)
+
+
 def gumbel_topk(
     s: Tensor,
     k: int,
@@ -194,37 +328,41 @@ def gumbel_topk(
     relaxation: str = "lml",
     noise: Tensor | None = None,
 ) -> GumbelTopK:
-    """Eq. 10: m, S = Gumbel-TopK({s_i}, τ, k_sel) for scores ``s [B, N]`` in (0, 1).
+    """Eq. 10 as the paper writes it, for scores ``s [B, N]`` in (0, 1): keys log s_i + g_i.
 
-    keys_i = log s_i + g_i (s clamped at 1e-8; g Gumbel noise drawn from ``generator``, so a
-    seeded generator reproduces the draw, or given as ``noise [B, N]``, e.g. drawn per
-    sample so a sample's noise does not depend on its batch); S = the k largest keys (exactly k distinct
-    frames); soft = ``relaxed_topk(keys, k, τ)``. With ``hard=True`` the returned hard mask
-    is straight-through, hard + (soft − soft.detach()): 0/1 values, gradient of soft.
-    With ``hard=False`` it is the plain 0/1 mask (no gradient). Rows are independent.
+    s is clamped at 1e-8 before the log (the gradient is 0 below it); the model works on
+    logits instead (``selection_keys`` + ``gumbel_topk_keys``). Otherwise as
+    ``gumbel_topk_keys``.
     """
     if s.dim() != 2:
         raise ValueError(f"s must be [B, N], got shape {tuple(s.shape)}")
-    _check_k(k, s.shape[-1])
     work = s if s.dtype == torch.float64 else s.float()
-    if noise is not None:
-        if noise.shape != s.shape:
-            raise ValueError(f"noise must have the shape of s {tuple(s.shape)}, got {tuple(noise.shape)}")
-        g = noise.to(s.device, work.dtype)
-    else:
-        g = gumbel_noise(s.shape, generator=generator, device=s.device).to(work.dtype)
-    keys = torch.log(work.clamp(_S_MIN, 1.0)) + g
-    soft = relaxed_topk(keys, k, tau, relaxation)
-    indices = keys.detach().topk(k, dim=-1).indices.sort(dim=-1).values
-    mask = torch.zeros_like(soft).scatter_(-1, indices, 1.0)
-    if hard:
-        # Parenthesised so the forward value is exactly 0/1: (h + x) − x can round.
-        mask = mask + (soft - soft.detach())
-    return GumbelTopK(soft.to(s.dtype), mask.to(s.dtype), indices)
+    out = gumbel_topk_keys(torch.log(work.clamp(_S_MIN, 1.0)), k, tau, generator, hard, relaxation, noise)
+    return GumbelTopK(out.soft.to(s.dtype), out.hard.to(s.dtype), out.indices)
+
+
+def plackett_luce_log_prob(keys: Tensor, order: Tensor) -> Tensor:
+    """log P(order) of an ordered sample without replacement under Plackett–Luce(softmax(keys)).
+
+    ``keys [B, N]`` noise-free keys (log-weights), ``order [B, k]`` frame indices in the order
+    they were drawn (for Gumbel-top-k: by decreasing perturbed key) → ``[B]``:
+    Σ_j [key_{o_j} − log Σ_{i ∉ {o_1..o_{j−1}}} exp(key_i)]. The ordered (not the unordered
+    set's) log-probability: exact for the drawn order and O(k·N).
+    """
+    if keys.dim() != 2 or order.dim() != 2 or order.shape[0] != keys.shape[0]:
+        raise ValueError(f"need keys [B, N] and order [B, k], got {tuple(keys.shape)} and {tuple(order.shape)}")
+    B, k = order.shape
+    picked = keys.gather(1, order)  # [B, k]
+    taken = torch.zeros(B, k, keys.shape[1], dtype=torch.bool, device=keys.device)
+    # step j excludes o_1..o_{j−1}: a strictly lower-triangular scatter of the order
+    earlier = torch.ones(k, k, dtype=torch.bool, device=keys.device).tril(-1)  # [j, j'] = j' < j
+    taken.scatter_(2, order.unsqueeze(1).expand(B, k, k), earlier.unsqueeze(0).expand(B, k, k))
+    rest = keys.unsqueeze(1).expand(B, k, -1).masked_fill(taken, float("-inf"))
+    return (picked - torch.logsumexp(rest, dim=-1)).sum(-1)
 
 
 def topk_select(s: Tensor, k: int) -> Tensor:
-    """Inference selection (paper): the k frames with the largest s_i, no noise.
+    """Inference selection: the k frames with the largest s_i (paper) or noise-free keys.
 
     ``s [..., N]`` → indices ``[..., k]`` (long), ascending (time order).
     """

@@ -8,7 +8,8 @@ two named LoRA adapters:
 * ``context_aggregator`` (θ2), pass B: over ``E_fused = [E_v; E_qa; q_task^(1..K); q_agg]``
   (Eq. 7); the last hidden state is ``q̂_agg`` (Eq. 8).
 
-Frame scores ``s_i = σ(MLP_s([e_v,i; q̂_agg]))`` (Eq. 9). Gradients flow from pass B back
+Frame scores ``s_i = σ(z_i)``, ``z_i = MLP_s([e_v,i; q̂_agg])`` (Eq. 9); the student returns
+the logits z (float32), selection decides what to make of them (``selection.score_path``). Gradients flow from pass B back
 into pass A through the task queries (nothing is detached).
 
 Batches are right-padded: every row's real tokens come first and its padding after them,
@@ -147,14 +148,19 @@ class StudentConfig:
 class StudentOutput(NamedTuple):
     """One student forward for ``B`` questions over ``N`` frames (d = LM width).
 
-    scores: s_i ∈ (0, 1) ``[B, N]`` float32 (Eq. 9).
+    logits: z_i = MLP_s(·) ``[B, N]`` float32 (Eq. 9 before the σ); what selection uses.
     task_queries: q_task^(1..K) ``[B, K, d]`` (Eq. 5), for L_sep (Eq. 6); K may be 0.
     aggregated_query: q̂_agg ``[B, d]`` (Eq. 8).
     """
 
-    scores: Tensor
+    logits: Tensor
     task_queries: Tensor
     aggregated_query: Tensor
+
+    @property
+    def scores(self) -> Tensor:
+        """s_i = σ(z_i) ∈ (0, 1) ``[B, N]`` float32 (Eq. 9), the paper's scores."""
+        return torch.sigmoid(self.logits)
 
 
 @dataclass
@@ -173,16 +179,20 @@ class TextInputs:
 
 
 class FrameScorer(nn.Module):
-    """MLP_s of Eq. 9: s_i = σ(MLP_s([e_v,i; q̂_agg])), a two-layer GELU MLP → 1 logit."""
+    """MLP_s of Eq. 9: z_i = MLP_s([e_v,i; q̂_agg]), a two-layer GELU MLP → 1 logit (s_i = σ(z_i))."""
 
     def __init__(self, d: int, hidden: int) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(2 * d, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
     def forward(self, frames: Tensor, query: Tensor) -> Tensor:
-        """``frames [B, N, d]`` (e_v,i), ``query [B, d]`` (q̂_agg) → s ``[B, N]`` in (0, 1)."""
-        q = query.unsqueeze(1).expand(-1, frames.shape[1], -1)
-        return torch.sigmoid(self.net(torch.cat([frames, q], dim=-1)).squeeze(-1))
+        """``frames [B, N, d]`` (e_v,i), ``query [B, d]`` (q̂_agg) → logits z ``[B, N]``, float32.
+
+        Runs in float32 with autocast off, so z keeps its precision under bf16 training.
+        """
+        with torch.autocast(device_type=frames.device.type, enabled=False):
+            q = query.float().unsqueeze(1).expand(-1, frames.shape[1], -1)
+            return self.net(torch.cat([frames.float(), q], dim=-1)).squeeze(-1)
 
 
 def _chat_template_parts(tokenizer, instruction: str) -> tuple[str, str]:
@@ -404,8 +414,8 @@ class Student(nn.Module):
         text = self.text_inputs(questions, options)
         q_task = self.task_queries(text)
         q_hat = self.aggregate(e_v, text, q_task)
-        scores = self.scorer(e_v, q_hat.float())
-        return StudentOutput(scores, q_task, q_hat)
+        logits = self.scorer(e_v, q_hat.float())
+        return StudentOutput(logits, q_task, q_hat)
 
 
 # --- building, saving, loading ----------------------------------------------------------

@@ -4,6 +4,7 @@ processes with gloo, skip accounting, non-finite steps, and the checkpoint check
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -246,3 +247,29 @@ def test_every_process_agrees_to_skip_when_one_sees_a_non_finite_loss():
     results = mp.Manager().dict()
     mp.start_processes(_agree, args=(port, results), nprocs=2, start_method="spawn")
     assert dict(results) == {0: (True, False, [0.5, 2.0]), 1: (True, False, [0.5, 2.0])}
+
+
+def test_the_score_function_estimator_and_the_paper_path_train(colour_task, tmp_path):
+    """`--set selection.estimator=score_function`: the loop draws R samples' noise per sample."""
+    for name, sets in (("sf", ["selection.estimator=score_function", "selection.samples=2"]),
+                       ("sigmoid", ["selection.score_path=sigmoid"])):
+        out = tmp_path / name
+        args = [a for s in sets for a in ("--set", s)]
+        train(colour_task.train_args(out, "--max-steps", "2", "--set", "train.checkpoint_every=2", *args))
+        lines = metrics(out)
+        assert len(lines) == 2 and all(math.isfinite(m["total"]) for m in lines)
+        assert json.loads((out / "config.json").read_text())["selection"][sets[0].split("=")[0].split(".")[1]] \
+            == sets[0].split("=")[1]
+
+
+def test_resuming_a_run_saved_before_the_score_path_option_names_the_path(colour_task, tmp_path):
+    out = tmp_path / "run"
+    train(colour_task.train_args(out, "--max-steps", "1", "--set", "selection.score_path=sigmoid"))
+    config = json.loads((out / "config.json").read_text())
+    for key in ("score_path", "logit_scale", "estimator", "samples"):
+        del config["selection"][key]
+    (out / "config.json").write_text(json.dumps(config))
+    output = train(colour_task.train_args(out, "--max-steps", "2", "--resume", "--set", "selection.score_path=logit"),
+                   expect=2)
+    assert "selection.score_path" in output and "'sigmoid'" in output and "'logit'" in output
+    train(colour_task.train_args(out, "--max-steps", "2", "--resume"))  # the old run's path is the default

@@ -294,11 +294,17 @@ def test_clip_with_an_encoder_that_cannot_be_loaded_is_a_selector_error(tmp_path
 
 
 def reference_scores(model, query: Query) -> torch.Tensor:
-    """s_i (Eq. 9) of the run's student for one question, computed without the selectors."""
+    """The per-frame scores of the run's student for one question, computed without the
+    selectors: σ(c·ẑ) on the "logit" score path, s_i = σ(z_i) (Eq. 9) on the paper's."""
+    from hfs.pipeline.model.selection import standardized_logits
+
     with torch.no_grad():
         out = model.student(torch.from_numpy(query.features.astype(np.float32))[None], [query.question],
                             [query.options])
-    return out.scores[0].float()
+    sel = model.cfg.selection
+    if sel.score_path == "sigmoid":
+        return out.scores[0].float()
+    return torch.sigmoid(standardized_logits(out.logits[0].float(), sel.logit_scale))
 
 
 @pytest.mark.parametrize("k", [4, 16])

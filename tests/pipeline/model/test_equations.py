@@ -341,3 +341,19 @@ def test_lambda_kl_schedule():
             lambda_kl(3, bad)
     with pytest.raises(ValueError):
         lambda_kl(-1, spe)
+
+
+def test_leave_one_out_advantage_and_surrogate_by_hand():
+    """Costs (1, 2, 6): baselines (4, 3.5, 1.5) ⇒ advantages (−3, −1.5, 4.5). The surrogate is
+    0 in value; its gradient w.r.t. log p_r is A_r / R."""
+    from hfs.pipeline.model.hfs_model import leave_one_out_advantage, score_function_surrogate
+
+    cost = torch.tensor([[1.0, 2.0, 6.0]])
+    assert torch.allclose(leave_one_out_advantage(cost), torch.tensor([[-3.0, -1.5, 4.5]]))
+    log_p = torch.tensor([[-1.0, -2.0, -3.0]], requires_grad=True)
+    out = score_function_surrogate(log_p, cost)
+    assert out.shape == (1,) and float(out) == 0.0
+    out.sum().backward()
+    assert torch.allclose(log_p.grad, torch.tensor([[-1.0, -0.5, 1.5]]))
+    with pytest.raises(ValueError):
+        leave_one_out_advantage(torch.ones(2, 1))

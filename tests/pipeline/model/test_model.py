@@ -338,3 +338,131 @@ def test_the_training_step_runs_no_pil_and_no_processor_call(model, monkeypatch)
     terms, _ = model(batch, step=0, steps_per_epoch=4, noise=torch.zeros(2, N))
     terms.total.backward()
     model.zero_grad()
+
+
+# ---------------------------------------------------------------- the score path and the estimators
+
+
+def with_selection(model: HFSModel, **changes) -> HFSModel:
+    """Same modules, other selection settings."""
+    cfg = replace(model.cfg, selection=replace(model.cfg.selection, **changes))
+    return HFSModel(cfg, model.student, model.teacher, model.teacher_scorer)
+
+
+@pytest.mark.parametrize("path", ["logit", "sigmoid"])
+def test_selection_f_and_kl_stay_float32_under_bf16_autocast(qwen_model, path):
+    m = with_selection(qwen_model, score_path=path)
+    m.zero_grad()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        terms, sel = m(make_batch(), step=0, steps_per_epoch=10, generator=torch.Generator().manual_seed(0))
+    for x in (sel.scores, sel.keys, sel.soft_mask, terms.set_objective, terms.relevance, terms.coverage,
+              terms.redundancy, terms.kl):
+        assert x.dtype == torch.float32
+    terms.total.backward()
+    assert grad_sums(m)["MLP_s"] > 0
+
+
+@pytest.mark.parametrize("path", ["logit", "sigmoid"])
+def test_inference_ranks_by_the_quantity_training_selected_by(qwen_model, path):
+    """With zero Gumbel noise the training selection is the top-k of its keys; select and
+    evaluate return those frames and those keys."""
+    m = with_selection(qwen_model, score_path=path)
+    batch = make_batch()
+    m.eval()  # LoRA dropout off, as in select
+    try:
+        with torch.no_grad():
+            _, trained = m(batch, step=0, steps_per_epoch=10, noise=torch.zeros(2, N))
+            z = m.student(batch.features, batch.questions, batch.options).logits
+    finally:
+        m.train()
+    picked = m.select(batch.features, batch.questions, batch.options)
+    torch.testing.assert_close(picked.keys, trained.keys, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(picked.scores, trained.scores, rtol=1e-5, atol=1e-5)
+    assert torch.equal(picked.indices, trained.indices)
+    assert torch.equal(m.evaluate(batch).selection.indices, trained.indices)
+    if path == "sigmoid":  # the paper's s_i = σ(z_i), keys log s_i
+        torch.testing.assert_close(picked.scores, torch.sigmoid(z))
+        torch.testing.assert_close(picked.keys, torch.nn.functional.logsigmoid(z))
+    else:  # keys c·ẑ: mean 0, std c over the frames
+        c = m.cfg.selection.logit_scale
+        torch.testing.assert_close(picked.keys.mean(-1), torch.zeros(2), atol=1e-5, rtol=0)
+        torch.testing.assert_close(picked.keys.std(-1, unbiased=False), torch.full((2,), c), atol=2e-3, rtol=0)  # eps 1e-6 in the variance
+
+
+def test_the_paper_sigmoid_path_trains_and_selects(qwen_model):
+    m = with_selection(qwen_model, score_path="sigmoid")
+    m.zero_grad()
+    terms, sel = m(make_batch(), step=0, steps_per_epoch=10, generator=torch.Generator().manual_seed(2))
+    assert torch.isfinite(terms.total) and ((sel.scores > 0) & (sel.scores < 1)).all()
+    terms.total.backward()
+    assert all(v > 0 for k, v in grad_sums(m).items() if k != "theta3")
+    assert m.select(make_batch().features[0], "What?", ["a", "b"]).indices.shape == (1, 4)
+
+
+def test_score_function_estimator_runs_the_teacher_once_per_sample(qwen_model, monkeypatch):
+    m = with_selection(with_losses(qwen_model, use_kl=False, use_set=False, use_sep=False),
+                       estimator="score_function", samples=3)
+    rows = []
+    real = m.teacher.forward
+
+    def spy(images, gates, questions, *args, **kwargs):
+        rows.append((len(questions), gates.detach().clone()))
+        return real(images, gates, questions, *args, **kwargs)
+
+    monkeypatch.setattr(m.teacher, "forward", spy)
+    noise = torch.randn(2, 3, N, generator=torch.Generator().manual_seed(0))
+    m.zero_grad()
+    terms, sel = m(make_batch(), step=0, steps_per_epoch=10, noise=noise)
+    assert [r[0] for r in rows] == [6] and bool((rows[0][1] == 1.0).all())  # B·R rows, gates 1.0
+    assert sel.indices.shape == (2, 4)
+    terms.total.backward()
+    sums = grad_sums(m)
+    assert sums["MLP_s"] > 0 and sums["theta1"] > 0  # through log P(order) only
+    with pytest.raises(ValueError, match="samples"):
+        m(make_batch(), step=0, steps_per_epoch=10, noise=torch.zeros(2, N))  # one sample's noise for three
+
+
+def test_score_function_ce_value_is_the_mean_over_samples(qwen_model):
+    """The surrogate adds 0 to the value: ce = mean of the R samples' CEs, each the CE the
+    teacher gives on that sample's frames."""
+    m = with_selection(with_losses(qwen_model, use_kl=False), estimator="score_function", samples=2)
+    batch = make_batch()
+    noise = torch.randn(2, 2, N, generator=torch.Generator().manual_seed(5))
+    m.eval()  # no dropout: the same frames give the same CE
+    try:
+        with torch.no_grad():
+            terms, _ = m(batch, step=0, steps_per_epoch=10, noise=noise)
+            st = with_selection(m, estimator="straight_through")
+            one = [st(batch, step=0, steps_per_epoch=10, noise=noise[:, r])[0].ce for r in range(2)]
+    finally:
+        m.train()
+    torch.testing.assert_close(terms.ce, (one[0] + one[1]) / 2, rtol=1e-4, atol=1e-4)
+
+
+def test_a_run_saved_before_the_score_path_option_loads_with_the_paper_path(qwen_model, tmp_path, caplog):
+    import json
+
+    from hfs.pipeline.model.hfs_model import read_saved_config
+
+    with_selection(qwen_model, score_path="logit").save(tmp_path / "old")
+    config_file = tmp_path / "old" / "hfs_config.json"
+    data = json.loads(config_file.read_text())
+    assert data["selection"]["score_path"] == "logit"
+    for key in ("score_path", "logit_scale", "estimator", "samples"):
+        del data["selection"][key]
+    config_file.write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        assert read_saved_config(tmp_path / "old").selection.score_path == "sigmoid"
+    assert "predates selection.score_path" in caplog.text
+    assert HFSModel.load(tmp_path / "old", device="cpu").cfg.selection.score_path == "sigmoid"
+
+
+def test_score_path_and_estimator_are_overridable():
+    from hfs.pipeline.train.config import ConfigError, resolve_run_config
+
+    run = resolve_run_config(overrides=["selection.score_path=sigmoid", "selection.estimator=score_function",
+                                        "selection.samples=3", "selection.logit_scale=1.5"])
+    sel = run.model.selection
+    assert (sel.score_path, sel.estimator, sel.samples, sel.logit_scale) == ("sigmoid", "score_function", 3, 1.5)
+    with pytest.raises((ConfigError, ValueError), match="score_path"):
+        resolve_run_config(overrides=["selection.score_path=probit"])

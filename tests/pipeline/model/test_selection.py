@@ -244,3 +244,126 @@ def test_greedy_gains_match_brute_force(shared_t):
         m[torch.arange(B), T(best)] = 1.0
     expected = m.nonzero()[:, 1].view(B, k)
     assert torch.equal(greedy_set_selection(s, t, k, cfg), expected)
+
+
+# ---------------------------------------------------------------- the score path (logits → keys)
+
+
+def test_standardized_logits_by_hand():
+    # z = (1, 2, 3): mean 2, population std √(2/3) ⇒ ẑ = (−1.224745, 0, 1.224745); c = 2 doubles it.
+    from hfs.pipeline.model.selection import standardized_logits
+
+    out = standardized_logits(T([[1.0, 2.0, 3.0]]), 2.0, eps=0.0)
+    assert torch.allclose(out, T([[-2.449490, 0.0, 2.449490]]), atol=1e-6)
+
+
+def test_selection_keys_and_frame_scores_by_hand():
+    from hfs.pipeline.model.selection import frame_scores, selection_keys
+
+    z = T([[-20.0, 0.0, 20.0]])
+    # σ path: log σ(z) = −log(1 + e^{−z}) = (−20.000000002, −0.693147, −2.06e−9), all finite (no clamp at 1e-8)
+    keys = selection_keys(z, "sigmoid")
+    assert torch.allclose(keys, T([[-20.0, -math.log(2.0), 0.0]]), atol=1e-6)
+    assert torch.allclose(frame_scores(keys, "sigmoid"), torch.sigmoid(z))
+    # logit path: ẑ = (−1.224745, 0, 1.224745), keys c·ẑ, scores σ(c·ẑ)
+    keys = selection_keys(z, "logit", 1.0)
+    assert torch.allclose(keys, T([[-1.224745, 0.0, 1.224745]]), atol=1e-5)
+    assert torch.allclose(frame_scores(keys, "logit"), T([[sig(-1.224745), 0.5, sig(1.224745)]]), atol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["logit", "sigmoid"])
+@pytest.mark.parametrize("offset", [20.0, -20.0])
+def test_key_gradients_are_finite_and_nonzero_at_large_logits(path, offset):
+    """|z| = 20: σ(20) is 1.0 in float32 and σ(−20) is below the old 1e-8 clamp; either way
+    log clamp(σ(z)) had exactly zero gradient. The keys keep one on both paths."""
+    from hfs.pipeline.model.selection import gumbel_topk_keys, selection_keys
+
+    z = (offset + torch.linspace(-0.5, 0.5, 12)).unsqueeze(0).requires_grad_(True)
+    keys = selection_keys(z, path, 2.0)
+    soft = gumbel_topk_keys(keys, 4, 1.0, generator=torch.Generator().manual_seed(0)).soft
+    (soft * torch.arange(12.0)).sum().backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    if path == "logit":  # not just non-zero: the offset does not shrink it
+        assert z.grad.abs().sum() > 1e-2
+    # today's path (s = σ(z) then log clamp(s)) has none there
+    zs = z.detach().clone().requires_grad_(True)
+    old = gumbel_topk(torch.sigmoid(zs), 4, 1.0, generator=torch.Generator().manual_seed(0)).soft
+    (old * torch.arange(12.0)).sum().backward()
+    if path == "sigmoid":
+        assert zs.grad.abs().sum() == 0.0
+
+
+def test_a_shared_logit_offset_changes_neither_keys_nor_f():
+    """F of the logit path cannot be raised by adding a constant to every logit (or by
+    scaling them); on the paper's σ path it can, which is what pinned its scores at 1."""
+    from hfs.pipeline.model.selection import frame_scores, gumbel_topk_keys, selection_keys
+
+    z = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
+    t = torch.arange(32.0)
+    noise = gumbel_noise((3, 32), generator=torch.Generator().manual_seed(1))
+
+    def f_of(z, path):
+        keys = selection_keys(z, path, 2.0)
+        m = gumbel_topk_keys(keys, 4, 1.0, noise=noise).soft
+        return set_objective(frame_scores(keys, path), m, t)
+
+    for shifted in (z + 5.0, z - 5.0, 3.0 * z):
+        torch.testing.assert_close(f_of(shifted, "logit"), f_of(z, "logit"), atol=1e-4, rtol=1e-4)
+    assert (f_of(z + 5.0, "sigmoid") > f_of(z, "sigmoid") + 0.1).all()
+    # and its gradient w.r.t. a shared offset is 0
+    c = torch.zeros(1, requires_grad=True)
+    f_of(z + c, "logit").sum().backward()
+    assert abs(float(c.grad)) < 1e-4
+
+
+def test_gumbel_topk_is_gumbel_topk_keys_on_log_s():
+    from hfs.pipeline.model.selection import gumbel_topk_keys
+
+    s = scores(B=2, N=16)
+    noise = gumbel_noise((2, 16), generator=torch.Generator().manual_seed(3))
+    a, b = gumbel_topk(s, 4, 1.0, noise=noise), gumbel_topk_keys(torch.log(s), 4, 1.0, noise=noise)
+    assert torch.equal(a.indices, b.indices) and torch.allclose(a.soft, b.soft)
+
+
+def test_plackett_luce_log_prob_by_hand():
+    # keys log(1, 2, 1) (weights 1, 2, 1 of 4): P(order 1, 0) = 2/4 · 1/2 = 1/4; P(2, 1) = 1/4 · 2/3 = 1/6.
+    from hfs.pipeline.model.selection import plackett_luce_log_prob
+
+    keys = torch.log(T([[1.0, 2.0, 1.0], [1.0, 2.0, 1.0]]))
+    out = plackett_luce_log_prob(keys, torch.tensor([[1, 0], [2, 1]]))
+    assert torch.allclose(out, torch.log(T([1 / 4, 1 / 6])), atol=1e-6)
+    # every order of k = N sums to probability 1
+    import itertools
+
+    orders = torch.tensor(list(itertools.permutations(range(3))))
+    lp = plackett_luce_log_prob(keys[:1].expand(len(orders), 3), orders)
+    assert torch.allclose(lp.exp().sum(), T(1.0), atol=1e-6)
+
+
+def test_gumbel_topk_samples_the_plackett_luce_order():
+    """The drawn order of Gumbel-top-k is a PL sample: empirical frequency ≈ exp(log_prob)."""
+    from hfs.pipeline.model.selection import plackett_luce_log_prob
+
+    keys = torch.log(T([[0.5, 0.3, 0.2]]))
+    g = gumbel_noise((20000, 3), generator=torch.Generator().manual_seed(0))
+    order = (keys + g).topk(2, dim=-1).indices
+    hits = (order == torch.tensor([0, 1])).all(-1).float().mean()
+    expected = plackett_luce_log_prob(keys, torch.tensor([[0, 1]])).exp()  # 0.5 · 0.3/0.5 = 0.3
+    assert abs(float(hits) - float(expected)) < 0.015 and abs(float(expected) - 0.3) < 1e-6
+
+
+def test_selection_config_score_path_and_estimator():
+    cfg = SelectionConfig()
+    assert (cfg.score_path, cfg.estimator, cfg.num_samples) == ("sigmoid", "straight_through", 1)
+    assert SelectionConfig(estimator="score_function", samples=3).num_samples == 3
+    for bad in (dict(score_path="probit"), dict(estimator="simple"), dict(logit_scale=0.0),
+                dict(estimator="score_function", samples=1)):
+        with pytest.raises(ValueError):
+            SelectionConfig(**bad)
+
+
+def test_per_sample_noise_with_several_samples_starts_with_the_one_sample_draw():
+    from hfs.pipeline.model.selection import per_sample_noise
+
+    one, many = per_sample_noise([4, 9], 16), per_sample_noise([4, 9], 16, samples=3)
+    assert many.shape == (2, 3, 16) and torch.equal(many[:, 0], one)

@@ -208,3 +208,31 @@ def test_loading_onto_another_base_model_names_both(student, tmp_path):
         load_student(tmp_path / "st", name_or_path=impostor)
     with pytest.raises(StudentLoadError, match="student.json"):
         load_student(tmp_path / "nothing")
+
+
+def test_logits_and_their_gradients_stay_float32_under_bf16_autocast(student):
+    """MLP_s runs outside autocast: under bf16 autocast the LM runs in bf16, but the logits
+    z and their gradients are float32 (bf16 σ(z) was exactly 1.0 with zero slope for z ≥ 6.5)."""
+    student.zero_grad()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = student(features(), QUESTIONS, OPTIONS)
+    assert out.logits.dtype == torch.float32 and out.scores.dtype == torch.float32
+    grads = {}
+    out.logits.register_hook(lambda g: grads.setdefault("z", g))
+    (out.logits * torch.linspace(-1, 1, N)).sum().backward()
+    assert grads["z"].dtype == torch.float32
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and p.grad.abs().sum() > 0
+               for p in student.scorer.parameters())
+
+
+def test_frame_scorer_returns_logits_float32_at_large_values():
+    from hfs.pipeline.model.student import FrameScorer
+
+    scorer = FrameScorer(8, 4)
+    with torch.no_grad():
+        scorer.net[-1].bias.fill_(20.0)
+    frames = torch.randn(1, 5, 8)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        z = scorer(frames.bfloat16(), torch.randn(1, 8).bfloat16())
+    assert z.dtype == torch.float32 and len(set(z[0].tolist())) == 5  # distinct logits near 20, no σ
+    assert (z > 15).all()

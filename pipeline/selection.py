@@ -32,7 +32,7 @@ made of, given the scorer's logits z ``[B, N]`` (float32, outside autocast):
   the video, c = ``logit_scale``. This is Gumbel-top-k on logits (Kool et al. 2019) with
   sampling temperature τ_s = 1/c: S is a Plackett–Luce sample of softmax(c·ẑ). The scale is
   held: a shared offset or a global rescaling of z changes nothing, so the selector cannot
-  saturate. F uses u_i = σ(c·ẑ_i), the KL softmax(c·ẑ_S/τ_d).
+  saturate. F uses u_i = σ(c·ẑ_i); the KL softmax(u_S/τ_d) (``losses.kl_on``).
 * ``"sigmoid"`` (paper, Eq. 9–10): key_i = log σ(z_i) + g_i (``logsigmoid``, exact for any
   z), i.e. sampling ∝ s_i; F and the KL use s_i = σ(z_i).
 
@@ -92,7 +92,7 @@ class SelectionConfig:
             paper's m ∈ [0, 1]^N) or "successive_softmax" (Σ m = k, but m_i reaches ≈ 3.4
             at τ = 1 with N = 128, k = 16); see the module docstring.
         score_path: "logit" (default): keys c·ẑ + g on the per-video standardised logits,
-            F on σ(c·ẑ), KL on c·ẑ; "sigmoid" (paper): keys log σ(z) + g, F and KL on
+            F and the KL on σ(c·ẑ); "sigmoid" (paper): keys log σ(z) + g, F and KL on
             s = σ(z). See the module docstring. Runs saved without this field load as
             "sigmoid" (``model.read_saved_config``).
         logit_scale: c of the "logit" path: the keys' standard deviation over a video's

@@ -261,6 +261,7 @@ def _changed(a: dict, b: dict) -> set[str]:
     ("losses", "use_kl", False, {"kl", "lambda_kl", "total"}),
     ("losses", "use_set", False, {"lambda_set", "total"}),
     ("losses", "use_sep", False, {"lambda_sep", "total"}),
+    ("losses", "kl_on", "keys", {"kl", "total"}),
     ("selection", "tau0", 1.0, {"tau", "relevance", "coverage", "redundancy", "set_objective", "total"}),
 ])
 def test_each_config_value_changes_exactly_its_loss_terms(qwen_model, section, field, value, expected):

@@ -648,11 +648,13 @@ class HFSModel(nn.Module):
 
 def saved_before_score_path(data: dict[str, Any], where: str = "saved config") -> dict[str, Any]:
     """A saved config dict as it was trained: one written before ``selection.score_path``
-    existed trained on the paper's σ path, so it gets ``score_path = "sigmoid"`` (logged)."""
+    existed trained on the paper's σ path with straight-through, so it gets ``score_path =
+    "sigmoid"`` and ``estimator = "straight_through"`` (logged)."""
     selection = data.get("selection")
     if isinstance(selection, dict) and "score_path" not in selection:
-        log.warning("%s predates selection.score_path: loading it with the paper's sigmoid score path", where)
-        data = {**data, "selection": {**selection, "score_path": "sigmoid"}}
+        log.warning("%s predates selection.score_path: loading it with the paper's sigmoid score path "
+                    "and the straight-through estimator", where)
+        data = {**data, "selection": {"estimator": "straight_through", **selection, "score_path": "sigmoid"}}
     return data
 
 

@@ -97,11 +97,14 @@ class SelectionConfig:
             "sigmoid" (``model.read_saved_config``).
         logit_scale: c of the "logit" path: the keys' standard deviation over a video's
             frames, i.e. 1/τ_s of the Gumbel-top-k sample. Ignored by "sigmoid".
-        estimator: gradient of the answer CE w.r.t. the scores. "straight_through": one
-            sample, the teacher's frames gated by hard + soft − soft.detach().
-            "score_function": ``samples`` Gumbel-top-k samples per question, teacher gates
-            1.0, REINFORCE on the ordered Plackett–Luce log-probability of each sample with
-            its CE as cost and the mean CE of the other samples as baseline.
+        estimator: gradient of the answer CE w.r.t. the scores. "score_function" (default,
+            measured in benchmarks/RESULTS.md 2026-12-07): ``samples`` Gumbel-top-k samples
+            per question, teacher gates 1.0, REINFORCE on the ordered Plackett–Luce
+            log-probability of each sample with its CE as cost and the mean CE of the other
+            samples as baseline; the teacher runs ``samples`` times per question.
+            "straight_through" (paper's reading): one sample, the teacher's frames gated by
+            hard + soft − soft.detach() (∂CE/∂gate measures scaling a frame's tokens, not
+            including it). Runs saved without this field load as "straight_through".
         samples: samples per question for "score_function" (≥ 2: the baseline is
             leave-one-out); the teacher runs ``samples`` times per question.
     """
@@ -114,7 +117,7 @@ class SelectionConfig:
     relaxation: Literal["lml", "successive_softmax"] = "lml"
     score_path: Literal["logit", "sigmoid"] = "logit"
     logit_scale: float = 2.0
-    estimator: Literal["straight_through", "score_function"] = "straight_through"
+    estimator: Literal["straight_through", "score_function"] = "score_function"
     samples: int = 4
 
     def __post_init__(self) -> None:

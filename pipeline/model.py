@@ -7,9 +7,10 @@ switch; ``HFSModel`` holds the student M_s (θ1, θ2, W_v, q_agg, MLP_s), the te
 * ``forward(batch, step, steps_per_epoch)``: training. Logits z (Eqs. 1–9) → keys
   (``selection.score_path``, float32, autocast off from here to the losses) → Gumbel-TopK
   (Eq. 10, τ from the schedule) → F(m) on the soft mask (Eqs. 11–15) → the teacher sees
-  the selected frames in time order, each frame's visual tokens times its straight-through
-  hard-mask value (Eq. 16) → answer CE (Eq. 17) → KL(p_t ‖ p_s) (Eqs. 18–20) → total
-  (Eq. 21). Returns ``(LossTerms, Selection)``.
+  the selected frames in time order (Eq. 16) → answer CE (Eq. 17) → KL(p_t ‖ p_s)
+  (Eqs. 18–20) → total (Eq. 21). The CE reaches the student by ``selection.estimator``:
+  REINFORCE over R sampled subsets (default) or each frame's visual tokens times its
+  straight-through hard-mask value. Returns ``(LossTerms, Selection)``.
 * ``evaluate(batch)``: plain top-k of the noise-free keys (monotone in s on the paper's path)
   and the teacher's answer, no gradients.
 * ``select(features, questions, options, k)``: the student alone.

@@ -7,9 +7,10 @@ switch; ``HFSModel`` holds the student M_s (θ1, θ2, W_v, q_agg, MLP_s), the te
 * ``forward(batch, step, steps_per_epoch)``: training. Logits z (Eqs. 1–9) → keys
   (``selection.score_path``, float32, autocast off from here to the losses) → Gumbel-TopK
   (Eq. 10, τ from the schedule) → F(m) on the soft mask (Eqs. 11–15) → the teacher sees
-  the selected frames in time order, each frame's visual tokens times its straight-through
-  hard-mask value (Eq. 16) → answer CE (Eq. 17) → KL(p_t ‖ p_s) (Eqs. 18–20) → total
-  (Eq. 21). Returns ``(LossTerms, Selection)``.
+  the selected frames in time order (Eq. 16) → answer CE (Eq. 17) → KL(p_t ‖ p_s)
+  (Eqs. 18–20) → total (Eq. 21). The CE reaches the student by ``selection.estimator``:
+  REINFORCE over R sampled subsets (default) or each frame's visual tokens times its
+  straight-through hard-mask value. Returns ``(LossTerms, Selection)``.
 * ``evaluate(batch)``: plain top-k of the noise-free keys (monotone in s on the paper's path)
   and the teacher's answer, no gradients.
 * ``select(features, questions, options, k)``: the student alone.
@@ -94,6 +95,10 @@ class LossConfig:
             not run and gets no gradient.
         use_set: −λ_set·F(m) on/off (Table 3). F is still computed and logged.
         use_sep: λ_sep·L_sep on/off (Table 3).
+        kl_on: what p_s (Eq. 19) is a softmax of over the selected frames, divided by τ_d:
+            "scores" (default): the per-frame scores in (0, 1) that F uses (σ(c·ẑ) on the
+            logit score path, s = σ(z) on the paper's), as Eq. 19 writes it; "keys": the
+            noise-free keys (c·ẑ on the logit path, log s on the paper's), unbounded.
         supervision: "answer" (paper): the teacher's answer CE (Eq. 17; open-ended samples
             use its token CE). "pseudo_label" (Table 7, first row): binary cross-entropy
             of s_i against offline per-frame labels ``Batch.frame_labels``; the teacher is
@@ -108,6 +113,7 @@ class LossConfig:
     use_kl: bool = True
     use_set: bool = True
     use_sep: bool = True
+    kl_on: Literal["scores", "keys"] = "scores"
     supervision: Literal["answer", "pseudo_label"] = "answer"
 
     def __post_init__(self) -> None:
@@ -117,6 +123,8 @@ class LossConfig:
             raise ValueError("losses.supervision='pseudo_label' runs no teacher in training; set losses.use_kl=False")
         if self.tau_d <= 0:
             raise ValueError(f"losses.tau_d must be > 0, got {self.tau_d}")
+        if self.kl_on not in ("scores", "keys"):
+            raise ValueError(f"losses.kl_on must be 'scores' or 'keys', got {self.kl_on!r}")
 
 
 @dataclass
@@ -529,14 +537,14 @@ class HFSModel(nn.Module):
         return noise
 
     def _kl(self, t_out, keys: Tensor, indices: Tensor) -> Tensor:
-        """Eqs. 18–20 per row: KL(softmax(MLP_t) ‖ softmax(key_S/τ_d)); the keys are log s_i on
-        the paper's path (softmax(log s/τ_d) ∝ s^{1/τ_d}; the paper writes s/τ_d), c·ẑ on the
-        logit path."""
+        """Eqs. 18–20 per row: KL(softmax(MLP_t) ‖ softmax(x_S/τ_d)), x = the frame scores F
+        uses (``losses.kl_on = "scores"``: s_i on the paper's path, σ(c·ẑ_i) on the logit
+        path) or the noise-free keys ("keys")."""
         z_t = self.teacher_scorer(t_out.frame_hidden, t_out.context_hidden)  # Eq. 18
         with _fp32(keys):
             student = keys.gather(1, indices)
-            if self.cfg.selection.score_path == "sigmoid":
-                student = student.exp()  # s_i, as Eq. 19 writes it
+            if self.cfg.losses.kl_on == "scores":
+                student = frame_scores(student, self.cfg.selection.score_path)
             return kl_from_logits(z_t.float(), student, self.cfg.losses.tau_d)  # Eqs. 19–20
 
     def _score_function_ce(self, batch: Batch, keys: Tensor, g: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -648,11 +656,13 @@ class HFSModel(nn.Module):
 
 def saved_before_score_path(data: dict[str, Any], where: str = "saved config") -> dict[str, Any]:
     """A saved config dict as it was trained: one written before ``selection.score_path``
-    existed trained on the paper's σ path, so it gets ``score_path = "sigmoid"`` (logged)."""
+    existed trained on the paper's σ path with straight-through, so it gets ``score_path =
+    "sigmoid"`` and ``estimator = "straight_through"`` (logged)."""
     selection = data.get("selection")
     if isinstance(selection, dict) and "score_path" not in selection:
-        log.warning("%s predates selection.score_path: loading it with the paper's sigmoid score path", where)
-        data = {**data, "selection": {**selection, "score_path": "sigmoid"}}
+        log.warning("%s predates selection.score_path: loading it with the paper's sigmoid score path "
+                    "and the straight-through estimator", where)
+        data = {**data, "selection": {"estimator": "straight_through", **selection, "score_path": "sigmoid"}}
     return data
 
 

@@ -28,13 +28,12 @@ Relaxation of the top-k mask (the paper does not say which; DESIGN.md "Interpret
 Score path (DESIGN.md "Interpretations"; ``SelectionConfig.score_path``): what the keys are
 made of, given the scorer's logits z ``[B, N]`` (float32, outside autocast):
 
-* ``"logit"``: key_i = c·ẑ_i + g_i, ẑ = (z − mean z)/std z over the N frames of
+* ``"logit"`` (default): key_i = c·ẑ_i + g_i, ẑ = (z − mean z)/std z over the N frames of
   the video, c = ``logit_scale``. This is Gumbel-top-k on logits (Kool et al. 2019) with
   sampling temperature τ_s = 1/c: S is a Plackett–Luce sample of softmax(c·ẑ). The scale is
   held: a shared offset or a global rescaling of z changes nothing, so the selector cannot
-  saturate. F uses u_i = σ(c·ẑ_i), the KL softmax(c·ẑ_S/τ_d).
-* ``"sigmoid"`` (paper, Eq. 9–10; the default until the logit path is shown to learn on
-  every seed, benchmarks/RESULTS.md 2026-12-07): key_i = log σ(z_i) + g_i (``logsigmoid``, exact for any
+  saturate. F uses u_i = σ(c·ẑ_i); the KL softmax(u_S/τ_d) (``losses.kl_on``).
+* ``"sigmoid"`` (paper, Eq. 9–10): key_i = log σ(z_i) + g_i (``logsigmoid``, exact for any
   z), i.e. sampling ∝ s_i; F and the KL use s_i = σ(z_i).
 
 τ (2.0 → 0.5) is the relaxation temperature of the soft mask on either path: it shapes m
@@ -92,17 +91,20 @@ class SelectionConfig:
         relaxation: soft top-k relaxation, "lml" (default: 0 < m_i < 1, Σ m = k, the
             paper's m ∈ [0, 1]^N) or "successive_softmax" (Σ m = k, but m_i reaches ≈ 3.4
             at τ = 1 with N = 128, k = 16); see the module docstring.
-        score_path: "sigmoid" (paper, default): keys log σ(z) + g, F and KL on s = σ(z);
-            "logit": keys c·ẑ + g on the per-video standardised logits, F on σ(c·ẑ), KL
-            on c·ẑ. See the module docstring. Runs saved without this field load as
+        score_path: "logit" (default): keys c·ẑ + g on the per-video standardised logits,
+            F and the KL on σ(c·ẑ); "sigmoid" (paper): keys log σ(z) + g, F and KL on
+            s = σ(z). See the module docstring. Runs saved without this field load as
             "sigmoid" (``model.read_saved_config``).
         logit_scale: c of the "logit" path: the keys' standard deviation over a video's
             frames, i.e. 1/τ_s of the Gumbel-top-k sample. Ignored by "sigmoid".
-        estimator: gradient of the answer CE w.r.t. the scores. "straight_through": one
-            sample, the teacher's frames gated by hard + soft − soft.detach().
-            "score_function": ``samples`` Gumbel-top-k samples per question, teacher gates
-            1.0, REINFORCE on the ordered Plackett–Luce log-probability of each sample with
-            its CE as cost and the mean CE of the other samples as baseline.
+        estimator: gradient of the answer CE w.r.t. the scores. "score_function" (default,
+            measured in benchmarks/RESULTS.md 2026-12-07): ``samples`` Gumbel-top-k samples
+            per question, teacher gates 1.0, REINFORCE on the ordered Plackett–Luce
+            log-probability of each sample with its CE as cost and the mean CE of the other
+            samples as baseline; the teacher runs ``samples`` times per question.
+            "straight_through" (paper's reading): one sample, the teacher's frames gated by
+            hard + soft − soft.detach() (∂CE/∂gate measures scaling a frame's tokens, not
+            including it). Runs saved without this field load as "straight_through".
         samples: samples per question for "score_function" (≥ 2: the baseline is
             leave-one-out); the teacher runs ``samples`` times per question.
     """
@@ -113,9 +115,9 @@ class SelectionConfig:
     tau_min: float = 0.5
     straight_through: bool = True
     relaxation: Literal["lml", "successive_softmax"] = "lml"
-    score_path: Literal["logit", "sigmoid"] = "sigmoid"
+    score_path: Literal["logit", "sigmoid"] = "logit"
     logit_scale: float = 2.0
-    estimator: Literal["straight_through", "score_function"] = "straight_through"
+    estimator: Literal["straight_through", "score_function"] = "score_function"
     samples: int = 4
 
     def __post_init__(self) -> None:

@@ -55,11 +55,6 @@ def test_a_rerun_resumes_and_redoes_nothing(demo):
     assert (out / "results" / "predictions.jsonl").read_text() == before
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 22: the learned selector does not learn on every seed or machine. This reduced demo "
-    "(16 videos, 150 steps) fails on the 2026-12-07 machine at 57bb3cd already (recall 0.00 trained vs "
-    "0.00 at initialisation; it passed on an earlier machine): float differences move a chaotic training "
-    "run. Restore as a plain test once the selector learns over seeds (issue 22)."))
 def test_training_raises_hfs_event_recall_above_its_initialisation(demo):
     """The same seed before and after training: the learned selector finds more answer-bearing frames."""
     from hfs.cache import FeatureCache

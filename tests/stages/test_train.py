@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from colour_task import colour_records, extract, llava_record, write_colour_videos
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from hfs.stages.cli import app
 from hfs.stages.train import TIMING_KEYS
+
+from colour_task import colour_records, extract, llava_record, write_colour_videos
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("train")]  # its fixtures are built once, on one worker; other modules run beside it
 
@@ -265,11 +266,12 @@ def test_the_score_function_estimator_and_the_paper_path_train(colour_task, tmp_
 def test_resuming_a_run_saved_before_the_score_path_option_names_the_path(colour_task, tmp_path):
     out = tmp_path / "run"
     train(colour_task.train_args(out, "--max-steps", "1", "--set", "selection.score_path=sigmoid"))
-    config = json.loads((out / "config.json").read_text())
-    for key in ("score_path", "logit_scale", "estimator", "samples"):
-        del config["selection"][key]
-    (out / "config.json").write_text(json.dumps(config))
-    output = train(colour_task.train_args(out, "--max-steps", "2", "--resume", "--set", "selection.score_path=logit"),
-                   expect=2)
+    for saved in [out / "config.json", *out.glob("checkpoints/*/model/hfs_config.json")]:  # as an old run wrote them
+        config = json.loads(saved.read_text())
+        for key in ("score_path", "logit_scale", "estimator", "samples"):
+            del config["selection"][key]
+        saved.write_text(json.dumps(config))
+    output = train(colour_task.train_args(out, "--max-steps", "2", "--resume"), expect=2)
     assert "selection.score_path" in output and "'sigmoid'" in output and "'logit'" in output
-    train(colour_task.train_args(out, "--max-steps", "2", "--resume"))  # the old run's path is the default
+    train(colour_task.train_args(out, "--max-steps", "2", "--resume", "--set", "selection.score_path=sigmoid",
+                                 "--set", "selection.estimator=straight_through"))

@@ -354,7 +354,8 @@ def test_gumbel_topk_samples_the_plackett_luce_order():
 
 def test_selection_config_score_path_and_estimator():
     cfg = SelectionConfig()
-    assert (cfg.score_path, cfg.estimator, cfg.num_samples) == ("sigmoid", "straight_through", 1)
+    assert (cfg.score_path, cfg.estimator, cfg.num_samples) == ("logit", "score_function", 4)
+    assert SelectionConfig(estimator="straight_through").num_samples == 1
     assert SelectionConfig(estimator="score_function", samples=3).num_samples == 3
     for bad in (dict(score_path="probit"), dict(estimator="simple"), dict(logit_scale=0.0),
                 dict(estimator="score_function", samples=1)):

@@ -53,6 +53,7 @@ ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
                               "4 samples, leave-one-out REINFORCE on the ordered PL log-probability"),
     "logit score function w/o KL": ("-", ("selection.score_path=logit", "selection.estimator=score_function",
                                           "losses.use_kl=false"), "the score-function estimator without the KL"),
+    "score function 8 samples": ("-", ("selection.samples=8",), "the defaults with 8 samples per question"),
     "σ path score function": ("-", ("selection.score_path=sigmoid", "selection.estimator=score_function"),
                                "the paper's keys with the score-function estimator"),
     "pseudo-label": ("7", ("losses.supervision=pseudo_label", "losses.use_kl=false", "train.frame_labels={train_truth}"),

@@ -4,7 +4,7 @@ through the run's model (``benchmarks/_work/ablations/runs/full_model_s3``; the 
 so any run gives the same teacher). Prints the mean CEs, the per-question gap (miss − hit) and the
 spread of the CE among misses: how much the score-function estimator's reward tells it.
 
-    python benchmarks/probe_reward_gap.py   # after bench_ablations.py has prepared _work/ablations
+    python benchmarks/probe_reward_gap.py [WORK [RUN]]   # after bench_ablations.py has prepared _work/ablations
 """
 import statistics
 
@@ -18,14 +18,17 @@ from hfs.pipeline.train.data import training_samples, QADataset, collate
 from hfs.pipeline.evaluation.recall import read_ground_truth
 from hfs.pipeline.model.hfs_model import HFSModel
 from hfs.pipeline.train.checkpoint import run_model_dir
-W = Path("benchmarks/_work/ablations")
+import sys
+
+W = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/_work/ablations")
+RUN = sys.argv[2] if len(sys.argv) > 2 else "full_model_s3"
 task = W / "task"
 truth = read_ground_truth(task / "train/ground_truth.jsonl")
 cache = FeatureCache(W / "cache")
 man = [task / "train/train.json"]
 samples, _ = training_samples(man, cache, man[0].parent)
 ds = QADataset(samples, W / "cache")
-model = HFSModel.load(run_model_dir(W / "runs/full_model_s3"), device="cpu").eval()
+model = HFSModel.load(run_model_dir(W / "runs" / RUN), device="cpu").eval()
 hit_ce, miss_ce, gaps, miss_sd = [], [], [], []
 with torch.no_grad():
     for i in range(0, len(ds)):
@@ -51,3 +54,7 @@ bad = [ids[i] for i, g in enumerate(gaps) if g <= 0]
 from collections import Counter
 print("no gap:", Counter((truth[s].kind, truth[s].events[0].colour if truth[s].kind == "colour" else truth[s].events[0].shape) for s in bad))
 print("all:", Counter(truth[s].kind for s in ids))
+by = {}
+for i, g in enumerate(gaps):
+    by.setdefault(truth[ids[i]].events[0].colour, []).append(g)
+print("gap by event colour:", {c: (len(v), round(statistics.mean(v), 2), sum(x > 0 for x in v)) for c, v in sorted(by.items())})

@@ -99,6 +99,23 @@ def check_cache_fits(cache, model_cfg) -> None:
                          "the teacher needs them: extract again with frames")
 
 
+def frame_labels(cfg) -> dict[str, tuple[int, ...]] | None:
+    """sample_id → positive frames for ``losses.supervision = "pseudo_label"`` (the grid hits of
+    the ground-truth file ``train.frame_labels``); None for answer supervision."""
+    if cfg.model.losses.supervision != "pseudo_label":
+        return None
+    if not cfg.train.frame_labels:
+        raise TrainError("losses.supervision=pseudo_label trains on per-frame labels: set train.frame_labels=PATH "
+                         "to a ground-truth JSONL with the grid_hits of every training sample")
+    from hfs.pipeline.evaluation.recall import TruthError, read_ground_truth
+
+    try:
+        truths = read_ground_truth(cfg.train.frame_labels)
+    except TruthError as err:
+        raise TrainError(f"train.frame_labels: {err}") from None
+    return {sid: truth.grid_hits for sid, truth in truths.items()}
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -194,6 +211,10 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     if samples.num_rows < train.batch_size:
         raise TrainError(f"{samples.num_rows} trainable samples (of {samples.num_rows + skipped.skipped} read), fewer than "
                          f"one batch of train.batch_size={train.batch_size}; see the skip counts above")
+    try:
+        dataset = QADataset(samples, cache_dir, train.max_open_shards, frame_labels(cfg))
+    except ValueError as err:  # samples without labels
+        raise TrainError(f"train.frame_labels={cfg.train.frame_labels}: {err}") from None
     steps_per_epoch = samples.num_rows // train.batch_size
     total_steps = train.max_steps if train.max_steps is not None else steps_per_epoch * train.epochs
     if procs.main:
@@ -243,7 +264,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     sampler = StepSampler(samples.num_rows, train.batch_size, train.micro_batch_size, procs.world, procs.rank,
                           train.seed, start_step, total_steps)
     loader = torch.utils.data.DataLoader(
-        QADataset(samples, cache_dir, train.max_open_shards), batch_sampler=sampler, collate_fn=collate,
+        dataset, batch_sampler=sampler, collate_fn=collate,
         num_workers=train.num_workers, prefetch_factor=train.prefetch_factor if train.num_workers else None,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(train.seed),  # its base seed must not draw from dropout's RNG

@@ -75,6 +75,10 @@ class TrainConfig:
             deleted once a newer one is written).
         precision: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "bf16" or "fp32".
             Trainable parameters are float32 in every case.
+        frame_labels: per-frame labels for ``losses.supervision = "pseudo_label"`` (Table 7):
+            a ground-truth JSONL (``hfs.pipeline.evaluation.recall``'s format, one record
+            per sample_id with its ``grid_hits``); frame i of a sample is labelled 1 when i
+            is one of its grid hits, else 0. Required with that supervision, unused without.
     """
 
     lr: float = 1e-5
@@ -95,6 +99,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    frame_labels: str | None = None
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)

@@ -25,7 +25,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +49,7 @@ __all__ = [
     "StepSampler",
     "noise_seed",
     "PackedJpegs",
+    "frame_label_vector",
 ]
 
 MISSING_VIDEO = "video not in the cache"
@@ -142,13 +143,26 @@ class QADataset(torch.utils.data.Dataset):
     ``dataset[i]`` or ``dataset[(i, noise_seed)]`` → a dict with ``features [N, D]``
     float16, ``timestamps [N]`` float32 seconds, ``frames`` (N JPEG byte arrays), the
     question, options, answer and ids. The cache is opened on first use in each process.
+
+    ``frame_labels`` (``losses.supervision = "pseudo_label"``): sample_id → the indices of
+    its positive frames (the ground truth's ``grid_hits``); each item then also carries
+    ``frame_labels [N]`` float32 (``frame_label_vector``). Every sample must have an entry.
     """
 
-    def __init__(self, samples: pa.Table, cache_path: str | Path, max_open_shards: int = 16) -> None:
+    def __init__(self, samples: pa.Table, cache_path: str | Path, max_open_shards: int = 16,
+                 frame_labels: Mapping[str, Sequence[int]] | None = None) -> None:
         self.samples = samples
         self.cache_path = str(cache_path)
         self.max_open_shards = max_open_shards
         self._cache = None
+        self.frame_labels = None
+        if frame_labels is not None:
+            ids = samples.column("sample_id").to_pylist()
+            missing = [i for i in ids if i not in frame_labels]
+            if missing:
+                raise ValueError(f"{len(missing)} of {len(ids)} training samples have no frame labels "
+                                 f"(e.g. {', '.join(missing[:3])})")
+            self.frame_labels = {i: tuple(int(j) for j in frame_labels[i]) for i in ids}
 
     def __len__(self) -> int:
         return self.samples.num_rows
@@ -172,7 +186,19 @@ class QADataset(torch.utils.data.Dataset):
         row["timestamps"] = self.cache.timestamps(vid)
         row["frames"] = PackedJpegs(*(torch.from_numpy(a) for a in self.cache.packed_frames(vid)))
         row["noise_seed"] = seed
+        if self.frame_labels is not None:
+            row["frame_labels"] = frame_label_vector(self.frame_labels[row["sample_id"]], row["features"].shape[0])
         return row
+
+
+def frame_label_vector(positives: Sequence[int], n: int) -> np.ndarray:
+    """``[n]`` float32: 1 at the frames ``positives``, 0 elsewhere; an index off 0..n−1 raises."""
+    off = [i for i in positives if not 0 <= i < n]
+    if off:
+        raise ValueError(f"frame labels {off[:5]} are off the {n}-frame grid")
+    labels = np.zeros(n, dtype=np.float32)
+    labels[list(positives)] = 1.0
+    return labels
 
 
 @dataclass
@@ -204,6 +230,7 @@ def collate(items: list[dict[str, Any]]) -> TrainBatch:
     n = {it["features"].shape[0] for it in items}
     if len(n) != 1:
         raise ValueError(f"samples in one batch have different frame counts {sorted(n)}; the cache mixes N")
+    labels = [it.get("frame_labels") for it in items]
     batch = Batch(
         features=torch.from_numpy(np.stack([it["features"] for it in items])),
         timestamps=torch.from_numpy(np.stack([it["timestamps"] for it in items]).astype(np.float32)),
@@ -213,6 +240,7 @@ def collate(items: list[dict[str, Any]]) -> TrainBatch:
         answers=[it["answer"] for it in items],
         frames=[it["frames"] for it in items],
         sample_ids=[it["sample_id"] for it in items],
+        frame_labels=torch.from_numpy(np.stack(labels)) if all(x is not None for x in labels) else None,
     )
     return TrainBatch(batch, [it["noise_seed"] for it in items])
 

@@ -275,3 +275,34 @@ def test_resuming_a_run_saved_before_the_score_path_option_names_the_path(colour
     assert "selection.score_path" in output and "'sigmoid'" in output and "'logit'" in output
     train(colour_task.train_args(out, "--max-steps", "2", "--resume", "--set", "selection.score_path=sigmoid",
                                  "--set", "selection.estimator=straight_through"))
+
+
+def _ground_truth(manifest: Path, path: Path, hits: tuple[int, ...] = (0, 5)) -> Path:
+    """A ground_truth.jsonl giving every sample of ``manifest`` the grid hits ``hits``."""
+    from hfs.manifests import read_manifests
+    from hfs.pipeline.evaluation.recall import EventTruth, QuestionTruth
+
+    samples = read_manifests([str(manifest)], video_root=str(manifest.parent)).samples
+    event = EventTruth("red", "square", 0.0, 1.0, 0, 1, hits)
+    lines = [json.dumps(QuestionTruth(s.sample_id, "train", None, "v.mp4", "colour", "single", s.question,
+                                      tuple(s.options), 0, 1.0, 8.0, 8, 8, (event,)).to_json()) for s in samples]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_pseudo_label_supervision_trains_on_the_ground_truth_grid_hits(colour_task, tmp_path):
+    """Table 7's row: BCE of the scores against frame labels read from ``train.frame_labels``."""
+    sets = ["--set", "losses.supervision=pseudo_label", "--set", "losses.use_kl=false"]
+    output = train(colour_task.train_args(tmp_path / "none", "--max-steps", "2", *sets), expect=2)
+    assert "train.frame_labels" in output
+    truth = _ground_truth(colour_task.manifest, tmp_path / "truth.jsonl")
+    out = tmp_path / "run"
+    train(colour_task.train_args(out, "--max-steps", "20", "--set", "train.checkpoint_every=20", *sets,
+                                 "--set", f"train.frame_labels={truth}"))
+    lines = metrics(out)
+    assert len(lines) == 20 and lines[-1]["ce"] < lines[0]["ce"]
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(truth.read_text().splitlines()[0] + "\n")
+    output = train(colour_task.train_args(tmp_path / "partial", "--max-steps", "2", *sets,
+                                          "--set", f"train.frame_labels={partial}"), expect=2)
+    assert "have no frame labels" in output

@@ -1,12 +1,21 @@
-"""Training data: the step sampler's order, its split over processes, and the packed frames."""
+"""Training data: the step sampler's order, its split over processes, the packed frames and the frame labels."""
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
-from hfs.pipeline.train.data import PackedJpegs, StepSampler, epoch_order, noise_seed
+from hfs.pipeline.train.data import (
+    PackedJpegs,
+    QADataset,
+    StepSampler,
+    collate,
+    epoch_order,
+    frame_label_vector,
+    noise_seed,
+)
 
 
 def _steps(sampler: StepSampler) -> list[list[int]]:
@@ -58,3 +67,34 @@ def test_packed_jpegs_are_the_frames_one_by_one():
     offsets = torch.tensor(np.cumsum([0] + [len(f) for f in frames]))
     packed = PackedJpegs(data, offsets)
     assert len(packed) == 5 and [packed[j].numpy().tobytes() for j in range(5)] == frames
+
+
+def test_frame_label_vector_marks_the_positive_frames():
+    assert frame_label_vector((0, 3), 5).tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert frame_label_vector((), 3).tolist() == [0.0, 0.0, 0.0]
+    assert frame_label_vector((2,), 4).dtype == np.float32
+    with pytest.raises(ValueError, match="off the 4-frame grid"):
+        frame_label_vector((4,), 4)
+
+
+def _item(sample_id: str, labels=None) -> dict:
+    item = {"features": np.zeros((4, 2), np.float16), "timestamps": np.arange(4, dtype=np.float32),
+            "question": "q", "options": ["a", "b"], "answer_index": 0, "answer": "a",
+            "frames": PackedJpegs(torch.zeros(0, dtype=torch.uint8), torch.zeros(5, dtype=torch.long)),
+            "sample_id": sample_id, "noise_seed": None}
+    if labels is not None:
+        item["frame_labels"] = frame_label_vector(labels, 4)
+    return item
+
+
+def test_collate_stacks_frame_labels_when_every_item_has_them():
+    labelled = collate([_item("a", (1,)), _item("b", (0, 3))]).batch
+    assert labelled.frame_labels.tolist() == [[0, 1, 0, 0], [1, 0, 0, 1]]
+    assert collate([_item("a"), _item("b")]).batch.frame_labels is None
+
+
+def test_a_dataset_with_frame_labels_needs_them_for_every_sample():
+    samples = pa.table({"sample_id": ["a", "b", "c"]})
+    with pytest.raises(ValueError, match="2 of 3 training samples have no frame labels"):
+        QADataset(samples, "unused", frame_labels={"a": (1,)})
+    assert QADataset(samples, "unused", frame_labels={"a": (1,), "b": [], "c": (0, 2)}).frame_labels["c"] == (0, 2)

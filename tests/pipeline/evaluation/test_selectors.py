@@ -104,7 +104,7 @@ def test_registering_a_selector_adds_one_name_and_refuses_a_duplicate(monkeypatc
         n = len(query.features)
         return Choice(list(range((n - ctx.k) // 2, (n + ctx.k) // 2)))
 
-    assert list_selectors() == [*BUILTIN, "middle"]
+    assert list_selectors() == [*BUILTIN, "oracle", "middle"]
     assert get_selector("middle")(make_query(), SelectorContext(k=4)).indices == [62, 63, 64, 65]
     with pytest.raises(ValueError, match="already registered"):
         register_selector("uniform")(middle)

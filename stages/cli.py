@@ -259,7 +259,7 @@ def demo(
     steps: int = typer.Option(500, "--steps", min=1, help="hfs train optimiser steps (batch 4)."),
     task: str = typer.Option("single", "--task", help="single: one coloured shape flashes per video, the question asks its colour or shape. query: three (different colours and shapes) flash per video and the question names one (\"What shape was the red object?\"), so the right frames depend on the question."),
     teacher_steps: int = typer.Option(1000, "--teacher-steps", min=1, help="Steps fitting the tiny teacher to the frames and shuffled options before HFS training (a stand-in for a pretrained video LLM)."),
-    teacher_videos: int = typer.Option(192, "--teacher-videos", min=4, help="Videos of its own (never a training or test video) the tiny teacher is fitted on."),
+    teacher_videos: int = typer.Option(0, "--teacher-videos", min=0, help="Videos of its own (never a training or test video) the tiny teacher is fitted on; 0: the training videos."),
     workers: int = typer.Option(2, "--workers", "-j", help="Local Dask worker processes for extraction."),
     seed: int = typer.Option(0, "--seed", help="Seed of the task, the teacher fit and the training."),
     set_: List[str] = typer.Option([], "--set", help="Extra training override, section.field=value (as for hfs train), e.g. losses.use_set=false."),

@@ -257,7 +257,9 @@ def demo(
     videos: int = typer.Option(48, "--videos", min=4, help="Training videos (one question each)."),
     test_videos: int = typer.Option(24, "--test-videos", min=1, help="Held-out videos (NExT-QA layout) the selectors are scored on."),
     steps: int = typer.Option(500, "--steps", min=1, help="hfs train optimiser steps (batch 4)."),
-    teacher_steps: int = typer.Option(1000, "--teacher-steps", min=1, help="Steps fitting the tiny teacher to the frames before HFS training (a stand-in for a pretrained video LLM)."),
+    task: str = typer.Option("single", "--task", help="single: one coloured shape flashes per video, the question asks its colour or shape. query: three (different colours and shapes) flash per video and the question names one (\"What shape was the red object?\"), so the right frames depend on the question."),
+    teacher_steps: int = typer.Option(1000, "--teacher-steps", min=1, help="Steps fitting the tiny teacher to the frames and shuffled options before HFS training (a stand-in for a pretrained video LLM)."),
+    teacher_videos: int = typer.Option(0, "--teacher-videos", min=0, help="Videos of its own (never a training or test video) the tiny teacher is fitted on; 0: the training videos."),
     workers: int = typer.Option(2, "--workers", "-j", help="Local Dask worker processes for extraction."),
     seed: int = typer.Option(0, "--seed", help="Seed of the task, the teacher fit and the training."),
     set_: List[str] = typer.Option([], "--set", help="Extra training override, section.field=value (as for hfs train), e.g. losses.use_set=false."),
@@ -266,15 +268,17 @@ def demo(
 ) -> None:
     """The whole pipeline on a synthetic task only the right frames answer, with tiny models on the CPU.
 
-    Makes the videos and questions, extracts them, trains HFS, evaluates uniform, random, clip, hfs and
-    hfs-set on held-out questions, and prints event recall@16, answer-bearing frames selected and
-    accuracy per selector, then the path of the HTML report.
+    Makes the videos and questions (--task single or query), extracts them, fits the stand-in teacher,
+    trains HFS, evaluates uniform, random, clip, hfs, hfs-set and oracle (the answer-bearing frames)
+    on held-out questions, and prints event recall@16, answer-bearing frames selected and accuracy
+    per selector, then the path of the HTML report.
     """
     _setup_logging(verbose)
     from hfs.stages.demo import run as run_demo
 
     raise typer.Exit(run_demo(out=out, n_videos=videos, n_test=test_videos, steps=steps, teacher_steps=teacher_steps,
-                              workers=workers, seed=seed, progress=progress, extra_settings=tuple(set_)))
+                              workers=workers, seed=seed, progress=progress, extra_settings=tuple(set_),
+                              task_kind=task, teacher_videos=teacher_videos))
 
 
 def main() -> None:  # pragma: no cover - console entry point

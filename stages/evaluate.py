@@ -43,7 +43,7 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
     procs = None
     try:
         _check_benchmark(bench, data, subtitles)
-        _check_selectors(selectors, run_dir)
+        _check_selectors(selectors, run_dir, truth)
         answering = _answering_model(run_dir, teacher, preset)
         procs = Processes(device)
         return _evaluate(procs, bench, Path(data), Path(out), Path(cache) if cache else Path(out) / "cache",
@@ -72,7 +72,7 @@ def _check_benchmark(bench: str, data_dir: Path, subtitles: bool) -> None:
         raise EvaluateError(f"--subtitles: {bench} has no subtitles (only {', '.join(SUBTITLE_BENCHMARKS)} do)")
 
 
-def _check_selectors(selectors: Sequence[str], run_dir) -> None:
+def _check_selectors(selectors: Sequence[str], run_dir, truth=None) -> None:
     from hfs.pipeline.evaluation.selectors import selector_needs_run
 
     if not selectors:
@@ -80,6 +80,8 @@ def _check_selectors(selectors: Sequence[str], run_dir) -> None:
     needing = [s for s in selectors if selector_needs_run(s)]
     if needing and run_dir is None:
         raise EvaluateError(f"selector(s) {', '.join(needing)} need a trained run: pass --run runs/NAME")
+    if "oracle" in selectors and truth is None:
+        raise EvaluateError("the oracle selector needs a synthetic task's ground truth (ground_truth.jsonl)")
 
 
 def _answering_model(run_dir, teacher: Optional[str], preset: Optional[str]) -> dict:
@@ -162,7 +164,7 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
         else:
             skips.append({**s.meta, "sample_id": s.sample_id, "reason": reason})
     ctx = SelectorContext(k=k, seed=seed, run=run_dir, cache_config=cache.config, device=str(procs.device),
-                          cache=cache)
+                          cache=cache, truth=truth)
     if answering["source"] == "run":
         answering_teacher = ctx.model.teacher  # the LoRA-tuned teacher; ctx.model also serves hfs / hfs-set
     else:

@@ -16,6 +16,21 @@ question about its event(s), the answer shuffled among the options:
 An `order` question names the other event (its anchor) by its shape and
 offers the anchor's colour among the options, so it needs both events.
 
+**Query-aware kinds.** In the kinds above every event bears the answer, so one
+question-blind selection (find the coloured flash) serves every question. In
+these, a video holds `TaskConfig.n_events` events (default 3), all of
+different colours *and* shapes at different times, and the question names one
+of them; the others are distractors, whose attributes are among the options:
+
+| kind          | answer-bearing events | question                                                      | `type` |
+|---------------|-----------------------|---------------------------------------------------------------|--------|
+| `query_shape` | the named one         | What shape was the red object?                                | DO     |
+| `query_colour`| the named one         | What colour was the triangle?                                 | DO     |
+| `query_order` | the anchor and the next (previous) one | What colour is the shape that appears right after the square? | TN / TP |
+
+So the right frames depend on the question. The ground truth's `events` are
+only the answer-bearing ones; the distractors are in `distractors`.
+
 **Event length against the frame grid.** Stage 1 keeps N = 128 frames per
 video: the frames shown at the segment centres t_i = (i + 0.5)·D/N of a video
 of D seconds, "shown at t" meaning the last frame with pts <= t
@@ -81,9 +96,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 
 SHAPES: tuple[str, ...] = SHAPE_KINDS
 KINDS = ("colour", "shape", "order")
+QUERY_KINDS = ("query_shape", "query_colour", "query_order")
+"""Kinds whose video holds `TaskConfig.n_events` events, the question naming one (module docstring)."""
+ALL_KINDS = KINDS + QUERY_KINDS
 NEXTQA_OPTIONS = 5  # the NExT-QA view has a0..a4, every one non-empty
 PROMPT_SUFFIX = "Answer with the option's letter from the given choices directly."
-TASK_FORMAT = 1  # version of the task.json / ground-truth layout
+TASK_FORMAT = 2  # version of the task.json / ground-truth layout (2: config.n_events, truth's distractors)
 TRAIN_SOURCE = "hfs_synthetic"  # `data_source` of the training records
 TEST_PARQUET = "MC/test-00000-of-00001.parquet"
 _SPLITS = {"train": 0, "test": 1}  # part of each question's random stream
@@ -106,7 +124,10 @@ class TaskConfig:
         n_blobs: grey distractor discs per video.
         noise: per-frame grey noise amplitude (grey levels).
         n_options: options per training question, 2..5 (test questions always have 5).
-        kinds: question kinds, used in turn (question i is `kinds[i % len(kinds)]`).
+        kinds: question kinds, used in turn (question i is `kinds[i % len(kinds)]`): any of
+            `KINDS` and `QUERY_KINDS`.
+        n_events: events per video of a query-aware kind (2 .. 5; `query_order` needs 3 or more,
+            so at least one is a distractor). The other kinds keep theirs (1, or 2 for `order`).
         shuffle_options: the options in a random order (True), or in the vocabulary's own
             order (red, green, blue, yellow, magenta; circle, square, ...), so each letter
             always names the same colour or shape: a small teacher trained from scratch
@@ -126,13 +147,18 @@ class TaskConfig:
     n_options: int = 5
     kinds: tuple[str, ...] = KINDS
     shuffle_options: bool = True
+    n_events: int = 3
 
     def __post_init__(self):
         if not 2 <= self.n_options <= min(len(COLOURS), len(SHAPES)):
             raise ValueError(f"n_options must be in 2..{min(len(COLOURS), len(SHAPES))}, got {self.n_options}")
-        unknown = [k for k in self.kinds if k not in KINDS]
+        unknown = [k for k in self.kinds if k not in ALL_KINDS]
         if unknown or not self.kinds:
-            raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {self.kinds}")
+            raise ValueError(f"kinds must be a non-empty subset of {ALL_KINDS}, got {self.kinds}")
+        lowest = 3 if "query_order" in self.kinds else 2
+        if not lowest <= self.n_events <= min(len(COLOURS), len(SHAPES)):
+            raise ValueError(f"n_events must be in {lowest}..{min(len(COLOURS), len(SHAPES))}"
+                             f"{' (query_order needs a distractor)' if lowest == 3 else ''}, got {self.n_events}")
         if self.fps_range[0] < 1 or self.fps_range[0] > self.fps_range[1]:
             raise ValueError(f"fps_range must be (low, high) with 1 <= low <= high, got {self.fps_range}")
         if self.duration_range_s[0] <= 2 * self.margin_s or self.duration_range_s[0] > self.duration_range_s[1]:
@@ -246,9 +272,10 @@ class VideoSpec:
 class TaskItem:
     """One video and its question.
 
-    `kind` is "colour", "shape" or "order"; `qtype` the NExT-QA type code
-    ("DO", "TN", "TP"). Every event of the video bears the answer (one event,
-    or both for an order question). `answer_index` is 0-based into `options`.
+    `kind` is one of `ALL_KINDS`; `qtype` the NExT-QA type code ("DO", "TN",
+    "TP"). `answer_events` are the indices (into `video.events`, time order) of
+    the events that bear the answer: every event for `KINDS`, the named one(s)
+    for `QUERY_KINDS`. `answer_index` is 0-based into `options`.
     """
 
     split: str
@@ -259,6 +286,11 @@ class TaskItem:
     options: tuple[str, ...]
     answer_index: int
     video: VideoSpec
+    answer_events: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not self.answer_events:  # every event bears the answer
+            object.__setattr__(self, "answer_events", tuple(range(len(self.video.events))))
 
     @property
     def sample_id(self) -> str:
@@ -337,6 +369,8 @@ def plan_item(split: str, index: int, seed: int, config: TaskConfig) -> TaskItem
     fps = int(rng.integers(config.fps_range[0], config.fps_range[1] + 1))
     n_frames = max(1, round(rng.uniform(*config.duration_range_s) * fps))
     kind = config.kinds[index % len(config.kinds)]
+    if kind in QUERY_KINDS:
+        return _plan_query_item(rng, split, index, kind, fps, n_frames, config)
     n_events = 2 if kind == "order" else 1
     colours = [list(COLOURS)[i] for i in rng.permutation(len(COLOURS))[:n_events]]
     shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))[:n_events]]
@@ -370,6 +404,53 @@ def plan_item(split: str, index: int, seed: int, config: TaskConfig) -> TaskItem
     return TaskItem(split, index, kind, qtype, question, options, answer, video)
 
 
+def _plan_query_item(rng: np.random.Generator, split: str, index: int, kind: str, fps: int, n_frames: int,
+                     config: TaskConfig) -> TaskItem:
+    """The rest of `plan_item` for a query-aware kind: `config.n_events` events of distinct colours
+    and shapes, one named by the question (module docstring)."""
+    width, height = config.size
+    n_events = config.n_events
+    colours = [list(COLOURS)[i] for i in rng.permutation(len(COLOURS))[:n_events]]
+    shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))[:n_events]]
+    lengths = [_event_frames(rng, n_frames, config) for _ in range(n_events)]
+    spans = _place_events(rng, lengths, n_frames, fps, config)
+    radius = config.shape_scale * min(width, height) / 2
+    events = []
+    for colour, kind_of_shape, (start, end) in zip(colours, shapes, spans):
+        cy = float(rng.uniform(radius + 1, height - radius - 2))
+        cx = float(rng.uniform(radius + 1, width - radius - 2))
+        events.append(Event(colour, kind_of_shape, start, end, (round(cy, 2), round(cx, 2)), radius))
+    video = VideoSpec(fps, n_frames, (width, height), int(rng.integers(2**31)), config.n_blobs, config.noise,
+                      tuple(events))
+    n_options = config.n_options if split == "train" else NEXTQA_OPTIONS
+    if kind == "query_order":
+        after = bool(rng.integers(2))  # the event right after the anchor (TN) or right before it (TP)
+        anchor_at = int(rng.integers(0, n_events - 1)) + (0 if after else 1)
+        target_at = anchor_at + (1 if after else -1)
+        anchor, target = events[anchor_at], events[target_at]
+        qtype = "TN" if after else "TP"
+        question = (f"What colour is the shape that appears right {'after' if after else 'before'} "
+                    f"the {anchor.shape}?")
+        others = [e.colour for i, e in enumerate(events) if i not in (anchor_at, target_at)]
+        must = [target.colour, anchor.colour, *others][:n_options]
+        options, answer = _options(rng, list(COLOURS), must, target.colour, n_options, config.shuffle_options)
+        answer_events = tuple(sorted((anchor_at, target_at)))
+    else:
+        target_at = int(rng.integers(n_events))
+        target = events[target_at]
+        if kind == "query_shape":
+            question, vocabulary, attribute = f"What shape was the {target.colour} object?", SHAPES, "shape"
+        else:
+            question, vocabulary, attribute = f"What colour was the {target.shape}?", list(COLOURS), "colour"
+        others = [getattr(e, attribute) for i, e in enumerate(events) if i != target_at]
+        must = [getattr(target, attribute), *others][:n_options]
+        qtype = "DO"
+        options, answer = _options(rng, vocabulary, must, getattr(target, attribute), n_options,
+                                   config.shuffle_options)
+        answer_events = (target_at,)
+    return TaskItem(split, index, kind, qtype, question, options, answer, video, answer_events)
+
+
 def plan_task(n_train: int, n_test: int, seed: int = 0, config: TaskConfig | None = None) -> list[TaskItem]:
     """Every question of a task, train then test (pure; see `plan_item`)."""
     config = config or TaskConfig()
@@ -378,13 +459,15 @@ def plan_task(n_train: int, n_test: int, seed: int = 0, config: TaskConfig | Non
 
 
 def question_truth(item: TaskItem, grid_n: int = 128) -> QuestionTruth:
-    """The ground truth of `item`: spans in seconds, frames and grid hits of its events."""
+    """The ground truth of `item`: spans in seconds, frames and grid hits of its answer-bearing
+    events (`events`) and of the others (`distractors`)."""
     spec = item.video
-    events = []
-    for e in spec.events:
+    events, distractors = [], []
+    for i, e in enumerate(spec.events):
         span = e.span(spec.fps)
-        events.append(EventTruth(e.colour, e.shape, span[0], span[1], e.start_frame, e.end_frame,
-                                 tuple(grid_hits(span, spec.duration, grid_n))))
+        (events if i in item.answer_events else distractors).append(
+            EventTruth(e.colour, e.shape, span[0], span[1], e.start_frame, e.end_frame,
+                       tuple(grid_hits(span, spec.duration, grid_n))))
     return QuestionTruth(
         sample_id=item.sample_id,
         split=item.split,
@@ -400,6 +483,7 @@ def question_truth(item: TaskItem, grid_n: int = 128) -> QuestionTruth:
         n_frames=spec.n_frames,
         grid_n=grid_n,
         events=tuple(events),
+        distractors=tuple(distractors),
     )
 
 
@@ -508,6 +592,13 @@ def _check_task_json(path: Path, identity: dict) -> None:
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: cannot read ({exc}); remove the folder or choose another") from None
     old_identity = {k: old.get(k) for k in identity}
+    if old_identity.get("format") == 1 and isinstance(old_identity.get("config"), dict):
+        # format 1 had no query-aware kinds and no n_events: its questions are drawn as now
+        old_identity = {**old_identity, "format": TASK_FORMAT,
+                        "config": {**old_identity["config"], "n_events": TaskConfig().n_events}}
+    elif old_identity.get("format") != TASK_FORMAT:
+        raise ValueError(f"{path}: task format {old_identity.get('format')!r}, this hfs reads 1 to {TASK_FORMAT}; "
+                         "remake the task in another folder")
     if old_identity == identity:
         return
     diffs = []

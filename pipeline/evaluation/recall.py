@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["EventTruth", "QuestionTruth", "TruthError", "read_ground_truth", "EventRecall", "event_recall",
-           "SelectorRow", "selector_rows"]
+           "SelectorRow", "selector_rows", "oracle_indices"]
 
 
 class TruthError(ValueError):
@@ -49,7 +49,9 @@ class QuestionTruth:
     `sample_id` is the id the split's reader produces (`read_manifest` for
     train, the NExT-QA reader for test), `qid` the NExT-QA question id (None
     for train), `video` the file relative to the task folder, `grid_n` the
-    grid size N, `events` the answer-bearing events in time order.
+    grid size N, `events` the answer-bearing events in time order, `distractors` the video's
+    other events (a query-aware task's; empty where every event bears the answer, and in
+    files written before there were any).
     """
 
     sample_id: str
@@ -66,6 +68,7 @@ class QuestionTruth:
     n_frames: int
     grid_n: int
     events: tuple[EventTruth, ...]
+    distractors: tuple[EventTruth, ...] = ()
 
     @property
     def grid_hits(self) -> tuple[int, ...]:
@@ -84,7 +87,9 @@ class QuestionTruth:
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in record.items() if k in fields}
         values["options"] = tuple(values["options"])
-        values["events"] = tuple(EventTruth(**{**e, "grid_hits": tuple(e["grid_hits"])}) for e in record["events"])
+        for name in ("events", "distractors"):
+            values[name] = tuple(EventTruth(**{**e, "grid_hits": tuple(e["grid_hits"])})
+                                 for e in record.get(name, ()))
         return cls(**values)
 
 
@@ -172,6 +177,29 @@ def event_recall(selected: Mapping[str, Sequence[int]], truth: Mapping[str, Ques
     return EventRecall(n, share(any_hit), share(all_hit), share(hits_total), share(reachable),
                        tuple(sid for sid in truth if sid not in selected))
 
+
+def oracle_indices(truth: QuestionTruth, k: int) -> list[int]:
+    """The oracle selection: the answer-bearing grid frames (at most k, each event's first
+    ones first) filled up to k with the segment centres ⌊(j + ½)·N/k⌋ not already taken; ascending.
+
+    With k at least the number of answer-bearing frames it holds all of them, so its event
+    recall is the ceiling (`EventRecall.reachable`).
+    """
+    n = truth.grid_n
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}], got {k}")
+    chosen: list[int] = []
+    for rank in range(max((len(e.grid_hits) for e in truth.events), default=0)):  # round robin over events
+        for e in truth.events:
+            if rank < len(e.grid_hits) and e.grid_hits[rank] not in chosen and len(chosen) < k:
+                chosen.append(e.grid_hits[rank])
+    for j in range(k):  # k centres, at most len(chosen) of them taken: enough to fill
+        if len(chosen) == k:
+            break
+        centre = ((2 * j + 1) * n) // (2 * k)
+        if centre not in chosen:
+            chosen.append(centre)
+    return sorted(chosen)
 
 
 @dataclass

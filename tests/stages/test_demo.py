@@ -14,8 +14,8 @@ from hfs.stages.cli import app
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("demo")]  # its fixtures are built once, on one worker; other modules run beside it
 
-REDUCED = ["--videos", "16", "--test-videos", "8", "--steps", "150", "--teacher-steps", "300", "--workers", "0",
-           "--no-progress"]
+REDUCED = ["--videos", "16", "--test-videos", "8", "--steps", "150", "--teacher-steps", "300",
+           "--workers", "0", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,11 @@ def test_the_demo_prints_the_table_and_writes_the_report(demo):
     for column in ("event recall@16", "accuracy"):
         assert column in output
     summary = json.loads((out / "demo.json").read_text())
-    assert [r["selector"] for r in summary["selectors"]] == ["uniform", "random", "clip", "hfs", "hfs-set"]
+    assert [r["selector"] for r in summary["selectors"]] == ["uniform", "random", "clip", "hfs", "hfs-set", "oracle"]
     assert all(r["questions"] == 8 for r in summary["selectors"])
+    oracle = summary["selectors"][-1]
+    assert oracle["event_recall"] == max(r["event_recall"] for r in summary["selectors"])  # the ceiling
+    assert oracle["mean_hits"] >= 1.0
     assert flat(summary["goal"]) in output and "met" in summary["goal"]
     assert set(summary["timings_s"]) == {"task", "extract", "teacher", "train", "evaluate"}
     report = out / "results" / "report.html"

@@ -16,7 +16,9 @@ the decorator::
 The built-in ones: ``uniform`` (segment centres), ``random`` (a seeded floor), ``clip``
 (cosine between the question's CLIP text embedding and the cached frame features),
 ``hfs`` (a trained run: the k largest s_i, the paper's inference), ``hfs-set`` (greedy
-maximisation of F (Eq. 15) with a hard mask, our extension).
+maximisation of F (Eq. 15) with a hard mask, our extension), ``oracle`` (a synthetic task's
+answer-bearing frames from its ground truth, filled with segment centres: a ceiling, not a
+selector one could deploy).
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def selector_needs_run(name: str) -> bool:
 
 
 def _load_builtins() -> None:
-    from hfs.pipeline.evaluation.selectors import basic, clip, learned  # noqa: F401  (registers them)
+    from hfs.pipeline.evaluation.selectors import basic, clip, learned, oracle  # noqa: F401  (registers them)
 
 
 def check_choice(choice: Choice, n: int, k: int, name: str = "selector") -> Choice:
@@ -137,7 +139,8 @@ class SelectorContext:
 
     k: frames to select. seed: the ``random`` selector's seed. run: a trained run (folder,
     checkpoint or saved model) for ``hfs`` / ``hfs-set``. cache_config: the feature cache's
-    config (which CLIP made the features, for ``clip``). device: where models run.
+    config (which CLIP made the features, for ``clip``). device: where models run. truth: a
+    synthetic task's ground truth, for ``oracle``.
     """
 
     k: int = 16
@@ -146,6 +149,18 @@ class SelectorContext:
     cache_config: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     cache: Any = None  # a FeatureCache, for the clip selector's encoder check
+    truth: Any = None  # a ground_truth.jsonl path or sample_id -> QuestionTruth, for ``oracle``
+
+    @cached_property
+    def ground_truth(self) -> dict:
+        """sample_id → ``QuestionTruth`` (``truth`` read once)."""
+        if self.truth is None:
+            raise SelectorError("the oracle selector needs a task's ground truth (ground_truth.jsonl)")
+        if isinstance(self.truth, (str, Path)):
+            from hfs.pipeline.evaluation.recall import read_ground_truth
+
+            return read_ground_truth(self.truth)
+        return dict(self.truth)
 
     @cached_property
     def model(self):

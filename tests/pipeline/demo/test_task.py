@@ -17,6 +17,8 @@ from hfs.manifests import get_benchmark, read_manifest
 from hfs.pipeline.decode import decode_frames
 from hfs.pipeline.demo.task import (
     COLOURS,
+    QUERY_KINDS,
+    TASK_FORMAT,
     Event,
     TaskConfig,
     VideoSpec,
@@ -24,14 +26,23 @@ from hfs.pipeline.demo.task import (
     grid_hits,
     grid_timestamps,
     make_task,
+    plan_item,
     plan_task,
+    question_truth,
     uniform_catch_probability,
     uniform_grid_indices,
     video_fill,
     write_task_video,
 )
 from hfs.pipeline.demo.videos import SHAPE_KINDS, MovingBlobs, shape_mask
-from hfs.pipeline.evaluation.recall import EventRecall, EventTruth, QuestionTruth, event_recall, read_ground_truth
+from hfs.pipeline.evaluation.recall import (
+    EventRecall,
+    EventTruth,
+    QuestionTruth,
+    event_recall,
+    oracle_indices,
+    read_ground_truth,
+)
 
 # Short videos keep the suite fast; the 128-frame grid and event lengths are the real ones.
 CONFIG = TaskConfig(duration_range_s=(20.0, 28.0))
@@ -286,3 +297,118 @@ def test_summary_counts_grid_hits(task, truths):
     assert summary["test"]["mean_grid_hits_per_question"] == pytest.approx(np.mean([len(t.grid_hits) for t in test]),
                                                                            abs=1e-4)
     assert 0.0 <= summary["test"]["uniform_catch_probability_per_event"] <= 0.5
+
+
+def test_a_format_1_task_is_upgraded_and_an_unknown_format_refused(task):
+    """A task.json written before n_events existed (format 1) names the same questions: reused, rewritten."""
+    record = json.loads(task.task_json.read_text())
+    assert record["format"] == TASK_FORMAT == 2
+    old = {**record, "format": 1, "config": {k: v for k, v in record["config"].items() if k != "n_events"}}
+    task.task_json.write_text(json.dumps(old))
+    videos = sorted(task.root.glob("*/*/*.mp4"))
+    stamps = [v.stat().st_mtime_ns for v in videos]
+    make_task(task.root, n_train=N_TRAIN, n_test=N_TEST, seed=0, config=CONFIG)
+    assert [v.stat().st_mtime_ns for v in videos] == stamps  # nothing re-rendered
+    assert json.loads(task.task_json.read_text()) == record
+    task.task_json.write_text(json.dumps({**record, "format": 99}))
+    with pytest.raises(ValueError, match="task format 99, this hfs reads 1 to 2"):
+        make_task(task.root, n_train=N_TRAIN, n_test=N_TEST, seed=0, config=CONFIG)
+    task.task_json.write_text(json.dumps(record))
+
+
+# --- the query-aware kinds ----------------------------------------------------------
+
+QUERY_CONFIG = dataclasses.replace(CONFIG, kinds=QUERY_KINDS)
+
+
+def test_query_items_by_hand():
+    """Seed 0, test questions 0-2 (one of each query kind), checked against their printed plans."""
+    shape_q, colour_q, order_q = (plan_item("test", i, 0, QUERY_CONFIG) for i in range(3))
+
+    # three events: green circle, yellow square, red diamond; the question names the red one
+    assert [(e.colour, e.shape) for e in shape_q.video.events] == [("green", "circle"), ("yellow", "square"),
+                                                                    ("red", "diamond")]
+    assert shape_q.question == "What shape was the red object?"
+    assert shape_q.options[shape_q.answer_index] == "diamond" and shape_q.answer_events == (2,)
+    assert {"circle", "square"} <= set(shape_q.options)  # the distractors' shapes are offered
+    truth = question_truth(shape_q)
+    assert [(e.colour, e.shape) for e in truth.events] == [("red", "diamond")]
+    assert [(e.colour, e.shape) for e in truth.distractors] == [("green", "circle"), ("yellow", "square")]
+    # the red diamond shows over frames 265-270 at 12 fps: only its grid frames are answer-bearing
+    assert truth.grid_hits == tuple(grid_hits((265 / 12, 271 / 12), shape_q.video.duration))
+    assert not set(truth.grid_hits) & {i for e in truth.distractors for i in e.grid_hits}
+
+    assert colour_q.question == "What colour was the triangle?"
+    assert [(e.colour, e.shape) for e in colour_q.video.events] == [("red", "diamond"), ("blue", "triangle"),
+                                                                     ("green", "cross")]
+    assert colour_q.options[colour_q.answer_index] == "blue" and colour_q.answer_events == (1,)
+    assert {"red", "green"} <= set(colour_q.options)
+
+    # blue triangle, yellow circle, green square; right after the circle comes the green square
+    assert order_q.question == "What colour is the shape that appears right after the circle?"
+    assert order_q.qtype == "TN" and order_q.options[order_q.answer_index] == "green"
+    assert order_q.answer_events == (1, 2)  # the anchor and the answer, not the blue triangle
+    assert {"yellow", "blue"} <= set(order_q.options)
+    assert [(e.colour, e.shape) for e in question_truth(order_q).distractors] == [("blue", "triangle")]
+
+
+def test_query_plans_are_well_formed_and_seeded():
+    items = plan_task(18, 12, seed=3, config=QUERY_CONFIG)
+    assert plan_task(18, 12, seed=3, config=QUERY_CONFIG) == items
+    assert plan_task(18, 12, seed=4, config=QUERY_CONFIG) != items
+    for item in items:
+        events = item.video.events
+        assert len(events) == QUERY_CONFIG.n_events
+        assert len({e.colour for e in events}) == len({e.shape for e in events}) == len(events)
+        assert all(b.start_frame - a.end_frame >= round(CONFIG.min_gap_s * item.video.fps)
+                   for a, b in zip(events, events[1:]))
+        answer = item.options[item.answer_index]
+        named = [events[i] for i in item.answer_events]
+        truth = question_truth(item)
+        assert len(truth.events) + len(truth.distractors) == len(events)
+        assert [(e.colour, e.shape) for e in truth.events] == [(e.colour, e.shape) for e in named]
+        if item.kind == "query_shape":
+            assert named[0].colour in item.question and answer == named[0].shape
+            assert {e.shape for e in events} <= set(item.options)
+        elif item.kind == "query_colour":
+            assert named[0].shape in item.question and answer == named[0].colour
+            assert {e.colour for e in events} <= set(item.options)
+        else:
+            first, second = named
+            assert item.answer_events[1] == item.answer_events[0] + 1  # adjacent in time
+            target, anchor = (second, first) if item.qtype == "TN" else (first, second)
+            assert anchor.shape in item.question and answer == target.colour
+            assert {e.colour for e in events} <= set(item.options)
+    assert len({i.answer_index for i in items}) > 2
+    assert {i.answer_events for i in items if i.kind != "query_order"} >= {(0,), (1,), (2,)}  # any event is named
+
+
+def test_distractors_are_drawn_in_the_video():
+    item = plan_item("test", 0, 0, QUERY_CONFIG)
+    width, height = item.video.size
+    fill = video_fill(item.video)
+    for event in item.video.events:
+        frame = fill(event.start_frame, height, width).astype(int)
+        assert (np.abs(frame - COLOURS[event.colour]).sum(-1) == 0).sum() > 100, event
+        before = fill(event.start_frame - 1, height, width).astype(int)
+        assert (np.abs(before - COLOURS[event.colour]).sum(-1) == 0).sum() == 0
+
+
+def test_query_kinds_check_their_event_count():
+    with pytest.raises(ValueError, match="query_order needs a distractor"):
+        TaskConfig(kinds=("query_order",), n_events=2)
+    with pytest.raises(ValueError, match="n_events must be in 2..5"):
+        TaskConfig(kinds=("query_shape",), n_events=6)
+    two = plan_item("train", 0, 0, TaskConfig(kinds=("query_shape",), n_events=2, n_options=2))
+    assert len(two.video.events) == 2 and set(two.options) == {e.shape for e in two.video.events}
+
+
+def test_oracle_indices_by_hand():
+    one = _truth("a", (10, 11))
+    assert oracle_indices(one, 4) == [10, 11, 16, 48]  # the hits, then centres 16, 48 (of 16, 48, 80, 112)
+    two = _truth("b", (50, 51, 52), (90,))
+    assert oracle_indices(two, 2) == [50, 90]  # one of each event before a second of either
+    assert oracle_indices(_truth("c", ()), 4) == uniform_grid_indices(128, 4)
+    hit_on_centre = _truth("d", (16,))
+    assert oracle_indices(hit_on_centre, 4) == [16, 48, 80, 112]  # a hit on a centre: the next centres fill
+    assert event_recall({"b": oracle_indices(two, 2)}, {"b": two}).all_events_recall == 1.0

@@ -4,6 +4,7 @@ own encoder, hfs = top-k of the run's s_i, hfs-set = greedy F on the same s_i.""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_registering_a_selector_adds_one_name_and_refuses_a_duplicate(monkeypatc
         n = len(query.features)
         return Choice(list(range((n - ctx.k) // 2, (n + ctx.k) // 2)))
 
-    assert list_selectors() == [*BUILTIN, "middle"]
+    assert list_selectors() == [*BUILTIN, "oracle", "middle"]
     assert get_selector("middle")(make_query(), SelectorContext(k=4)).indices == [62, 63, 64, 65]
     with pytest.raises(ValueError, match="already registered"):
         register_selector("uniform")(middle)
@@ -359,3 +360,31 @@ def test_a_run_reading_other_features_than_the_cache_holds_is_refused(saved_run)
     ctx = SelectorContext(k=4, run=saved_run, cache_config={"model": "ViT-L-14", "embed_dim": 768})
     with pytest.raises(SelectorError, match="reads 512-d features, the cache holds 768-d ones.*ViT-L-14"):
         get_selector("hfs")(make_query(), ctx)
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+def test_oracle_picks_the_answer_bearing_frames_from_the_ground_truth(tmp_path):
+    from hfs.pipeline.evaluation.recall import EventTruth, QuestionTruth
+
+    def truth(sid, *events):
+        return QuestionTruth(sid, "test", 0, f"{sid}.mp4", "query_shape", "DO", "q?", ("a", "b"), 0, 32.0, 4.0, 128,
+                             128, tuple(EventTruth("red", "circle", 0.0, 1.0, 0, 1, hits) for hits in events),
+                             (EventTruth("blue", "square", 5.0, 6.0, 20, 24, (20, 21)),))
+
+    truths = {"q0": truth("q0", (30, 31)), "q1": truth("q1", (70,), (100,))}
+    path = tmp_path / "ground_truth.jsonl"
+    path.write_text("".join(json.dumps(t.to_json()) + "\n" for t in truths.values()))
+    assert not selector_needs_run("oracle") and "oracle" in list_selectors()[5:]
+    for source in (truths, path):  # a mapping or the file
+        ctx = SelectorContext(k=4, truth=source)
+        # the hits, then the segment centres 16, 48, 80, 112 up to k; never the distractor's 20, 21
+        assert get_selector("oracle")(make_query(0, sample_id="q0"), ctx).indices == [16, 30, 31, 48]
+        assert get_selector("oracle")(make_query(1, sample_id="q1"), ctx).indices == [16, 48, 70, 100]
+    with pytest.raises(SelectorError, match="needs a task's ground truth"):
+        get_selector("oracle")(make_query(0, sample_id="q0"), SelectorContext(k=4))
+    with pytest.raises(SelectorError, match="q9 is not in the ground truth"):
+        get_selector("oracle")(make_query(0, sample_id="q9"), SelectorContext(k=4, truth=truths))
+    with pytest.raises(SelectorError, match="128-frame grid, the cache holds 64"):
+        get_selector("oracle")(make_query(0, n=64, sample_id="q0"), SelectorContext(k=4, truth=truths))

@@ -3,12 +3,14 @@
 1. **task**: videos where a coloured shape shows for well under a second among moving grey
    blobs, questions about its colour or shape (``--task single``), or three such events per
    video and a question naming one of them (``--task query``: the right frames depend on the
-   question), options shuffled; a training manifest (LLaVA-Video-178K layout), a held-out test
-   set (NExT-QA layout) with the ground-truth spans, and a separate teacher-fitting set
+   question), options in a fixed order (see ``task_config``); a training manifest (LLaVA-Video-178K layout), a held-out test
+   set (NExT-QA layout) with the ground-truth spans, and with ``--teacher-videos N`` a separate
+   teacher-fitting set
    (``pipeline/demo/task.py``).
 2. **extract**: every split into one cache (Stage 1, Dask with 2 workers, the tiny CLIP).
-3. **teacher**: the tiny teacher is fitted to read the frames and the shuffled options, a
-   stand-in for a pretrained video LLM (``pipeline/demo/teacher.py``), on its own videos;
+3. **teacher**: the tiny teacher is fitted to read the frames (options reshuffled at every
+   step when the task shuffles them), a stand-in for a pretrained video LLM
+   (``pipeline/demo/teacher.py``), on the training videos or ``--teacher-videos`` of its own;
    HFS training then uses it as its (frozen) teacher.
 4. **train**: ``hfs train`` with the tiny preset: N = 128, k = 16 as in the paper.
 5. **evaluate**: ``hfs evaluate`` on the test set with uniform, random, clip, hfs, hfs-set and
@@ -108,8 +110,8 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
         raise DemoError(f"extraction into {cache_dir} failed; rerun `hfs demo --out {out}` to retry")
     timings["extract"] = time.perf_counter() - t
 
-    t = _stage("teacher", f"fit the tiny teacher to read the frames and shuffled options ({teacher_steps} steps, "
-                          f"{teacher_videos} videos of its own), a stand-in for pretraining")
+    t = _stage("teacher", f"fit the tiny teacher to read the frames ({teacher_steps} steps"
+                          f"{f', {teacher_videos} videos of its own' if teacher_videos else ''}), a stand-in for pretraining")
     teacher_dir = out / "teacher"
     if not (teacher_dir / "config.json").is_file():
         with ProgressBar("teacher", teacher_steps, enabled=progress) as bar:

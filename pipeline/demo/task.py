@@ -360,18 +360,10 @@ def _options(rng: np.random.Generator, vocabulary: Sequence[str], must: Sequence
     return options, options.index(answer)
 
 
-def plan_item(split: str, index: int, seed: int, config: TaskConfig) -> TaskItem:
-    """Draw question `index` of `split` ("train" or "test") from its own random stream (seed, split, index)."""
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    rng = np.random.default_rng((seed, _SPLITS[split], index))
+def _draw_video(rng: np.random.Generator, n_events: int, fps: int, n_frames: int,
+                config: TaskConfig) -> tuple[list[Event], VideoSpec]:
+    """`n_events` events of distinct colours and shapes, placed in time, and the video that shows them."""
     width, height = config.size
-    fps = int(rng.integers(config.fps_range[0], config.fps_range[1] + 1))
-    n_frames = max(1, round(rng.uniform(*config.duration_range_s) * fps))
-    kind = config.kinds[index % len(config.kinds)]
-    if kind in QUERY_KINDS:
-        return _plan_query_item(rng, split, index, kind, fps, n_frames, config)
-    n_events = 2 if kind == "order" else 1
     colours = [list(COLOURS)[i] for i in rng.permutation(len(COLOURS))[:n_events]]
     shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))[:n_events]]
     lengths = [_event_frames(rng, n_frames, config) for _ in range(n_events)]
@@ -385,6 +377,20 @@ def plan_item(split: str, index: int, seed: int, config: TaskConfig) -> TaskItem
         events.append(Event(colour, kind_of_shape, start, end, (round(cy, 2), round(cx, 2)), radius))
     video = VideoSpec(fps, n_frames, (width, height), int(rng.integers(2**31)), config.n_blobs, config.noise,
                       tuple(events))
+    return events, video
+
+
+def plan_item(split: str, index: int, seed: int, config: TaskConfig) -> TaskItem:
+    """Draw question `index` of `split` ("train" or "test") from its own random stream (seed, split, index)."""
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    rng = np.random.default_rng((seed, _SPLITS[split], index))
+    fps = int(rng.integers(config.fps_range[0], config.fps_range[1] + 1))
+    n_frames = max(1, round(rng.uniform(*config.duration_range_s) * fps))
+    kind = config.kinds[index % len(config.kinds)]
+    if kind in QUERY_KINDS:
+        return _plan_query_item(rng, split, index, kind, fps, n_frames, config)
+    events, video = _draw_video(rng, 2 if kind == "order" else 1, fps, n_frames, config)
 
     n_options = config.n_options if split == "train" else NEXTQA_OPTIONS
     if kind == "colour":
@@ -408,20 +414,8 @@ def _plan_query_item(rng: np.random.Generator, split: str, index: int, kind: str
                      config: TaskConfig) -> TaskItem:
     """The rest of `plan_item` for a query-aware kind: `config.n_events` events of distinct colours
     and shapes, one named by the question (module docstring)."""
-    width, height = config.size
     n_events = config.n_events
-    colours = [list(COLOURS)[i] for i in rng.permutation(len(COLOURS))[:n_events]]
-    shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))[:n_events]]
-    lengths = [_event_frames(rng, n_frames, config) for _ in range(n_events)]
-    spans = _place_events(rng, lengths, n_frames, fps, config)
-    radius = config.shape_scale * min(width, height) / 2
-    events = []
-    for colour, kind_of_shape, (start, end) in zip(colours, shapes, spans):
-        cy = float(rng.uniform(radius + 1, height - radius - 2))
-        cx = float(rng.uniform(radius + 1, width - radius - 2))
-        events.append(Event(colour, kind_of_shape, start, end, (round(cy, 2), round(cx, 2)), radius))
-    video = VideoSpec(fps, n_frames, (width, height), int(rng.integers(2**31)), config.n_blobs, config.noise,
-                      tuple(events))
+    events, video = _draw_video(rng, n_events, fps, n_frames, config)
     n_options = config.n_options if split == "train" else NEXTQA_OPTIONS
     if kind == "query_order":
         after = bool(rng.integers(2))  # the event right after the anchor (TN) or right before it (TP)

@@ -82,6 +82,7 @@ from hfs.manifests.answers import option_letter
 from hfs.pipeline.decode import segment_centre_timestamps
 from hfs.pipeline.demo.videos import SHAPE_KINDS, MovingBlobs, shape_mask, write_frames_video
 from hfs.pipeline.evaluation.recall import EventTruth, QuestionTruth, event_recall
+from hfs.pipeline.evaluation.selectors.basic import uniform_indices
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +203,6 @@ def grid_hits(span: tuple[float, float], duration: float, n: int = 128) -> list[
     times = grid_timestamps(duration, n)
     eps = 1e-9  # float noise at a frame boundary: the boundary belongs to the frame that starts there
     return np.flatnonzero((times + eps >= start) & (times + eps < end)).tolist()
-
-
-def uniform_grid_indices(n: int = 128, k: int = 16) -> list[int]:
-    """The k grid indices uniform sampling keeps: segment centres of the n-frame grid, ⌊(j + 0.5)·n/k⌋."""
-    return [int((j + 0.5) * n / k) for j in range(k)]
 
 
 def uniform_catch_probability(hits: Sequence[int], n: int = 128, k: int = 16) -> float:
@@ -678,7 +674,7 @@ def grid_summary(truths: Sequence[QuestionTruth], k: int = 16) -> dict[str, Any]
     `uniform_catch_probability_*` average `uniform_catch_probability` (random
     phase) over events / questions (any event, and every event);
     `uniform_recall` is `event_recall` of the fixed centred uniform selection
-    (`uniform_grid_indices`).
+    (`selectors.basic.uniform_indices`).
     """
     events = [e for t in truths for e in t.events]
     if not truths:
@@ -695,7 +691,7 @@ def grid_summary(truths: Sequence[QuestionTruth], k: int = 16) -> dict[str, Any]
         stride = n // k  # share of phases whose lattice meets every event
         return sum(all(any(i % stride == p for i in e.grid_hits) for e in t.events) for p in range(stride)) / stride
 
-    uniform = event_recall({t.sample_id: uniform_grid_indices(n, k) for t in truths},
+    uniform = event_recall({t.sample_id: uniform_indices(n, k) for t in truths},
                            {t.sample_id: t for t in truths})
     return {
         "questions": len(truths),

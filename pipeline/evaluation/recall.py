@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hfs.pipeline.evaluation.selectors.basic import uniform_indices
+
 __all__ = ["EventTruth", "QuestionTruth", "TruthError", "read_ground_truth", "EventRecall", "event_recall",
            "SelectorRow", "selector_rows", "oracle_indices"]
 
@@ -193,10 +195,9 @@ def oracle_indices(truth: QuestionTruth, k: int) -> list[int]:
         for e in truth.events:
             if rank < len(e.grid_hits) and e.grid_hits[rank] not in chosen and len(chosen) < k:
                 chosen.append(e.grid_hits[rank])
-    for j in range(k):  # k centres, at most len(chosen) of them taken: enough to fill
+    for centre in uniform_indices(n, k):  # k centres, at most len(chosen) of them taken: enough to fill
         if len(chosen) == k:
             break
-        centre = ((2 * j + 1) * n) // (2 * k)
         if centre not in chosen:
             chosen.append(centre)
     return sorted(chosen)

@@ -17,12 +17,6 @@ def student_selection(query: Query, ctx: SelectorContext):
     return selection.indices[0].cpu(), selection.scores[0].float().cpu()
 
 
-def student_scores(query: Query, ctx: SelectorContext):
-    """The per-frame scores of the run's student for one question → ``[N]`` float32 on the CPU:
-    σ(c·ẑ) on the "logit" score path, s_i = σ(z_i) on the paper's (``Selection.scores``)."""
-    return student_selection(query, ctx)[1]
-
-
 @register_selector("hfs", needs_run=True)
 def hfs(query: Query, ctx: SelectorContext) -> Choice:
     """The k frames with the largest noise-free keys, the quantity training sampled by (paper:
@@ -39,7 +33,7 @@ def hfs_set(query: Query, ctx: SelectorContext) -> Choice:
 
     from hfs.pipeline.model.set_objective import greedy_set_selection, kernel_times
 
-    s = student_scores(query, ctx)
+    _, s = student_selection(query, ctx)  # σ(c·ẑ) on the logit path, s_i = σ(z_i) on the paper's
     cfg = ctx.model.cfg.set_objective
     t = kernel_times(torch.from_numpy(query.timestamps).float(), cfg.time_unit)
     indices = greedy_set_selection(s.unsqueeze(0), t, ctx.k, cfg)[0]

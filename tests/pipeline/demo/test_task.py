@@ -30,7 +30,6 @@ from hfs.pipeline.demo.task import (
     plan_task,
     question_truth,
     uniform_catch_probability,
-    uniform_grid_indices,
     video_fill,
     write_task_video,
 )
@@ -43,6 +42,7 @@ from hfs.pipeline.evaluation.recall import (
     oracle_indices,
     read_ground_truth,
 )
+from hfs.pipeline.evaluation.selectors.basic import uniform_indices
 
 # Short videos keep the suite fast; the 128-frame grid and event lengths are the real ones.
 CONFIG = TaskConfig(duration_range_s=(20.0, 28.0))
@@ -98,7 +98,7 @@ def test_frame_shown_is_the_last_frame_started():
 
 
 def test_uniform_selection_and_its_catch_probability():
-    assert uniform_grid_indices(128, 16) == list(range(4, 128, 8))
+    assert uniform_indices(128, 16) == list(range(4, 128, 8))
     assert uniform_catch_probability([40], 128, 16) == 1 / 8
     assert uniform_catch_probability([40, 41, 42], 128, 16) == 3 / 8
     assert uniform_catch_probability(list(range(10, 20)), 128, 16) == 1.0
@@ -408,7 +408,7 @@ def test_oracle_indices_by_hand():
     assert oracle_indices(one, 4) == [10, 11, 16, 48]  # the hits, then centres 16, 48 (of 16, 48, 80, 112)
     two = _truth("b", (50, 51, 52), (90,))
     assert oracle_indices(two, 2) == [50, 90]  # one of each event before a second of either
-    assert oracle_indices(_truth("c", ()), 4) == uniform_grid_indices(128, 4)
+    assert oracle_indices(_truth("c", ()), 4) == uniform_indices(128, 4)
     hit_on_centre = _truth("d", (16,))
     assert oracle_indices(hit_on_centre, 4) == [16, 48, 80, 112]  # a hit on a centre: the next centres fill
     assert event_recall({"b": oracle_indices(two, 2)}, {"b": two}).all_events_recall == 1.0

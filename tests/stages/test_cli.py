@@ -36,6 +36,13 @@ def test_every_verb_and_option_is_explained():
         assert res.exit_code == 0 and "Usage" in res.output
 
 
+def test_demo_task_is_a_choice(tmp_path):
+    """An unknown --task is a usage error (exit 2) naming the tasks, before anything is made."""
+    res = CliRunner().invoke(app, ["demo", "--task", "bogus", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "single" in res.output and "query" in res.output
+    assert not (tmp_path / "d").exists()
+
+
 def test_extract_requires_a_manifest():
     res = CliRunner().invoke(app, ["extract", "--out", "x"])
     assert res.exit_code != 0 and "--manifest" in res.output

@@ -84,6 +84,42 @@ def resumed_config(run_dir: Path, requested):
     return saved
 
 
+def resumed_schedule_steps(state: dict[str, Any], total_steps: int, steps_per_epoch: int, train,
+                           reschedule: bool, main: bool) -> int:
+    """Length of the learning-rate schedule of a run resumed from a checkpoint's ``state``.
+
+    ``max_steps``/``epochs`` may change on ``--resume``; the cosine's length then stays the
+    checkpoint's, so the learning rate goes on as the interrupted run's would have. With
+    ``reschedule`` it becomes this run's ``total_steps`` (the cosine stretched or shrunk from
+    the resume point on). Either way the choice is logged when the lengths differ."""
+    saved = state.get("schedule_steps")
+    if saved is None:  # a checkpoint written before the schedule's length was saved: its config says
+        old = state["config"]["train"]
+        saved = old["max_steps"] if old.get("max_steps") is not None else steps_per_epoch * old["epochs"]
+    if saved == total_steps:
+        return saved
+    if reschedule:
+        if main:
+            step, lr = state["step"], (train.lr, train.warmup_steps, train.lr_schedule)
+            log.warning("--reschedule: this run stretches the learning-rate schedule from %d to %d steps; the "
+                        "learning rate at step %d moves from %.3g to %.3g", saved, total_steps, step + 1,
+                        _lr(step, saved, *lr), _lr(step, total_steps, *lr))
+        return total_steps
+    if main:
+        after = (f"; steps after {saved} train at the cosine's end, learning rate 0"
+                 if train.lr_schedule == "cosine" and total_steps > saved else "")
+        log.warning("--resume: this run of %d steps keeps the learning-rate schedule of %d steps it started with, "
+                    "so the learning rate goes on as before%s. Add --reschedule to stretch the schedule to %d "
+                    "steps instead", total_steps, saved, after, total_steps)
+    return saved
+
+
+def _lr(step: int, total: int, lr: float, warmup: int, schedule: str) -> float:
+    from hfs.pipeline.model.schedules import learning_rate
+
+    return learning_rate(step, total, lr, warmup, schedule)
+
+
 def check_cache_fits(cache, model_cfg) -> None:
     """Stop with a clear message when the cache cannot feed this model."""
     from hfs.cache import CacheError
@@ -134,6 +170,7 @@ def run(
     video_root: Optional[Path] = None,
     device: str = "auto",
     progress: bool = True,
+    reschedule: bool = False,
 ) -> int:
     """Train; returns the process exit status (0 done, 2 usage or input error)."""
     from hfs.cache import CacheError
@@ -149,7 +186,7 @@ def run(
         _check_inputs(cache, data)  # before looking for models: cheap, and the likelier slip
         materialise_models(student=cfg.model.student.name_or_path, teacher=teacher_model_name(cfg.model.teacher))
         procs = Processes(device)
-        return _train(procs, cfg, checkpoint, cache, data, Path(out), video_root, progress)
+        return _train(procs, cfg, checkpoint, cache, data, Path(out), video_root, progress, reschedule)
     except (TrainError, ProcessError, ConfigError, CacheError, ManifestError, ModelLoadError, FileNotFoundError) as err:
         rank_error(str(err), procs.rank if procs is not None else None)
         return 2
@@ -187,7 +224,7 @@ def _run_config(out: Path, student, teacher, preset, config_file, overrides, res
 
 
 def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path], out: Path, video_root,
-           progress: bool) -> int:
+           progress: bool, reschedule: bool = False) -> int:
     import torch
 
     from hfs.cache import FeatureCache
@@ -236,11 +273,12 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     params = [p for ps in groups.values() for p in ps]
     optimizer = torch.optim.AdamW(params, lr=train.lr, betas=train.betas, eps=train.eps,
                                   weight_decay=train.weight_decay)
-    start_step, skipped_steps = 0, 0
+    start_step, skipped_steps, schedule_steps = 0, 0, total_steps
     if checkpoint is not None:
         state = load_trainer_state(checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         start_step, skipped_steps = state["step"], state["skipped_steps"]
+        schedule_steps = resumed_schedule_steps(state, total_steps, steps_per_epoch, train, reschedule, procs.main)
         if len(state["rng"]) == procs.world:
             set_rng_state(state["rng"][procs.rank])
         elif procs.main:
@@ -277,7 +315,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         if procs.main:
             save_checkpoint(out, step, model, {
                 "step": step, "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
-                "skipped_steps": skipped_steps, "optimizer": optimizer.state_dict(), "rng": rngs,
+                "skipped_steps": skipped_steps, "schedule_steps": schedule_steps,
+                "optimizer": optimizer.state_dict(), "rng": rngs,
                 "world_size": procs.world, "config": cfg.to_dict(), "versions": _versions(),
             }, keep=train.keep_checkpoints)
         procs.barrier()
@@ -293,7 +332,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         for step in range(start_step, total_steps):
             t_step = time.perf_counter()
             data_wait = 0.0
-            lr = learning_rate(step, total_steps, train.lr, train.warmup_steps, train.lr_schedule)
+            lr = learning_rate(step, schedule_steps, train.lr, train.warmup_steps, train.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             sums: dict[str, float] = {}

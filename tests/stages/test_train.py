@@ -4,8 +4,10 @@ processes with gloo, skip accounting, non-finite steps, and the checkpoint check
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,6 +122,47 @@ def test_resume_after_sigkill_between_checkpoints(colour_task, run20, tmp_path):
     assert exact(metrics(out)) == exact(metrics(run20))  # ...and redone exactly
     assert_same_weights(weights(out, 20), weights(run20, 20))
     assert not list((out / "checkpoints").glob(".*tmp*"))
+
+
+def interrupted_copy(run: Path, dest: Path, step: int) -> Path:
+    """A copy of ``run`` as if it had been killed just after checkpoint ``step``."""
+    shutil.copytree(run, dest)
+    for ckpt in (dest / "checkpoints").glob("step-*"):
+        if int(ckpt.name.split("-")[1]) > step:
+            shutil.rmtree(ckpt)
+    (dest / "checkpoints" / "latest").write_text(f"step-{step:08d}\n")
+    return dest
+
+
+def test_a_longer_resume_keeps_the_cosine_schedule_unless_asked_to_stretch_it(colour_task, tmp_path, caplog):
+    """Killed at step 4 of 8 and resumed with --max-steps 12: steps 5..8 are the uninterrupted run's
+    (same lr, same weights), steps 9..12 train at the cosine's end (lr 0) with a warning; with
+    --reschedule the cosine stretches to 12 steps from the resume point."""
+    from hfs.pipeline.model.schedules import learning_rate
+
+    cosine = ["--set", "train.lr_schedule=cosine", "--set", "train.checkpoint_every=4",
+              "--set", "train.keep_checkpoints=3"]
+    full = tmp_path / "full"
+    train(colour_task.train_args(full, "--max-steps", "8", *cosine))
+    kept = interrupted_copy(full, tmp_path / "kept", 4)
+    with caplog.at_level(logging.INFO, logger="hfs.stages.train"):
+        train(colour_task.train_args(kept, "--max-steps", "12", *cosine, "--resume"))
+    assert "keeps the learning-rate schedule of 8 steps" in caplog.text and "--reschedule" in caplog.text
+    lines = metrics(kept)
+    assert exact(lines[:8]) == exact(metrics(full))
+    assert_same_weights(weights(kept, 8), weights(full, 8))
+    assert [m["lr"] for m in lines[8:]] == [0.0] * 4
+    state = torch.load(kept / "checkpoints" / "step-00000012" / "trainer_state.pt", weights_only=False)
+    assert state["schedule_steps"] == 8
+
+    caplog.clear()
+    stretched = interrupted_copy(full, tmp_path / "stretched", 4)
+    with caplog.at_level(logging.INFO, logger="hfs.stages.train"):
+        train(colour_task.train_args(stretched, "--max-steps", "12", *cosine, "--resume", "--reschedule"))
+    assert "stretches the learning-rate schedule from 8 to 12 steps" in caplog.text
+    lrs = [m["lr"] for m in metrics(stretched)]
+    assert lrs[4:] == pytest.approx([learning_rate(s, 12, 1e-3, 0, "cosine") for s in range(4, 12)])
+    assert lrs[:4] == [m["lr"] for m in metrics(full)][:4]
 
 
 def test_two_processes_reach_the_parameters_of_one_with_twice_the_accumulation(colour_task, tmp_path):

@@ -114,6 +114,36 @@ def resumed_schedule_steps(state: dict[str, Any], total_steps: int, steps_per_ep
     return saved
 
 
+def check_same_data(state: dict[str, Any], out: Path, fingerprint: dict[str, Any], new_data: bool,
+                    main: bool) -> None:
+    """Stop when a resumed run would read other training samples than its checkpoint was made
+    on (``data_fingerprint``: another count, other ids, another order), since every epoch's
+    order would change; with ``new_data`` go on, and warn."""
+    saved = state.get("data")
+    if saved is None and (out / RUN_DATA_FILE).is_file():  # a checkpoint written before the fingerprint
+        saved = json.loads((out / RUN_DATA_FILE).read_text())
+        saved = saved if "sample_ids_sha256" in saved else None
+    if saved is None:
+        if main:
+            log.warning("--resume: %s predates the training data's fingerprint; cannot check that --data gives "
+                        "the samples the run started on", out / RUN_DATA_FILE)
+        return
+    keys = ("samples", "sample_ids_sha256", "order_sha256")
+    if all(saved.get(k) == fingerprint[k] for k in keys if k in saved):
+        return
+    what = (f"{saved['samples']} training samples, --data and --cache now give {fingerprint['samples']}"
+            + ("" if saved["sample_ids_sha256"] != fingerprint["sample_ids_sha256"] else
+               " (the same samples in another order)"))
+    if new_data:
+        if main:
+            log.warning("--new-data: %s records %s; continuing on the new samples from step %d (the epochs' "
+                        "order and length change from here on)", out / RUN_DATA_FILE, what, state["step"])
+        return
+    raise TrainError(f"--resume: {out / RUN_DATA_FILE} records {what}, so every epoch's order would change. "
+                     "Resume with the same --data files and cache, add --new-data to continue on these samples, "
+                     "or use a new --out.")
+
+
 def _lr(step: int, total: int, lr: float, warmup: int, schedule: str) -> float:
     from hfs.pipeline.model.schedules import learning_rate
 
@@ -171,6 +201,7 @@ def run(
     device: str = "auto",
     progress: bool = True,
     reschedule: bool = False,
+    new_data: bool = False,
 ) -> int:
     """Train; returns the process exit status (0 done, 2 usage or input error)."""
     from hfs.cache import CacheError
@@ -186,7 +217,7 @@ def run(
         _check_inputs(cache, data)  # before looking for models: cheap, and the likelier slip
         materialise_models(student=cfg.model.student.name_or_path, teacher=teacher_model_name(cfg.model.teacher))
         procs = Processes(device)
-        return _train(procs, cfg, checkpoint, cache, data, Path(out), video_root, progress, reschedule)
+        return _train(procs, cfg, checkpoint, cache, data, Path(out), video_root, progress, reschedule, new_data)
     except (TrainError, ProcessError, ConfigError, CacheError, ManifestError, ModelLoadError, FileNotFoundError) as err:
         rank_error(str(err), procs.rank if procs is not None else None)
         return 2
@@ -224,7 +255,7 @@ def _run_config(out: Path, student, teacher, preset, config_file, overrides, res
 
 
 def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path], out: Path, video_root,
-           progress: bool, reschedule: bool = False) -> int:
+           progress: bool, reschedule: bool = False, new_data: bool = False) -> int:
     import torch
 
     from hfs.cache import FeatureCache
@@ -233,7 +264,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     from hfs.pipeline.model.schedules import learning_rate
     from hfs.pipeline.model.selection import per_sample_noise
     from hfs.pipeline.train.checkpoint import load_trainer_state, rng_state, save_checkpoint, set_rng_state
-    from hfs.pipeline.train.data import QADataset, StepSampler, collate, training_samples
+    from hfs.pipeline.train.data import QADataset, StepSampler, collate, data_fingerprint, training_samples
 
     train = cfg.train
     accumulation = train.accumulation(procs.world)
@@ -254,9 +285,14 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         raise TrainError(f"train.frame_labels={cfg.train.frame_labels}: {err}") from None
     steps_per_epoch = samples.num_rows // train.batch_size
     total_steps = train.max_steps if train.max_steps is not None else steps_per_epoch * train.epochs
+    fingerprint = data_fingerprint(samples)
+    state = load_trainer_state(checkpoint) if checkpoint is not None else None
+    if state is not None:
+        check_same_data(state, out, fingerprint, new_data, procs.main)
     if procs.main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / RUN_DATA_FILE, {"data": [str(d) for d in data], "cache": str(cache_dir), **skipped.to_dict()})
+        atomic_write_json(out / RUN_DATA_FILE, {"data": [str(d) for d in data], "cache": str(cache_dir),
+                                                **fingerprint, **skipped.to_dict()})
         atomic_write_json(out / RUN_CONFIG_FILE, cfg.to_dict())  # on resume: with the new max_steps, epochs, ...
 
     # -- model and optimiser -------------------------------------------------------------------
@@ -274,8 +310,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     optimizer = torch.optim.AdamW(params, lr=train.lr, betas=train.betas, eps=train.eps,
                                   weight_decay=train.weight_decay)
     start_step, skipped_steps, schedule_steps = 0, 0, total_steps
-    if checkpoint is not None:
-        state = load_trainer_state(checkpoint)
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         start_step, skipped_steps = state["step"], state["skipped_steps"]
         schedule_steps = resumed_schedule_steps(state, total_steps, steps_per_epoch, train, reschedule, procs.main)
@@ -315,7 +350,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         if procs.main:
             save_checkpoint(out, step, model, {
                 "step": step, "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
-                "skipped_steps": skipped_steps, "schedule_steps": schedule_steps,
+                "skipped_steps": skipped_steps, "schedule_steps": schedule_steps, "data": fingerprint,
                 "optimizer": optimizer.state_dict(), "rng": rngs,
                 "world_size": procs.world, "config": cfg.to_dict(), "versions": _versions(),
             }, keep=train.keep_checkpoints)

@@ -165,6 +165,33 @@ def test_a_longer_resume_keeps_the_cosine_schedule_unless_asked_to_stretch_it(co
     assert lrs[:4] == [m["lr"] for m in metrics(full)][:4]
 
 
+def test_resuming_on_other_training_data_stops_unless_asked_to_go_on(colour_task, tmp_path):
+    """A grown manifest changes every epoch's order: the resume names both sample counts and
+    data.json, exit 2; --new-data continues on the new samples and records them."""
+    out = tmp_path / "run"
+    train(colour_task.train_args(out, "--max-steps", "2"))
+    before = json.loads((out / "data.json").read_text())
+    assert before["samples"] == 16 and len(before["sample_ids_sha256"]) == 64
+    records = json.loads(colour_task.manifest.read_text())
+    grown = tmp_path / "grown.json"
+    grown.write_text(json.dumps(records + [{**r, "id": r["id"] + "-again"} for r in records]))
+
+    def on_grown(*extra: str) -> list[str]:
+        args = colour_task.train_args(out, *extra)
+        args[args.index("--data") + 1] = str(grown)
+        return args
+
+    output = train(on_grown("--max-steps", "3", "--resume"), expect=2)
+    assert "16" in output and "32" in output and "data.json" in output and "--new-data" in output
+    assert json.loads((out / "data.json").read_text()) == before  # not overwritten by the refused run
+    train(colour_task.train_args(out, "--max-steps", "3", "--resume"))  # the same data resumes as before
+    train(on_grown("--max-steps", "4", "--resume", "--new-data"))
+    assert json.loads((out / "data.json").read_text())["samples"] == 32
+    assert len(metrics(out)) == 4
+    state = torch.load(out / "checkpoints" / "step-00000004" / "trainer_state.pt", weights_only=False)
+    assert state["data"]["samples"] == 32
+
+
 def test_two_processes_reach_the_parameters_of_one_with_twice_the_accumulation(colour_task, tmp_path):
     """gloo on the CPU: 2 processes × micro-batch 2 × accumulation 1 == 1 process × 2 × 2."""
     common = ["--max-steps", "3", "--set", "student.lora_dropout=0.0", "--set", "teacher.lora_dropout=0.0"]

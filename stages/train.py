@@ -263,7 +263,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     from hfs.pipeline.model.hfs_model import HFSModel
     from hfs.pipeline.model.schedules import learning_rate
     from hfs.pipeline.model.selection import per_sample_noise
-    from hfs.pipeline.train.checkpoint import load_trainer_state, rng_state, save_checkpoint, set_rng_state
+    from hfs.pipeline.train.checkpoint import load_trainer_state, restore_rng, rng_state, save_checkpoint
     from hfs.pipeline.train.data import QADataset, StepSampler, collate, data_fingerprint, training_samples
 
     train = cfg.train
@@ -314,11 +314,10 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         optimizer.load_state_dict(state["optimizer"])
         start_step, skipped_steps = state["step"], state["skipped_steps"]
         schedule_steps = resumed_schedule_steps(state, total_steps, steps_per_epoch, train, reschedule, procs.main)
-        if len(state["rng"]) == procs.world:
-            set_rng_state(state["rng"][procs.rank])
-        elif procs.main:
-            log.warning("checkpoint made with %d processes, resumed with %d: dropout draws differ from an "
-                        "uninterrupted run", len(state["rng"]), procs.world)
+        if not restore_rng(state["rng"], procs.rank, procs.world, train.seed, start_step) and procs.main:
+            log.warning("checkpoint made with %d processes, resumed with %d: each process's dropout is reseeded "
+                        "from (seed, rank, step), so its draws differ from an uninterrupted run's",
+                        len(state["rng"]), procs.world)
     else:
         torch.manual_seed(train.seed + procs.rank)  # dropout: different in every process
     if procs.main:

@@ -66,12 +66,13 @@ def command_line_options(student: Optional[str], teacher: Optional[str], max_ste
 def resumed_config(run_dir: Path, requested):
     """The saved config of ``run_dir``, with the ``train`` fields a resumed run may change
     taken from ``requested``. Any other difference is an error naming both values."""
-    from hfs.pipeline.train.config import RESUMABLE_CHANGES, RunConfig
+    from hfs.pipeline.train.config import RESUMABLE_CHANGES, RunConfig, saved_before_clip_mode
 
     from hfs.pipeline.model.hfs_model import saved_before_score_path
 
-    saved = RunConfig.from_dict(saved_before_score_path(json.loads((run_dir / RUN_CONFIG_FILE).read_text()),
-                                                        str(run_dir / RUN_CONFIG_FILE)))
+    where = str(run_dir / RUN_CONFIG_FILE)
+    saved = RunConfig.from_dict(saved_before_clip_mode(
+        saved_before_score_path(json.loads((run_dir / RUN_CONFIG_FILE).read_text()), where), where))
     old, new = saved.to_dict(), requested.to_dict()
     differs = [f"{section}.{key}: run has {old[section][key]!r}, this command asks for {new[section][key]!r}"
                for section in old for key in old[section]
@@ -264,6 +265,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     from hfs.pipeline.model.schedules import learning_rate
     from hfs.pipeline.model.selection import per_sample_noise
     from hfs.pipeline.train.checkpoint import load_trainer_state, restore_rng, rng_state, save_checkpoint
+    from hfs.pipeline.train.clipping import clip_gradients
     from hfs.pipeline.train.data import QADataset, StepSampler, collate, data_fingerprint, training_samples
 
     train = cfg.train
@@ -390,8 +392,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
                 for key, value in terms.as_dict().items():
                     if value is not None:
                         sums[key] = sums.get(key, 0.0) + value / accumulation
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip if train.grad_clip > 0 else math.inf)
-            bad = procs.all_agree(bad or not bool(torch.isfinite(grad_norm)))
+            grad_norms = clip_gradients(groups, train.grad_clip, train.clip_mode)
+            bad = procs.all_agree(bad or not math.isfinite(grad_norms["grad_norm"]))
             if bad:
                 skipped_steps += 1
                 if procs.main:
@@ -407,7 +409,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
             if procs.main:
                 record = {
                     "step": step + 1, "epoch": step // steps_per_epoch, **means, "tau": tau, "lr": lr,
-                    "grad_norm": float(grad_norm), "skipped": bad, "skipped_steps": skipped_steps,
+                    **grad_norms, "skipped": bad, "skipped_steps": skipped_steps,
                     "samples_per_s": train.batch_size / elapsed, "data_wait_frac": wait / elapsed, "step_s": elapsed,
                 }
                 _append_metrics(out / METRICS_FILE, record)

@@ -88,7 +88,7 @@ def test_loss_goes_down_on_a_learnable_task(colour_task, tmp_path):
     last = sum(m["total"] for m in lines[-5:]) / 5
     assert last < 0.7 * first, (first, last)
     for key in ("ce", "kl", "set_objective", "relevance", "coverage", "redundancy", "sep", "tau", "lambda_kl",
-                "lr", "grad_norm", "samples_per_s", "data_wait_frac"):
+                "lr", "grad_norm", "grad_norm_student", "grad_norm_teacher", "samples_per_s", "data_wait_frac"):
         assert all(m[key] is not None for m in lines), key
     assert lines[0]["tau"] == 2.0 and lines[-1]["tau"] == pytest.approx(2.0 * 0.999**29)
     config = json.loads((out / "config.json").read_text())
@@ -345,6 +345,18 @@ def test_resuming_a_run_saved_before_the_score_path_option_names_the_path(colour
     assert "selection.score_path" in output and "'sigmoid'" in output and "'logit'" in output
     train(colour_task.train_args(out, "--max-steps", "2", "--resume", "--set", "selection.score_path=sigmoid",
                                  "--set", "selection.estimator=straight_through"))
+
+
+def test_resuming_a_run_saved_before_the_clip_mode_option_names_its_global_clip(colour_task, tmp_path):
+    out = tmp_path / "run"
+    train(colour_task.train_args(out, "--max-steps", "1", "--set", "train.clip_mode=global"))
+    config = json.loads((out / "config.json").read_text())
+    del config["train"]["clip_mode"]  # as a run saved before the option
+    (out / "config.json").write_text(json.dumps(config))
+    output = train(colour_task.train_args(out, "--max-steps", "2", "--resume"), expect=2)
+    assert "train.clip_mode" in output and "'global'" in output and "'per_group'" in output
+    train(colour_task.train_args(out, "--max-steps", "2", "--resume", "--set", "train.clip_mode=global"))
+    assert "grad_norm_student" not in metrics(out)[-1]
 
 
 def _ground_truth(manifest: Path, path: Path, hits: tuple[int, ...] = (0, 5)) -> Path:

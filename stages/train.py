@@ -101,10 +101,13 @@ def resumed_schedule_steps(state: dict[str, Any], total_steps: int, steps_per_ep
         return saved
     if reschedule:
         if main:
+            from hfs.pipeline.model.schedules import learning_rate
+
             step, lr = state["step"], (train.lr, train.warmup_steps, train.lr_schedule)
-            log.warning("--reschedule: this run stretches the learning-rate schedule from %d to %d steps; the "
-                        "learning rate at step %d moves from %.3g to %.3g", saved, total_steps, step + 1,
-                        _lr(step, saved, *lr), _lr(step, total_steps, *lr))
+            log.warning("--reschedule: this run %s the learning-rate schedule from %d to %d steps; the learning rate "
+                        "at step %d moves from %.3g to %.3g", "stretches" if total_steps > saved else "shrinks",
+                        saved, total_steps, step + 1, learning_rate(step, saved, *lr),
+                        learning_rate(step, total_steps, *lr))
         return total_steps
     if main:
         after = (f"; steps after {saved} train at the cosine's end, learning rate 0"
@@ -143,12 +146,6 @@ def check_same_data(state: dict[str, Any], out: Path, fingerprint: dict[str, Any
     raise TrainError(f"--resume: {out / RUN_DATA_FILE} records {what}, so every epoch's order would change. "
                      "Resume with the same --data files and cache, add --new-data to continue on these samples, "
                      "or use a new --out.")
-
-
-def _lr(step: int, total: int, lr: float, warmup: int, schedule: str) -> float:
-    from hfs.pipeline.model.schedules import learning_rate
-
-    return learning_rate(step, total, lr, warmup, schedule)
 
 
 def check_cache_fits(cache, model_cfg) -> None:
@@ -212,6 +209,9 @@ def run(
 
     procs = None
     try:
+        if (reschedule or new_data) and not resume:
+            raise TrainError(f"{'--reschedule' if reschedule else '--new-data'} changes how a run goes on: it "
+                             "applies only with --resume")
         cfg, checkpoint = _run_config(Path(out), student, teacher, preset, config_file, overrides, resume,
                                       max_steps, epochs)
         cache, data = Path(cache), [Path(d) for d in data]

@@ -165,6 +165,27 @@ def test_a_longer_resume_keeps_the_cosine_schedule_unless_asked_to_stretch_it(co
     assert lrs[:4] == [m["lr"] for m in metrics(full)][:4]
 
 
+def test_checkpoints_saved_before_the_schedule_length_and_the_data_fingerprint_still_resume(tmp_path, caplog):
+    from hfs.pipeline.train.config import TrainConfig
+    from hfs.stages.train import TrainError, check_same_data, resumed_schedule_steps
+
+    cosine = TrainConfig(lr_schedule="cosine")
+    for old, want in (({"max_steps": 8, "epochs": 1}, 8), ({"max_steps": None, "epochs": 3}, 12)):
+        state = {"step": 4, "config": {"train": old}}  # no schedule_steps: the saved config decides
+        assert resumed_schedule_steps(state, 20, 4, cosine, reschedule=False, main=True) == want
+    fingerprint = {"samples": 16, "sample_ids_sha256": "a" * 64, "order_sha256": "b" * 64}
+    (tmp_path / "data.json").write_text(json.dumps({"kept": 16}))  # no fingerprint: cannot check, says so
+    with caplog.at_level(logging.WARNING, logger="hfs.stages.train"):
+        check_same_data({"step": 4}, tmp_path, fingerprint, new_data=False, main=True)
+    assert "predates the training data's fingerprint" in caplog.text
+    (tmp_path / "data.json").write_text(json.dumps({**fingerprint, "samples": 15}))
+    with pytest.raises(TrainError, match="15 training samples.*now give 16"):
+        check_same_data({"step": 4}, tmp_path, fingerprint, new_data=False, main=True)
+    with pytest.raises(TrainError, match="the same samples in another order"):
+        check_same_data({"step": 4, "data": {**fingerprint, "order_sha256": "c" * 64}}, tmp_path, fingerprint,
+                        new_data=False, main=True)
+
+
 def test_resuming_on_other_training_data_stops_unless_asked_to_go_on(colour_task, tmp_path):
     """A grown manifest changes every epoch's order: the resume names both sample counts and
     data.json, exit 2; --new-data continues on the new samples and records them."""
@@ -297,6 +318,9 @@ def test_usage_errors_name_the_problem(colour_task, tmp_path):
     assert "nocache" in train(args, expect=2)
     output = train(colour_task.train_args(tmp_path / "r", "--set", "train.batch_size=5"), expect=2)
     assert "batch_size" in output
+    for flag in ("--reschedule", "--new-data"):
+        output = train(colour_task.train_args(tmp_path / "r", flag), expect=2)
+        assert flag in output and "--resume" in output
 
 
 def test_missing_cache_or_data_is_named_before_any_model_is_looked_for(tmp_path):

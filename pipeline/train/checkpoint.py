@@ -10,7 +10,8 @@ runs/NAME/
       model/                  HFSModel.save: hfs_config.json, student/ (both adapters, heads),
                               teacher_lora/ (peft), teacher_scorer.safetensors
       trainer_state.pt        optimiser, step, RNG states of every process, sampler position,
-                              skipped steps, the run config and library versions
+                              skipped steps, the learning-rate schedule's length, the training
+                              data's fingerprint, the run config and library versions
     latest                    name of the newest complete checkpoint
 ```
 

@@ -120,6 +120,8 @@ def train(
     video_root: Optional[Path] = typer.Option(None, "--video-root", help="Folder relative video paths in --data resolve against (as given to `hfs extract`); only the paths as written make the video ids."),
     device: TrainDevice = typer.Option(TrainDevice.auto, "--device", help="auto: the process's GPU (torchrun: LOCAL_RANK) when there is one, else the CPU."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with the loss and the ETA."),
+    reschedule: bool = typer.Option(False, "--reschedule", help="With --resume and a changed --max-steps/--epochs: stretch the learning-rate schedule (the cosine) to the new length from the resume point on. Without it the schedule keeps the length the run started with, so the learning rate goes on as before (a cosine past its end trains at 0)."),
+    new_data: bool = typer.Option(False, "--new-data", help="With --resume: go on although --data and --cache now give other training samples than the run's data.json records (another count, other ids or another order), which changes every epoch's order from the resume point. Without it such a resume stops (exit 2)."),
     verbose: int = VERBOSE,
 ) -> None:
     """Stage 2: train the student and the teacher together from the cache (paper Eq. 21).
@@ -134,7 +136,7 @@ def train(
     raise typer.Exit(run(
         cache=cache, data=data, out=out, student=student, teacher=teacher, preset=preset, config_file=config,
         overrides=set_, resume=resume, max_steps=max_steps, epochs=epochs, video_root=video_root, device=device.value,
-        progress=progress,
+        progress=progress, reschedule=reschedule, new_data=new_data,
     ))
 
 

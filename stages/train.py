@@ -66,12 +66,13 @@ def command_line_options(student: Optional[str], teacher: Optional[str], max_ste
 def resumed_config(run_dir: Path, requested):
     """The saved config of ``run_dir``, with the ``train`` fields a resumed run may change
     taken from ``requested``. Any other difference is an error naming both values."""
-    from hfs.pipeline.train.config import RESUMABLE_CHANGES, RunConfig
+    from hfs.pipeline.train.config import RESUMABLE_CHANGES, RunConfig, saved_before_clip_mode
 
     from hfs.pipeline.model.hfs_model import saved_before_score_path
 
-    saved = RunConfig.from_dict(saved_before_score_path(json.loads((run_dir / RUN_CONFIG_FILE).read_text()),
-                                                        str(run_dir / RUN_CONFIG_FILE)))
+    where = str(run_dir / RUN_CONFIG_FILE)
+    saved = RunConfig.from_dict(saved_before_clip_mode(
+        saved_before_score_path(json.loads((run_dir / RUN_CONFIG_FILE).read_text()), where), where))
     old, new = saved.to_dict(), requested.to_dict()
     differs = [f"{section}.{key}: run has {old[section][key]!r}, this command asks for {new[section][key]!r}"
                for section in old for key in old[section]
@@ -82,6 +83,69 @@ def resumed_config(run_dir: Path, requested):
     for key in RESUMABLE_CHANGES:
         setattr(saved.train, key, getattr(requested.train, key))
     return saved
+
+
+def resumed_schedule_steps(state: dict[str, Any], total_steps: int, steps_per_epoch: int, train,
+                           reschedule: bool, main: bool) -> int:
+    """Length of the learning-rate schedule of a run resumed from a checkpoint's ``state``.
+
+    ``max_steps``/``epochs`` may change on ``--resume``; the cosine's length then stays the
+    checkpoint's, so the learning rate goes on as the interrupted run's would have. With
+    ``reschedule`` it becomes this run's ``total_steps`` (the cosine stretched or shrunk from
+    the resume point on). Either way the choice is logged when the lengths differ."""
+    saved = state.get("schedule_steps")
+    if saved is None:  # a checkpoint written before the schedule's length was saved: its config says
+        old = state["config"]["train"]
+        saved = old["max_steps"] if old.get("max_steps") is not None else steps_per_epoch * old["epochs"]
+    if saved == total_steps:
+        return saved
+    if reschedule:
+        if main:
+            from hfs.pipeline.model.schedules import learning_rate
+
+            step, lr = state["step"], (train.lr, train.warmup_steps, train.lr_schedule)
+            log.warning("--reschedule: this run %s the learning-rate schedule from %d to %d steps; the learning rate "
+                        "at step %d moves from %.3g to %.3g", "stretches" if total_steps > saved else "shrinks",
+                        saved, total_steps, step + 1, learning_rate(step, saved, *lr),
+                        learning_rate(step, total_steps, *lr))
+        return total_steps
+    if main:
+        after = (f"; steps after {saved} train at the cosine's end, learning rate 0"
+                 if train.lr_schedule == "cosine" and total_steps > saved else "")
+        log.warning("--resume: this run of %d steps keeps the learning-rate schedule of %d steps it started with, "
+                    "so the learning rate goes on as before%s. Add --reschedule to stretch the schedule to %d "
+                    "steps instead", total_steps, saved, after, total_steps)
+    return saved
+
+
+def check_same_data(state: dict[str, Any], out: Path, fingerprint: dict[str, Any], new_data: bool,
+                    main: bool) -> None:
+    """Stop when a resumed run would read other training samples than its checkpoint was made
+    on (``data_fingerprint``: another count, other ids, another order), since every epoch's
+    order would change; with ``new_data`` go on, and warn."""
+    saved = state.get("data")
+    if saved is None and (out / RUN_DATA_FILE).is_file():  # a checkpoint written before the fingerprint
+        saved = json.loads((out / RUN_DATA_FILE).read_text())
+        saved = saved if "sample_ids_sha256" in saved else None
+    if saved is None:
+        if main:
+            log.warning("--resume: %s predates the training data's fingerprint; cannot check that --data gives "
+                        "the samples the run started on", out / RUN_DATA_FILE)
+        return
+    keys = ("samples", "sample_ids_sha256", "order_sha256")
+    if all(saved.get(k) == fingerprint[k] for k in keys if k in saved):
+        return
+    what = (f"{saved['samples']} training samples, --data and --cache now give {fingerprint['samples']}"
+            + ("" if saved["sample_ids_sha256"] != fingerprint["sample_ids_sha256"] else
+               " (the same samples in another order)"))
+    if new_data:
+        if main:
+            log.warning("--new-data: %s records %s; continuing on the new samples from step %d (the epochs' "
+                        "order and length change from here on)", out / RUN_DATA_FILE, what, state["step"])
+        return
+    raise TrainError(f"--resume: {out / RUN_DATA_FILE} records {what}, so every epoch's order would change. "
+                     "Resume with the same --data files and cache, add --new-data to continue on these samples, "
+                     "or use a new --out.")
 
 
 def check_cache_fits(cache, model_cfg) -> None:
@@ -134,6 +198,8 @@ def run(
     video_root: Optional[Path] = None,
     device: str = "auto",
     progress: bool = True,
+    reschedule: bool = False,
+    new_data: bool = False,
 ) -> int:
     """Train; returns the process exit status (0 done, 2 usage or input error)."""
     from hfs.cache import CacheError
@@ -143,13 +209,16 @@ def run(
 
     procs = None
     try:
+        if (reschedule or new_data) and not resume:
+            raise TrainError(f"{'--reschedule' if reschedule else '--new-data'} changes how a run goes on: it "
+                             "applies only with --resume")
         cfg, checkpoint = _run_config(Path(out), student, teacher, preset, config_file, overrides, resume,
                                       max_steps, epochs)
         cache, data = Path(cache), [Path(d) for d in data]
         _check_inputs(cache, data)  # before looking for models: cheap, and the likelier slip
         materialise_models(student=cfg.model.student.name_or_path, teacher=teacher_model_name(cfg.model.teacher))
         procs = Processes(device)
-        return _train(procs, cfg, checkpoint, cache, data, Path(out), video_root, progress)
+        return _train(procs, cfg, checkpoint, cache, data, Path(out), video_root, progress, reschedule, new_data)
     except (TrainError, ProcessError, ConfigError, CacheError, ManifestError, ModelLoadError, FileNotFoundError) as err:
         rank_error(str(err), procs.rank if procs is not None else None)
         return 2
@@ -187,7 +256,7 @@ def _run_config(out: Path, student, teacher, preset, config_file, overrides, res
 
 
 def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path], out: Path, video_root,
-           progress: bool) -> int:
+           progress: bool, reschedule: bool = False, new_data: bool = False) -> int:
     import torch
 
     from hfs.cache import FeatureCache
@@ -195,8 +264,9 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     from hfs.pipeline.model.hfs_model import HFSModel
     from hfs.pipeline.model.schedules import learning_rate
     from hfs.pipeline.model.selection import per_sample_noise
-    from hfs.pipeline.train.checkpoint import load_trainer_state, rng_state, save_checkpoint, set_rng_state
-    from hfs.pipeline.train.data import QADataset, StepSampler, collate, training_samples
+    from hfs.pipeline.train.checkpoint import load_trainer_state, restore_rng, rng_state, save_checkpoint
+    from hfs.pipeline.train.clipping import clip_gradients
+    from hfs.pipeline.train.data import QADataset, StepSampler, collate, data_fingerprint, training_samples
 
     train = cfg.train
     accumulation = train.accumulation(procs.world)
@@ -217,9 +287,14 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         raise TrainError(f"train.frame_labels={cfg.train.frame_labels}: {err}") from None
     steps_per_epoch = samples.num_rows // train.batch_size
     total_steps = train.max_steps if train.max_steps is not None else steps_per_epoch * train.epochs
+    fingerprint = data_fingerprint(samples)
+    state = load_trainer_state(checkpoint) if checkpoint is not None else None
+    if state is not None:
+        check_same_data(state, out, fingerprint, new_data, procs.main)
     if procs.main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / RUN_DATA_FILE, {"data": [str(d) for d in data], "cache": str(cache_dir), **skipped.to_dict()})
+        atomic_write_json(out / RUN_DATA_FILE, {"data": [str(d) for d in data], "cache": str(cache_dir),
+                                                **fingerprint, **skipped.to_dict()})
         atomic_write_json(out / RUN_CONFIG_FILE, cfg.to_dict())  # on resume: with the new max_steps, epochs, ...
 
     # -- model and optimiser -------------------------------------------------------------------
@@ -236,16 +311,15 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     params = [p for ps in groups.values() for p in ps]
     optimizer = torch.optim.AdamW(params, lr=train.lr, betas=train.betas, eps=train.eps,
                                   weight_decay=train.weight_decay)
-    start_step, skipped_steps = 0, 0
-    if checkpoint is not None:
-        state = load_trainer_state(checkpoint)
+    start_step, skipped_steps, schedule_steps = 0, 0, total_steps
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         start_step, skipped_steps = state["step"], state["skipped_steps"]
-        if len(state["rng"]) == procs.world:
-            set_rng_state(state["rng"][procs.rank])
-        elif procs.main:
-            log.warning("checkpoint made with %d processes, resumed with %d: dropout draws differ from an "
-                        "uninterrupted run", len(state["rng"]), procs.world)
+        schedule_steps = resumed_schedule_steps(state, total_steps, steps_per_epoch, train, reschedule, procs.main)
+        if not restore_rng(state["rng"], procs.rank, procs.world, train.seed, start_step) and procs.main:
+            log.warning("checkpoint made with %d processes, resumed with %d: each process's dropout is reseeded "
+                        "from (seed, rank, step), so its draws differ from an uninterrupted run's",
+                        len(state["rng"]), procs.world)
     else:
         torch.manual_seed(train.seed + procs.rank)  # dropout: different in every process
     if procs.main:
@@ -277,7 +351,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         if procs.main:
             save_checkpoint(out, step, model, {
                 "step": step, "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
-                "skipped_steps": skipped_steps, "optimizer": optimizer.state_dict(), "rng": rngs,
+                "skipped_steps": skipped_steps, "schedule_steps": schedule_steps, "data": fingerprint,
+                "optimizer": optimizer.state_dict(), "rng": rngs,
                 "world_size": procs.world, "config": cfg.to_dict(), "versions": _versions(),
             }, keep=train.keep_checkpoints)
         procs.barrier()
@@ -293,7 +368,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         for step in range(start_step, total_steps):
             t_step = time.perf_counter()
             data_wait = 0.0
-            lr = learning_rate(step, total_steps, train.lr, train.warmup_steps, train.lr_schedule)
+            lr = learning_rate(step, schedule_steps, train.lr, train.warmup_steps, train.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             sums: dict[str, float] = {}
@@ -317,8 +392,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
                 for key, value in terms.as_dict().items():
                     if value is not None:
                         sums[key] = sums.get(key, 0.0) + value / accumulation
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip if train.grad_clip > 0 else math.inf)
-            bad = procs.all_agree(bad or not bool(torch.isfinite(grad_norm)))
+            grad_norms = clip_gradients(groups, train.grad_clip, train.clip_mode)
+            bad = procs.all_agree(bad or not math.isfinite(grad_norms["grad_norm"]))
             if bad:
                 skipped_steps += 1
                 if procs.main:
@@ -334,7 +409,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
             if procs.main:
                 record = {
                     "step": step + 1, "epoch": step // steps_per_epoch, **means, "tau": tau, "lr": lr,
-                    "grad_norm": float(grad_norm), "skipped": bad, "skipped_steps": skipped_steps,
+                    **grad_norms, "skipped": bad, "skipped_steps": skipped_steps,
                     "samples_per_s": train.batch_size / elapsed, "data_wait_frac": wait / elapsed, "step_s": elapsed,
                 }
                 _append_metrics(out / METRICS_FILE, record)

@@ -10,7 +10,8 @@ runs/NAME/
       model/                  HFSModel.save: hfs_config.json, student/ (both adapters, heads),
                               teacher_lora/ (peft), teacher_scorer.safetensors
       trainer_state.pt        optimiser, step, RNG states of every process, sampler position,
-                              skipped steps, the run config and library versions
+                              skipped steps, the learning-rate schedule's length, the training
+                              data's fingerprint, the run config and library versions
     latest                    name of the newest complete checkpoint
 ```
 
@@ -29,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hfs.cache.format import atomic_write_bytes, publish_mode
@@ -37,7 +39,7 @@ from hfs.pipeline.train.run_folder import CHECKPOINTS, LATEST, MODEL, TRAINER_ST
 log = logging.getLogger(__name__)
 
 __all__ = ["save_checkpoint", "latest_checkpoint", "load_trainer_state", "run_model_dir", "rng_state",
-           "set_rng_state"]
+           "set_rng_state", "restore_rng", "dropout_seed"]
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -143,3 +145,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def restore_rng(saved: list[dict[str, Any]], rank: int, world: int, seed: int, step: int) -> bool:
+    """Restore process ``rank``'s random states from a checkpoint's (``saved``, one per process
+    of the run that wrote it). Returns True when restored exactly; False when that run had
+    another number of processes: then each process is reseeded from ``dropout_seed(seed,
+    rank, step)``, so the processes draw different dropout masks and a rerun draws the same."""
+    if len(saved) == world:
+        set_rng_state(saved[rank])
+        return True
+    torch.manual_seed(dropout_seed(seed, rank, step))  # the CPU and every CUDA device
+    return False
+
+
+def dropout_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of process ``rank``'s random stream from optimiser step ``step`` on (a resume with
+    another number of processes)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0] >> 1)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -32,9 +33,12 @@ from typing import Any, Literal, Sequence
 
 from hfs.pipeline.model.hfs_model import _SECTIONS, HFSConfig
 
+log = logging.getLogger(__name__)
+
 __all__ = ["TrainConfig", "RunConfig", "ConfigError", "parse_overrides", "load_config_file", "resolve_run_config"]
 
 LR_SCHEDULES = ("constant", "cosine")
+CLIP_MODES = ("per_group", "global")
 
 
 class ConfigError(ValueError):
@@ -57,8 +61,12 @@ class TrainConfig:
             Must equal micro_batch_size × accumulation × processes for a whole number of
             accumulation steps.
         micro_batch_size: questions per forward pass in one process.
-        grad_clip: clip the global gradient norm to this (0: no clipping). Not given in
-            the paper.
+        grad_clip: clip the gradient norm to this (0: no clipping), as ``clip_mode`` says.
+            Not given in the paper.
+        clip_mode: "per_group" clips the student's trained parameters (θ1, θ2, W_v, q_agg,
+            MLP_s) and the teacher's (θ3, MLP_t) each to ``grad_clip`` on its own, so a large
+            teacher gradient does not scale the student's down; "global" clips them all
+            under one norm (the paper's single clip, and every run saved before this option).
         epochs: passes over the training samples (the last partial batch of an epoch is
             dropped). λ_KL rises over the first epoch (Eq. 21).
         max_steps: optimiser steps in all; when set it decides the run's length instead of
@@ -90,6 +98,7 @@ class TrainConfig:
     batch_size: int = 16
     micro_batch_size: int = 1
     grad_clip: float = 1.0
+    clip_mode: Literal["per_group", "global"] = "per_group"
     epochs: int = 1
     max_steps: int | None = None
     seed: int = 0
@@ -119,6 +128,8 @@ class TrainConfig:
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.clip_mode not in CLIP_MODES:
+            raise ConfigError(f"train.clip_mode must be one of {CLIP_MODES}, got {self.clip_mode!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
 
@@ -155,6 +166,17 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
         """Inverse of ``to_dict`` (values coerced to the fields' types)."""
         return apply_sections(cls(), data, where="config")
+
+
+def saved_before_clip_mode(data: dict[str, Any], where: str = "saved config") -> dict[str, Any]:
+    """A saved run config dict as it was trained: one written before ``train.clip_mode``
+    existed clipped every gradient under one norm, so it gets ``clip_mode = "global"`` (logged)."""
+    train = data.get("train")
+    if isinstance(train, dict) and "clip_mode" not in train:
+        log.warning("%s predates train.clip_mode: it was trained with one global gradient clip (clip_mode "
+                    "'global')", where)
+        data = {**data, "train": {**train, "clip_mode": "global"}}
+    return data
 
 
 _ALL_SECTIONS: dict[str, type] = {**_SECTIONS, "train": TrainConfig}

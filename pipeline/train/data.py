@@ -21,6 +21,7 @@ Gumbel-noise seed from (seed, epoch, its place in the epoch's order).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ __all__ = [
     "NO_ANSWER",
     "SkipReport",
     "training_samples",
+    "data_fingerprint",
     "QADataset",
     "collate",
     "StepSampler",
@@ -120,6 +122,17 @@ def training_samples(
     table = pa.Table.from_pydict(columns, schema=_SAMPLE_SCHEMA)
     report.kept = table.num_rows
     return table, report
+
+
+def data_fingerprint(samples: pa.Table) -> dict[str, Any]:
+    """What makes the epochs' order: the number of samples, a SHA-256 of their sorted ids (which
+    samples) and one of the ids in the order read (``epoch_order`` permutes that order)."""
+    ids = [str(i) for i in samples.column("sample_id").to_pylist()]
+
+    def digest(items: list[str]) -> str:
+        return hashlib.sha256("\n".join(items).encode()).hexdigest()
+
+    return {"samples": len(ids), "sample_ids_sha256": digest(sorted(ids)), "order_sha256": digest(ids)}
 
 
 def _skip_reason(sample: QASample, cache) -> str | None:

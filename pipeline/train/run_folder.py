@@ -12,7 +12,8 @@
 RUN_CONFIG_FILE = "config.json"
 """The resolved ``RunConfig`` (what ``--resume`` compares against)."""
 RUN_DATA_FILE = "data.json"
-"""The training data, the cache and the skip counts."""
+"""The training data, the cache, the skip counts and the samples' fingerprint (``data_fingerprint``:
+what ``--resume`` compares, with the checkpoint's copy first)."""
 METRICS_FILE = "metrics.jsonl"
 """One line per optimiser step: every loss term, τ, λ_KL, lr, gradient norm, samples/s."""
 CHECKPOINTS = "checkpoints"

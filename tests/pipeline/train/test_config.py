@@ -94,3 +94,15 @@ def test_accumulation_makes_the_effective_batch():
     assert t.accumulation(1) == 8 and t.accumulation(8) == 1 and t.accumulation(4) == 2
     with pytest.raises(ConfigError, match="batch_size=16 is not a multiple"):
         t.accumulation(3)
+
+
+def test_clip_mode_is_per_group_unless_asked_and_old_runs_read_back_global():
+    from hfs.pipeline.train.config import saved_before_clip_mode
+
+    assert RunConfig().train.clip_mode == "per_group"
+    assert resolve_run_config(overrides=["train.clip_mode=global"]).train.clip_mode == "global"
+    with pytest.raises(ConfigError, match="clip_mode"):
+        resolve_run_config(overrides=["train.clip_mode=sideways"])
+    old = RunConfig().to_dict()
+    del old["train"]["clip_mode"]
+    assert RunConfig.from_dict(saved_before_clip_mode(old)).train.clip_mode == "global"

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 MAX_LOGGED_BAD = 20  # bad rows logged one by one; the rest are counted
 MISSING_VIDEO = "missing video"  # skip reason of a question whose video file is absent
 BAD_ROW = "bad row"  # skip reason of a row that could not be read
+SUBTITLE_SETTINGS = {False: "without_subtitles", True: "with_subtitles"}  # a record's `subtitles` flag -> key
+SUBTITLE_LABELS = {"without_subtitles": "w/o subs", "with_subtitles": "w/ subs"}
 
 
 class BenchmarkError(ValueError):
@@ -498,6 +500,25 @@ def cells_by(outcomes: Sequence[Outcome], skips: Sequence[Skip], key: Callable[[
 def _natural(text: str) -> tuple:
     """Sort key that puts "15" before "600" and numbers before words."""
     return (0, float(text), "") if re.fullmatch(r"-?\d+(\.\d+)?", text) else (1, 0.0, text)
+
+
+def by_subtitle_setting(outcomes: Sequence[Outcome], skips: Sequence[Skip],
+                        breakdown: Callable[[list[Outcome], list[Skip]], dict]) -> dict[str, dict]:
+    """`breakdown(outcomes, skips)` of each subtitle setting, keyed by `SUBTITLE_SETTINGS`.
+
+    A question's setting is its record's `subtitles` flag (absent = without);
+    the two settings are scored apart, as lmms-eval's two tasks are. A skip
+    without the flag (e.g. a missing video) counts in every setting;
+    "without_subtitles" is always reported, "with_subtitles" when scored.
+    """
+    out = {}
+    for flag, setting in SUBTITLE_SETTINGS.items():
+        mine = [o for o in outcomes if bool(o.meta.get("subtitles", False)) == flag]
+        if not mine and flag:
+            continue
+        skipped = [s for s in skips if s.meta.get("subtitles") is None or bool(s.meta["subtitles"]) == flag]
+        out[setting] = breakdown(mine, skipped)
+    return out
 
 
 def macro_average(cells: Mapping[str, Mapping], skips: Sequence[Skip], expected: Sequence[str] = ()) -> dict:

@@ -17,8 +17,8 @@ A prediction record is a mapping with:
 - `correct` (bool): whether the chosen option is the right one;
 - the sample's meta, flat or under `meta` (question type, duration group,
   task...: what the benchmark's breakdown groups by);
-- optionally `subtitles` (bool): the Video-MME setting the question was asked
-  in (absent = without subtitles), and `answer_index` (checked against
+- optionally `subtitles` (bool): the setting (Video-MME, LongVideoBench) the
+  question was asked in (absent = without subtitles; the settings are scored apart), and `answer_index` (checked against
   `prediction` and `correct`).
 
 A skip record says why a question was not scored: `reason` (e.g. "missing
@@ -80,7 +80,7 @@ def prediction_record(sample: QASample, selector: str, prediction: int | str | N
     `prediction` is the teacher's chosen option (index or letter, None when
     its answer could not be parsed); `correct` is decided against
     `sample.answer_index`; the sample's meta is copied flat so the benchmark
-    can break the score down; `subtitles` marks the Video-MME setting.
+    can break the score down; `subtitles` marks the "with subtitles" setting.
     """
     index = prediction_index(prediction)
     record = {**sample.meta, "sample_id": sample.sample_id, "selector": selector,

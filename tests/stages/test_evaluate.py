@@ -1,6 +1,6 @@
 """`hfs evaluate` end to end with the tiny preset on generated videos: every published layout of
 the four benchmarks (both views where two exist), every selector, the benchmark's own breakdown
-with skipped questions counted by reason, the printed table, Video-MME with subtitles, and
+with skipped questions counted by reason, the printed table, Video-MME and LongVideoBench with subtitles, and
 resuming after a SIGKILL to the predictions of an uninterrupted run."""
 
 from __future__ import annotations
@@ -33,15 +33,17 @@ SKIPPED = {"bad row": 1, "missing video": 1}  # every layout has one malformed r
 BREAKDOWN = {
     ("nextqa", "parquet"): (("by_group",), {"causal": (1, 0), "temporal": (1, 0), "descriptive": (1, 1)}),
     ("videomme", "parquet"): (("without_subtitles", "by_duration"), {"short": (2, 0), "medium": (0, 1), "long": (1, 0)}),
-    ("longvideobench", "json"): (("by_duration_group",), {"15": (2, 0), "60": (1, 0), "3600": (0, 1)}),
-    ("longvideobench", "parquet"): (("by_duration_group",), {"15": (2, 0), "60": (1, 0), "3600": (0, 1)}),
+    ("longvideobench", "json"): (("without_subtitles", "by_duration_group"),
+                                 {"15": (2, 0), "60": (1, 0), "3600": (0, 1)}),
+    ("longvideobench", "parquet"): (("without_subtitles", "by_duration_group"),
+                                    {"15": (2, 0), "60": (1, 0), "3600": (0, 1)}),
     ("mlvu", "json"): (("by_task",), {"plotQA": (2, 0), "needle": (1, 1)}),
     ("mlvu", "parquet"): (("by_task",), {"plotQA": (2, 0), "count": (1, 0), "anomaly_reco": (0, 1)}),
 }
 TOP_LEVEL = {
     "nextqa": {"overall", "by_group", "by_type", "by_official_type"},
     "videomme": {"without_subtitles"},
-    "longvideobench": {"overall", "by_duration_group", "by_question_category"},
+    "longvideobench": {"without_subtitles"},
     "mlvu": {"m_avg", "by_task", "mean_over_questions"},
 }
 TITLES = {"nextqa": "NExT-QA", "videomme": "Video-MME", "longvideobench": "LongVideoBench", "mlvu": "MLVU"}
@@ -252,10 +254,16 @@ def test_the_printed_table_shows_the_selectors_side_by_side(evaluated):
 # --------------------------------------------------------------------------- subtitles, rerun, resume
 
 
-def test_videomme_with_subtitles_scores_both_settings_in_batches(evaluations, hfs_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("bench", "view", "group", "setting_keys"), [
+    ("videomme", "parquet", ("by_duration", "short"), {"overall", "by_duration", "by_task_type", "by_domain"}),
+    ("longvideobench", "json", ("by_duration_group", "15"),
+     {"overall", "by_duration_group", "by_question_category"}),
+])
+def test_with_subtitles_both_settings_are_answered_in_batches_and_scored_apart(
+        evaluations, hfs_run, tmp_path, monkeypatch, bench, view, group, setting_keys):
     from hfs.pipeline.evaluation.predictions import TeacherAnswerer
 
-    base = evaluations.get("videomme", "parquet")
+    base = evaluations.get(bench, view)
     calls = []
     answer = TeacherAnswerer.__call__
 
@@ -283,9 +291,14 @@ def test_videomme_with_subtitles_scores_both_settings_in_batches(evaluations, hf
     for selector in ("uniform", "hfs"):
         aggregate = scores["selectors"][selector]
         assert set(aggregate) == {"without_subtitles", "with_subtitles"}
-        for setting in aggregate.values():
+        for name, flag in (("without_subtitles", False), ("with_subtitles", True)):
+            setting = aggregate[name]
+            assert set(setting) == setting_keys
             assert (setting["overall"]["n"], setting["overall"]["skipped_by_reason"]) == (3, SKIPPED)
-            assert setting["by_duration"]["short"]["n"] == 2
+            assert setting["overall"]["correct"] == sum(
+                r["correct"] for r in records if r["selector"] == selector and bool(r.get("subtitles")) == flag)
+            assert setting[group[0]][group[1]]["n"] == 2
+        assert scores["headline"][selector] == aggregate["without_subtitles"]["overall"]
     printed = table_rows(output)
     assert any(row[0] == "overall (w/ subs)" for row in printed)
     assert any(row[0] == "overall (w/o subs)" for row in printed)

@@ -107,6 +107,8 @@ def test_longvideobench_duration_groups_and_categories():
     skipped = [{"sample_id": "q9", "reason": "extraction error", "duration_group": 600, "question_category": "E2O"}]
 
     agg = score_benchmark("longvideobench", records, skipped)["selectors"]["hfs"]
+    assert list(agg) == ["without_subtitles"]  # no run with subtitles
+    agg = agg["without_subtitles"]
 
     assert list(agg["by_duration_group"]) == ["15", "60", "600", "3600"]  # numeric order, not text order
     assert agg["by_duration_group"]["15"] == cell(0.5, 2)
@@ -114,6 +116,27 @@ def test_longvideobench_duration_groups_and_categories():
     assert agg["by_question_category"] == {"E2O": cell(None, 0, 1, **{"extraction error": 1}),
                                            "S2E": cell(2 / 3, 3), "T3O": cell(0.5, 2)}
     assert agg["overall"] == cell(3 / 5, 5, 1, **{"extraction error": 1})
+
+
+def test_longvideobench_scores_the_two_subtitle_settings_apart():
+    # the same 10 questions: 3 right without subtitles, 9 right with them; one video missing
+    groups = [15, 15, 60, 60, 600, 600, 600, 3600, 3600, 3600]
+    records = [pred(f"q{i}", i < 3, duration_group=g, question_category="S2E") for i, g in enumerate(groups)]
+    records += [pred(f"q{i}", i < 9, duration_group=g, question_category="S2E", subtitles=True)
+                for i, g in enumerate(groups)]
+    skipped = [{"sample_id": "q10", "reason": "missing video", "duration_group": 600}]
+
+    result = score_benchmark("longvideobench", records, skipped)
+    agg = result["selectors"]["hfs"]
+
+    assert list(agg) == ["without_subtitles", "with_subtitles"]
+    assert agg["without_subtitles"]["overall"] == cell(0.3, 10, 1, **{"missing video": 1})
+    assert agg["with_subtitles"]["overall"] == cell(0.9, 10, 1, **{"missing video": 1})  # counted in both
+    assert agg["with_subtitles"]["by_duration_group"]["3600"] == cell(2 / 3, 3)
+    assert result["headline"]["hfs"] == agg["without_subtitles"]["overall"]  # not 0.6 over 20
+    table = {row[0]: row[1:] for row in comparison_rows(result)[1]}
+    assert table["overall (w/o subs)"] == ["30.0 (10)"] and table["overall (w/ subs)"] == ["90.0 (10)"]
+    assert table["≤600 s (w/ subs)"] == ["100.0 (3)"]
 
 
 # --------------------------------------------------------------------------- MLVU

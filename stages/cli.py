@@ -203,8 +203,9 @@ def evaluate(
     """Score selectors + a teacher on a benchmark in its published layout, with its own breakdown.
 
     Extracts the benchmark's videos not yet in the cache, selects, asks the teacher for the option
-    letter, writes predictions.jsonl (a rerun skips what is already predicted) and scores.json, and
-    prints the selectors side by side. Several GPUs: `torchrun --nproc-per-node N -m hfs.stages.cli
+    letter, writes predictions.jsonl (a rerun skips what is already predicted; a rerun into the same
+    --out with another --k, --teacher, --run or --seed is refused) and scores.json, and prints the
+    selectors side by side. Several GPUs: `torchrun --nproc-per-node N -m hfs.stages.cli
     evaluate ...`.
     """
     _setup_logging(verbose)

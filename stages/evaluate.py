@@ -3,10 +3,11 @@
 Reads the benchmark's files (``hfs.manifests.benchmarks``), extracts the videos the cache
 does not hold yet (Stage 1, the same Dask fan-out), then for every selector and question
 selects k frames and asks the teacher for the option letter (``pipeline/evaluation/predictions.py``),
-writing ``predictions.jsonl`` as it goes (a rerun skips what is already predicted) and
-finally ``scores.json`` with the benchmark's own breakdown, printed as one table with the
-selectors side by side. Under ``torchrun --nproc-per-node N`` each process answers every
-N-th question on its own GPU and the first one merges and scores.
+writing ``predictions.jsonl`` as it goes (a rerun skips what is already predicted; one with
+other settings — k, teacher, run, seed — is refused, exit 2) and finally ``scores.json``
+with the benchmark's own breakdown, printed as one table with the selectors side by side.
+Under ``torchrun --nproc-per-node N`` each process answers every N-th question on its own
+GPU and the first one merges and scores.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
     of a synthetic task (spans of the answer-bearing frames), shown in the report."""
     from hfs.cache import CacheError
     from hfs.manifests.benchmarks import BenchmarkError
+    from hfs.pipeline.evaluation.predictions import PredictionLog, PredictionSettingsError
     from hfs.pipeline.evaluation.selectors import SelectorError
     from hfs.pipeline.extract.encoder import EncoderError
     from hfs.pipeline.model.loading import ModelLoadError
@@ -45,10 +47,16 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
         _check_benchmark(bench, data, subtitles)
         _check_selectors(selectors, run_dir, truth)
         answering = _answering_model(run_dir, teacher, preset)
+        settings = prediction_settings(k, answering, seed)
+        PredictionLog.check_settings(out, settings)  # before any video is extracted or model loaded
         procs = Processes(device)
         return _evaluate(procs, bench, Path(data), Path(out), Path(cache) if cache else Path(out) / "cache",
-                         list(selectors), run_dir, answering, preset, k, subtitles, limit, batch_size, workers,
-                         scheduler, seed, progress, truth)
+                         list(selectors), run_dir, answering, settings, preset, subtitles, limit, batch_size,
+                         workers, scheduler, progress, truth)
+    except PredictionSettingsError as err:
+        rank_error(f"{err}; choose another --out, or delete that file to predict again with these settings",
+                   procs.rank if procs is not None else None)
+        return 2
     except (EvaluateError, ProcessError, BenchmarkError, CacheError, EncoderError, ModelLoadError, SelectorError,
             FileNotFoundError) as err:
         rank_error(str(err), procs.rank if procs is not None else None)
@@ -105,6 +113,21 @@ def _answering_model(run_dir, teacher: Optional[str], preset: Optional[str]) -> 
     return {"source": "run", "model_dir": model_dir}
 
 
+def teacher_label(answering: dict) -> str:
+    """The answering teacher as ``scores.json`` and the prediction records name it: the base
+    model's id or folder, or the run's saved model (absolute path) with "(LoRA-tuned)"."""
+    return answering.get("name") or f"{Path(answering['model_dir']).resolve()} (LoRA-tuned)"
+
+
+def prediction_settings(k: int, answering: dict, seed: int) -> dict:
+    """What a prediction depends on besides its question, selector and subtitle setting, written
+    into every prediction record: k, the answering teacher, the run's saved model (the resolved
+    checkpoint, so a run trained further is another run) and the random selector's seed."""
+    model_dir = answering["model_dir"]
+    return {"k": k, "teacher": teacher_label(answering),
+            "run": str(Path(model_dir).resolve()) if model_dir is not None else None, "seed": seed}
+
+
 def extraction_config(cache_dir: Path, preset: Optional[str]):
     """The Stage 1 config for new videos: the cache's own when it exists, else the paper's
     ViT-B/32 (the tiny CLIP with ``--preset tiny``)."""
@@ -120,8 +143,8 @@ def extraction_config(cache_dir: Path, preset: Optional[str]):
 
 
 def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, selectors: list[str], run_dir,
-              answering: dict, preset, k: int, subtitles: bool, limit, batch_size: int, workers, scheduler,
-              seed: int, progress: bool, truth=None) -> int:
+              answering: dict, settings: dict, preset, subtitles: bool, limit, batch_size: int, workers, scheduler,
+              progress: bool, truth=None) -> int:
     from hfs.cache import FeatureCache
     from hfs.cache.format import atomic_write_json
     from hfs.manifests.benchmarks import get_benchmark
@@ -163,17 +186,18 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
             answerable.append(s)
         else:
             skips.append({**s.meta, "sample_id": s.sample_id, "reason": reason})
-    ctx = SelectorContext(k=k, seed=seed, run=run_dir, cache_config=cache.config, device=str(procs.device),
-                          cache=cache, truth=truth)
+    k = settings["k"]
+    ctx = SelectorContext(k=k, seed=settings["seed"], run=run_dir, cache_config=cache.config,
+                          device=str(procs.device), cache=cache, truth=truth)
     if answering["source"] == "run":
         answering_teacher = ctx.model.teacher  # the LoRA-tuned teacher; ctx.model also serves hfs / hfs-set
     else:
         answering_teacher = load_teacher(answering["kind"], answering["name"], device=procs.device, lora_r=0)
-    settings = [False, True] if subtitles else [False]
+    subtitle_settings = [False, True] if subtitles else [False]
     mine = answerable[procs.rank::procs.world]
-    predictions = PredictionLog(out, procs.rank)
+    predictions = PredictionLog(out, procs.rank, settings)
     # setting before question, so a batch (one selector, one setting) is not cut at every question
-    work = [w for w in (Work(s, sel, sub) for sel in selectors for sub in settings for s in mine)
+    work = [w for w in (Work(s, sel, sub) for sel in selectors for sub in subtitle_settings for s in mine)
             if (w.selector, w.sample.sample_id, w.subtitles) not in predictions.done]
     with ProgressBar("evaluate", len(work), enabled=progress and procs.main) as bar:
         answer_questions(work, cache, ctx, TeacherAnswerer(answering_teacher, cache), predictions,
@@ -183,8 +207,8 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
         return 0
     records = predictions.merge()
     scores = score_benchmark(bench, [r for r in records if r["selector"] in selectors], skips, expected=samples)
-    scores.update(k=k, teacher=answering.get("name") or f"{answering['model_dir']} (LoRA-tuned)",
-                  run=str(run_dir) if run_dir else None, questions=len(samples))
+    scores.update(k=k, teacher=settings["teacher"], run=str(run_dir) if run_dir else None, seed=settings["seed"],
+                  questions=len(samples))
     atomic_write_json(out / "scores.json", scores)
     print_scores(scores)
     console.print(f"predictions: {out / 'predictions.jsonl'}   scores: {out / 'scores.json'}")

@@ -318,6 +318,55 @@ def test_a_finished_evaluation_rerun_answers_nothing_again(evaluations, hfs_run,
     assert json.loads((done.out / "scores.json").read_text()) == done.scores
 
 
+def test_every_prediction_records_the_settings_it_was_made_with(evaluations, hfs_run):
+    from hfs.pipeline.train.checkpoint import run_model_dir
+
+    done = evaluations.get("nextqa", "parquet")
+    model = run_model_dir(hfs_run).resolve()
+    for r in done.records:
+        assert (r["k"], r["teacher"], r["run"], r["seed"]) == (K, f"{model} (LoRA-tuned)", str(model), 0)
+    assert done.scores["teacher"] == f"{model} (LoRA-tuned)"
+
+
+@pytest.mark.parametrize(("change", "held", "asked"), [
+    ("k", "k=4", "k=2"),
+    ("seed", "seed=0", "seed=1"),
+    ("teacher", "LoRA-tuned", "teacher='tiny-qwen2_5_vl'"),
+    ("run", "run=", "run_copy"),
+])
+def test_a_rerun_with_other_settings_into_the_same_out_is_refused(evaluations, hfs_run, tmp_path, monkeypatch,
+                                                                  change, held, asked):
+    """Resuming is keyed on selector, question and subtitles: predictions made with another k,
+    teacher, run or seed must not be reused and labelled with the new settings."""
+    import shutil
+
+    from hfs.pipeline.evaluation.predictions import TeacherAnswerer
+
+    done = evaluations.get("nextqa", "parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copyfile(done.out / "predictions.jsonl", out / "predictions.jsonl")
+    run, extra = hfs_run, ["--cache", str(done.out / "cache")]
+    if change == "run":  # the same weights in another folder: another run as far as the records can tell
+        run = tmp_path / "run_copy"
+        shutil.copytree(hfs_run, run)
+    elif change == "teacher":
+        extra += ["--teacher", "qwen2.5-vl"]
+    else:
+        extra += [f"--{change}", {"k": "2", "seed": "1"}[change]]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a question was answered")
+
+    monkeypatch.setattr(TeacherAnswerer, "__call__", fail)
+    output = " ".join(invoke(evaluate_args(done.layout, out, run, *extra), expect=2).split())
+    assert f"{out / 'predictions.jsonl'} holds predictions made with" in output, output
+    assert held in output and asked in output, output
+    assert "choose another --out, or delete that file" in output
+    assert (out / "predictions.jsonl").read_text() == (done.out / "predictions.jsonl").read_text()
+    assert not (out / "scores.json").exists()
+
+
 def comparable(records: list[dict]) -> dict:
     return {(r["selector"], r["sample_id"], bool(r.get("subtitles"))): r for r in records}
 

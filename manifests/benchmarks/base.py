@@ -89,6 +89,11 @@ class BenchmarkData:
     bad: list[BadRecord] = field(default_factory=list)
     missing: list[MissingVideo] = field(default_factory=list)
 
+    def question_count(self) -> int:
+        """N, the questions in the benchmark's files: those read (with or without their video)
+        and the rows that could not be read."""
+        return len(self.samples) + len(self.missing) + len(self.bad)
+
     def skip_counts(self) -> dict[str, int]:
         """Questions not evaluable, by reason: bad rows and missing videos."""
         counts = Counter({BAD_ROW: len(self.bad)} if self.bad else {})
@@ -121,11 +126,13 @@ class Benchmark:
 
     `name` is set by `register_benchmark`; `title` is the benchmark's name as
     its paper writes it; `views` maps each published view to the glob patterns
-    (relative to the data folder) that identify it, in order of preference.
+    (relative to the data folder) that identify it, in order of preference;
+    `headline_label` names the metric `headline` returns, as `table_metrics` labels it.
     """
 
     name: str = ""
     title: str = ""
+    headline_label: str = "overall"
     views: dict[str, tuple[str, ...]] = {}
 
     def read(self, data_dir: str | os.PathLike, *, video_dir: str | os.PathLike | None = None,

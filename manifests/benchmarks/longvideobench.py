@@ -94,6 +94,7 @@ class LongVideoBench(Benchmark):
     """LongVideoBench validation set; see the module docstring for the layout."""
 
     title = "LongVideoBench"
+    headline_label = "overall (w/o subs)"
     views = {"json": ("lvb_val.json",), "parquet": ("validation-*.parquet", "data/validation-*.parquet")}
 
     def read(self, data_dir, *, video_dir=None, view=None) -> BenchmarkData:

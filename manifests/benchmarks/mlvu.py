@@ -87,6 +87,7 @@ class MLVU(Benchmark):
     """MLVU dev, multiple-choice tasks; see the module docstring for the layout."""
 
     title = "MLVU"
+    headline_label = "M-Avg"
     views = {
         "json": ("json/[1-7]_*.json", "MLVU/json/[1-7]_*.json"),
         "parquet": ("mlvu/test-*.parquet", "test-*.parquet"),

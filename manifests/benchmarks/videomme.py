@@ -89,6 +89,7 @@ class VideoMME(Benchmark):
     """Video-MME; see the module docstring for the layout."""
 
     title = "Video-MME"
+    headline_label = "overall (w/o subs)"
     views = {"parquet": ("videomme/test-*.parquet", "test-*.parquet")}
 
     def read(self, data_dir, *, video_dir=None, view=None) -> BenchmarkData:

@@ -213,6 +213,7 @@ def test_scores_have_the_benchmarks_breakdown_and_count_skipped_questions_by_rea
         headline = scores["headline"][selector]
         mine = [r for r in evaluated.records if r["selector"] == selector]
         assert (headline["n"], headline["skipped"], headline["skipped_by_reason"]) == (3, 2, SKIPPED)
+        assert headline["of"] == 5  # N: every question in the benchmark's files, scored or not
         if layout.bench != "mlvu":  # MLVU's headline is M-Avg, a mean of per-task accuracies
             assert headline["correct"] == sum(r["correct"] for r in mine)
             assert headline["accuracy"] == pytest.approx(headline["correct"] / 3)
@@ -235,7 +236,7 @@ def test_scores_have_the_benchmarks_breakdown_and_count_skipped_questions_by_rea
 
 
 def test_the_printed_table_shows_the_selectors_side_by_side(evaluated):
-    from hfs.pipeline.evaluation.scoring import comparison_rows
+    from hfs.pipeline.evaluation.scoring import comparison_rows, headline_lines
 
     output = evaluated.output
     layout = evaluated.layout
@@ -248,6 +249,11 @@ def test_the_printed_table_shows_the_selectors_side_by_side(evaluated):
     for row in rows:
         assert row in printed, (row, output)
     assert ["skipped", *["2"] * len(SELECTORS)] in printed
+    lines = headline_lines(evaluated.scores)
+    assert [line.split(" % ")[1] for line in lines] == [
+        "over 3 of 5 questions (2 skipped: 1 bad row, 1 missing video)"] * len(SELECTORS)
+    for line in lines:
+        assert line in output
     assert f"predictions: {evaluated.out / 'predictions.jsonl'}" in output
 
 
@@ -298,7 +304,7 @@ def test_with_subtitles_both_settings_are_answered_in_batches_and_scored_apart(
             assert setting["overall"]["correct"] == sum(
                 r["correct"] for r in records if r["selector"] == selector and bool(r.get("subtitles")) == flag)
             assert setting[group[0]][group[1]]["n"] == 2
-        assert scores["headline"][selector] == aggregate["without_subtitles"]["overall"]
+        assert scores["headline"][selector] == {**aggregate["without_subtitles"]["overall"], "of": 5}
     printed = table_rows(output)
     assert any(row[0] == "overall (w/ subs)" for row in printed)
     assert any(row[0] == "overall (w/o subs)" for row in printed)
@@ -454,6 +460,53 @@ def test_evaluate_refuses_what_it_cannot_do_with_exit_2(small_layout, tmp_path, 
     output = invoke(args, expect=2)
     assert message in " ".join(output.split()), output
     assert not (tmp_path / "out" / "cache").exists()  # refused before extracting anything
+
+
+def test_strict_stops_at_a_bad_row_and_a_missing_video_naming_them(small_layout, tmp_path):
+    args = ["evaluate", "--bench", "nextqa", "--data", str(small_layout.root), "--out", str(tmp_path / "out"),
+            "--preset", "tiny", "--workers", "0", "--no-progress", "--device", "cpu", "--strict"]
+    output = " ".join(invoke(args, expect=2).split())
+    parquet = small_layout.root / "MC" / "test-00000-of-00001.parquet"
+    assert (f"--strict: 2 question(s) cannot be scored: bad row {parquet}:4: 'answer' is 7, out of range for 5 "
+            f"options; question '103_0': missing video {small_layout.root / 'NExTVideo' / '103.mp4'}.") in output
+    assert "or run without --strict to score the rest" in output
+    assert not (tmp_path / "out" / "cache").exists()  # stopped before extracting anything
+
+
+@pytest.fixture()
+def clean_nextqa(tmp_path, source_videos) -> Path:
+    """NExT-QA with three good rows on two videos: nothing for --strict to stop at."""
+    from benchmark_layouts import NEXTQA_SCHEMA, nextqa_row, write_parquet
+
+    root = tmp_path / "clean"
+    write_parquet(root, "MC/test-00000-of-00001.parquet",
+                  [nextqa_row(101, 0, "CW", 1), nextqa_row(101, 1, "TN", 2), nextqa_row(102, 0, "DC", 0)],
+                  NEXTQA_SCHEMA)
+    for name, video in (("101", source_videos[0]), ("102", source_videos[1])):
+        (root / "NExTVideo").mkdir(exist_ok=True)
+        (root / "NExTVideo" / f"{name}.mp4").write_bytes(video.read_bytes())
+    return root
+
+
+def test_strict_on_a_clean_benchmark_scores_every_question(clean_nextqa, tmp_path):
+    out = tmp_path / "out"
+    output = invoke(["evaluate", "--bench", "nextqa", "--data", str(clean_nextqa), "--out", str(out), "--preset", "tiny",
+                     "--workers", "0", "--no-progress", "--device", "cpu", "--k", str(K), "--strict"])
+    headline = json.loads((out / "scores.json").read_text())["headline"]["uniform"]
+    assert (headline["n"], headline["skipped"], headline["of"]) == (3, 0, 3)
+    assert any(line.startswith("uniform: overall ") and line.endswith(" % over 3 of 3 questions")
+               for line in output.splitlines()), output  # nothing skipped, so no "(… skipped: …)"
+
+
+def test_strict_stops_at_a_video_that_failed_extraction(clean_nextqa, tmp_path):
+    (clean_nextqa / "NExTVideo" / "102.mp4").write_bytes(b"not a video")
+    args = ["evaluate", "--bench", "nextqa", "--data", str(clean_nextqa), "--out", str(tmp_path / "out"),
+            "--preset", "tiny", "--workers", "0", "--no-progress", "--device", "cpu", "--k", str(K)]
+    output = " ".join(invoke([*args, "--strict"], expect=2).split())
+    assert "--strict: 1 question(s) cannot be scored: question '102_0': extraction error." in output, output
+    assert not (tmp_path / "out" / "predictions.jsonl").exists()
+    output = invoke(args)  # without --strict: skipped, counted, and the rest scored
+    assert "uniform: overall" in output and "over 2 of 3 questions (1 skipped: 1 extraction error)" in output
 
 
 def test_evaluate_without_the_data_folder_is_exit_2(tmp_path):

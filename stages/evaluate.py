@@ -266,10 +266,11 @@ def write_report(out: Path, cache, data, truth=None, run_dir=None) -> Path | Non
 
 def print_scores(scores: dict) -> None:
     """The selectors side by side, one row per metric of the benchmark's breakdown, then each
-    selector's headline "over n of N questions" (``scoring.headline_lines``)."""
+    selector's headline "over n of N questions" (``scoring.headline_lines``) and the benchmark's
+    notes (``scoring.note_lines``, e.g. an M-Avg over fewer than MLVU's 7 tasks)."""
     from rich.table import Table
 
-    from hfs.pipeline.evaluation.scoring import comparison_rows, headline_lines
+    from hfs.pipeline.evaluation.scoring import comparison_rows, headline_lines, note_lines
 
     header, rows = comparison_rows(scores)
     table = Table(title=f"{header[0]}: accuracy % (questions scored)", title_justify="left")
@@ -281,3 +282,5 @@ def print_scores(scores: dict) -> None:
     console.print(table)
     for line in headline_lines(scores):
         console.print(line)
+    for line in note_lines(scores):
+        console.print(f"note: {line}")

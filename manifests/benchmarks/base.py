@@ -204,6 +204,10 @@ class Benchmark:
         """The one cell a summary shows for this benchmark (default: `aggregate["overall"]`)."""
         return aggregate["overall"]
 
+    def notes(self, aggregate: Mapping) -> list[str]:
+        """What a reader of `aggregate` must know to compare it with published figures (default: none)."""
+        return []
+
 
 class _DataBuilder:
     """Collects samples, videos, bad rows and missing videos of one read, deduplicating videos."""
@@ -535,7 +539,8 @@ def macro_average(cells: Mapping[str, Mapping], skips: Sequence[Skip], expected:
     skips, placed in a group or not). Groups with nothing scored are left out
     of the mean and listed in `groups_unscored` (with `expected`, groups that
     never appeared too), so a partial run is visible instead of being counted
-    as 0 %.
+    as 0 %; `partial` is true when any group is unscored (the mean is then not
+    the benchmark's published macro average).
     """
     scored = {g: c for g, c in cells.items() if c["n"]}
     unscored = [g for g in cells if not cells[g]["n"]] + [g for g in expected if g not in cells]
@@ -547,4 +552,5 @@ def macro_average(cells: Mapping[str, Mapping], skips: Sequence[Skip], expected:
         "skipped_by_reason": total["skipped_by_reason"],
         "groups_scored": len(scored),
         "groups_unscored": unscored,
+        "partial": bool(unscored),
     }

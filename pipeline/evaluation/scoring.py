@@ -263,6 +263,14 @@ def headline_lines(scores: Mapping) -> list[str]:
     return lines
 
 
+def note_lines(scores: Mapping) -> list[str]:
+    """The benchmark's notes on each selector's scores (`Benchmark.notes`), as "selector: note"
+    lines; e.g. MLVU's M-Avg over fewer than its 7 tasks."""
+    bench = get_benchmark(scores["benchmark"])
+    return [f"{selector}: {note}" for selector, aggregate in scores["selectors"].items()
+            for note in bench.notes(aggregate)]
+
+
 def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """`comparison_rows` as aligned plain text (for logs and tests)."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

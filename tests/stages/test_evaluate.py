@@ -254,6 +254,10 @@ def test_the_printed_table_shows_the_selectors_side_by_side(evaluated):
         "over 3 of 5 questions (2 skipped: 1 bad row, 1 missing video)"] * len(SELECTORS)
     for line in lines:
         assert line in output
+    if layout.bench == "mlvu":  # 2 or 3 of MLVU's 7 tasks: the M-Avg is not the published one
+        assert "note: uniform: M-Avg is the mean over " in output and "of 7 tasks" in output
+    else:
+        assert "note:" not in output
     assert f"predictions: {evaluated.out / 'predictions.jsonl'}" in output
 
 

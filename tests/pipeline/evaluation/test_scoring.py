@@ -14,6 +14,7 @@ from hfs.pipeline.evaluation.scoring import (
     comparison_rows,
     outcomes_by_selector,
     headline_lines,
+    note_lines,
     plain_table,
     prediction_index,
     prediction_record,
@@ -155,6 +156,19 @@ def test_mlvu_m_avg_is_the_mean_over_tasks_not_over_questions():
     assert agg["by_task"]["plotQA"] == cell(0.75, 4)
     assert agg["m_avg"]["n"] == 5 and agg["m_avg"]["groups_scored"] == 2
     assert agg["m_avg"]["groups_unscored"] == ["ego", "count", "order", "anomaly_reco", "topic_reasoning"]
+
+
+def test_an_m_avg_over_fewer_than_the_7_tasks_says_so():
+    from hfs.manifests.benchmarks.mlvu import TASKS
+
+    partial = score_benchmark("mlvu", [pred("p0", True, task="plotQA"), pred("n0", False, task="needle")])
+    assert partial["selectors"]["hfs"]["m_avg"]["partial"] is True
+    assert note_lines(partial) == ["hfs: M-Avg is the mean over 2 of 7 tasks (none scored: ego, count, order, "
+                                   "anomaly_reco, topic_reasoning), not MLVU's published 7-task M-Avg"]
+    full = score_benchmark("mlvu", [pred(f"q{i}", True, task=t) for i, t in enumerate(TASKS)])
+    assert full["selectors"]["hfs"]["m_avg"]["partial"] is False
+    assert note_lines(full) == []
+    assert note_lines(score_benchmark("nextqa", [pred("a", True, type="CW")])) == []  # no notes of its own
 
 
 def test_mlvu_task_with_only_skips_is_not_counted_as_zero():

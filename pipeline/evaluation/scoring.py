@@ -18,8 +18,9 @@ A prediction record is a mapping with:
 - the sample's meta, flat or under `meta` (question type, duration group,
   task...: what the benchmark's breakdown groups by);
 - optionally `subtitles` (bool): the setting (Video-MME, LongVideoBench) the
-  question was asked in (absent = without subtitles; the settings are scored apart), and `answer_index` (checked against
-  `prediction` and `correct`).
+  question was asked in (absent = without subtitles; the two settings are
+  scored apart), and `answer_index` (checked against `prediction` and
+  `correct`).
 
 A skip record says why a question was not scored: `reason` (e.g. "missing
 video", "extraction error", "bad row"), optionally `sample_id`, `selector`

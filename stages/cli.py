@@ -194,6 +194,7 @@ def evaluate(
     k: int = typer.Option(16, "--k", min=1, help="Frames the teacher sees per question (paper: 16 of 128)."),
     subtitles: bool = typer.Option(False, "--subtitles", help="Also answer with the subtitle lines around the selected frames' times (videomme, longvideobench)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions (smoke runs)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop (exit 2, naming each question or file) at a question that cannot be scored: a bad row, a missing video, a video that failed extraction. Without it such questions are skipped, counted by reason, and the headline says \"over n of N questions\"; lmms-eval stops at them, so use --strict for figures to put beside its numbers."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Questions per teacher forward pass."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Dask worker processes extracting videos not yet in the cache (0: in this process)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Existing Dask scheduler for the extraction (tcp://host:8786)."),
@@ -205,8 +206,9 @@ def evaluate(
     """Score selectors + a teacher on a benchmark in its published layout, with its own breakdown.
 
     Extracts the benchmark's videos not yet in the cache, selects, asks the teacher for the option
-    letter, writes predictions.jsonl (a rerun skips what is already predicted) and scores.json, and
-    prints the selectors side by side. Several GPUs: `torchrun --nproc-per-node N -m hfs.stages.cli
+    letter, writes predictions.jsonl (a rerun skips what is already predicted; a rerun into the same
+    --out with another --k, --teacher, --run or --seed is refused) and scores.json, and prints the
+    selectors side by side. Several GPUs: `torchrun --nproc-per-node N -m hfs.stages.cli
     evaluate ...`.
     """
     _setup_logging(verbose)
@@ -215,7 +217,7 @@ def evaluate(
     raise typer.Exit(run_evaluate(
         bench=bench, data=data, out=out, cache=cache, selectors=selector, run_dir=run, teacher=teacher, preset=preset,
         k=k, subtitles=subtitles, limit=limit, batch_size=batch_size, workers=workers, scheduler=scheduler,
-        device=device.value, seed=seed, progress=progress,
+        device=device.value, seed=seed, progress=progress, strict=strict,
     ))
 
 

@@ -3,10 +3,15 @@
 Reads the benchmark's files (``hfs.manifests.benchmarks``), extracts the videos the cache
 does not hold yet (Stage 1, the same Dask fan-out), then for every selector and question
 selects k frames and asks the teacher for the option letter (``pipeline/evaluation/predictions.py``),
-writing ``predictions.jsonl`` as it goes (a rerun skips what is already predicted) and
-finally ``scores.json`` with the benchmark's own breakdown, printed as one table with the
-selectors side by side. Under ``torchrun --nproc-per-node N`` each process answers every
-N-th question on its own GPU and the first one merges and scores.
+writing ``predictions.jsonl`` as it goes (a rerun skips what is already predicted; one with
+other settings — k, teacher, run, seed — is refused, exit 2) and finally ``scores.json``
+with the benchmark's own breakdown, printed as one table with the selectors side by side.
+Under ``torchrun --nproc-per-node N`` each process answers every N-th question on its own
+GPU and the first one merges and scores.
+
+Questions that cannot be scored (a bad row, a missing video, a video that failed extraction)
+are counted as skipped, by reason, and the headline says "over n of N questions"; with
+``strict`` (``--strict``) any of them stops the evaluation instead, as lmms-eval does.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from hfs.stages.console import ProgressBar, console, rank_error
 log = logging.getLogger(__name__)
 
 SUBTITLE_BENCHMARKS = ("videomme", "longvideobench")
+STRICT_SHOWN = 5  # problems named one by one in --strict's refusal; the rest are counted
 
 
 class EvaluateError(RuntimeError):
@@ -30,11 +36,13 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
         run_dir: Optional[Path] = None, teacher: Optional[str] = None, preset: Optional[str] = None, k: int = 16,
         subtitles: bool = False, limit: Optional[int] = None, batch_size: int = 4, workers: Optional[int] = None,
         scheduler: Optional[str] = None, device: str = "auto", seed: int = 0, progress: bool = True,
-        truth: Optional[Path] = None) -> int:
+        truth: Optional[Path] = None, strict: bool = False) -> int:
     """Evaluate; returns the exit status (0 done, 2 usage or input error). ``truth``: ground truth
-    of a synthetic task (spans of the answer-bearing frames), shown in the report."""
+    of a synthetic task (spans of the answer-bearing frames), shown in the report; ``strict``:
+    a question that cannot be scored is an error (exit 2), not a skip."""
     from hfs.cache import CacheError
     from hfs.manifests.benchmarks import BenchmarkError
+    from hfs.pipeline.evaluation.predictions import PredictionLog, PredictionSettingsError
     from hfs.pipeline.evaluation.selectors import SelectorError
     from hfs.pipeline.extract.encoder import EncoderError
     from hfs.pipeline.model.loading import ModelLoadError
@@ -43,12 +51,19 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
     procs = None
     try:
         _check_benchmark(bench, data, subtitles)
+        benchmark_data = read_benchmark(bench, Path(data), strict)
         _check_selectors(selectors, run_dir, truth)
         answering = _answering_model(run_dir, teacher, preset)
+        settings = prediction_settings(k, answering, seed)
+        PredictionLog.check_settings(out, settings)  # before any video is extracted or model loaded
         procs = Processes(device)
-        return _evaluate(procs, bench, Path(data), Path(out), Path(cache) if cache else Path(out) / "cache",
-                         list(selectors), run_dir, answering, preset, k, subtitles, limit, batch_size, workers,
-                         scheduler, seed, progress, truth)
+        return _evaluate(procs, bench, benchmark_data, Path(out), Path(cache) if cache else Path(out) / "cache",
+                         list(selectors), run_dir, answering, settings, preset, subtitles, limit, batch_size,
+                         workers, scheduler, progress, truth, strict)
+    except PredictionSettingsError as err:
+        rank_error(f"{err}; choose another --out, or delete that file to predict again with these settings",
+                   procs.rank if procs is not None else None)
+        return 2
     except (EvaluateError, ProcessError, BenchmarkError, CacheError, EncoderError, ModelLoadError, SelectorError,
             FileNotFoundError) as err:
         rank_error(str(err), procs.rank if procs is not None else None)
@@ -70,6 +85,29 @@ def _check_benchmark(bench: str, data_dir: Path, subtitles: bool) -> None:
         raise EvaluateError(f"--data {data_dir}: no such folder (the benchmark's files as published)")
     if subtitles and bench not in SUBTITLE_BENCHMARKS:
         raise EvaluateError(f"--subtitles: {bench} has no subtitles (only {', '.join(SUBTITLE_BENCHMARKS)} do)")
+
+
+def read_benchmark(bench: str, data_dir: Path, strict: bool = False):
+    """The benchmark's ``BenchmarkData``; with ``strict``, EvaluateError naming each bad row and
+    each question whose video is missing (lmms-eval stops at them instead of skipping)."""
+    from hfs.manifests.benchmarks import get_benchmark
+
+    data = get_benchmark(bench).read(data_dir)
+    if strict:
+        problems = [f"bad row {b}" for b in data.bad]
+        problems += [f"question {m.sample.sample_id!r}: {m.reason} {m.path}" for m in data.missing]
+        _refuse_under_strict(problems, "fix the benchmark's files (or --data)")
+    return data
+
+
+def _refuse_under_strict(problems: Sequence[str], fix: str) -> None:
+    """EvaluateError listing ``problems`` (the first ``STRICT_SHOWN``, then a count), if any."""
+    if not problems:
+        return
+    shown = "; ".join(problems[:STRICT_SHOWN])
+    more = f"; and {len(problems) - STRICT_SHOWN} more" if len(problems) > STRICT_SHOWN else ""
+    raise EvaluateError(f"--strict: {len(problems)} question(s) cannot be scored: {shown}{more}. To go on, {fix}, "
+                        "or run without --strict to score the rest and count these as skipped")
 
 
 def _check_selectors(selectors: Sequence[str], run_dir, truth=None) -> None:
@@ -105,6 +143,21 @@ def _answering_model(run_dir, teacher: Optional[str], preset: Optional[str]) -> 
     return {"source": "run", "model_dir": model_dir}
 
 
+def teacher_label(answering: dict) -> str:
+    """The answering teacher as ``scores.json`` and the prediction records name it: the base
+    model's id or folder, or the run's saved model (absolute path) with "(LoRA-tuned)"."""
+    return answering.get("name") or f"{Path(answering['model_dir']).resolve()} (LoRA-tuned)"
+
+
+def prediction_settings(k: int, answering: dict, seed: int) -> dict:
+    """What a prediction depends on besides its question, selector and subtitle setting, written
+    into every prediction record: k, the answering teacher, the run's saved model (the resolved
+    checkpoint, so a run trained further is another run) and the random selector's seed."""
+    model_dir = answering["model_dir"]
+    return {"k": k, "teacher": teacher_label(answering),
+            "run": str(Path(model_dir).resolve()) if model_dir is not None else None, "seed": seed}
+
+
 def extraction_config(cache_dir: Path, preset: Optional[str]):
     """The Stage 1 config for new videos: the cache's own when it exists, else the paper's
     ViT-B/32 (the tiny CLIP with ``--preset tiny``)."""
@@ -119,9 +172,9 @@ def extraction_config(cache_dir: Path, preset: Optional[str]):
     return ExtractConfig()
 
 
-def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, selectors: list[str], run_dir,
-              answering: dict, preset, k: int, subtitles: bool, limit, batch_size: int, workers, scheduler,
-              seed: int, progress: bool, truth=None) -> int:
+def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: list[str], run_dir,
+              answering: dict, settings: dict, preset, subtitles: bool, limit, batch_size: int, workers, scheduler,
+              progress: bool, truth=None, strict: bool = False) -> int:
     from hfs.cache import FeatureCache
     from hfs.cache.format import atomic_write_json
     from hfs.manifests.benchmarks import get_benchmark
@@ -138,7 +191,6 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
     from hfs.pipeline.model.teachers import load_teacher
 
     benchmark = get_benchmark(bench)
-    data = benchmark.read(data_dir)
     samples = data.samples[:limit] if limit else list(data.samples)
     if procs.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -155,25 +207,29 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
     procs.barrier()
 
     cache = FeatureCache(cache_dir)
-    skips = data.skips()
-    answerable = []
+    answerable, unanswerable = [], []
     for s in samples:
         reason = cache_skip_reason(s, cache)
         if reason is None:
             answerable.append(s)
         else:
-            skips.append({**s.meta, "sample_id": s.sample_id, "reason": reason})
-    ctx = SelectorContext(k=k, seed=seed, run=run_dir, cache_config=cache.config, device=str(procs.device),
-                          cache=cache, truth=truth)
+            unanswerable.append({**s.meta, "sample_id": s.sample_id, "reason": reason})
+    if strict:
+        _refuse_under_strict([f"question {s['sample_id']!r}: {s['reason']}" for s in unanswerable],
+                             f"fix those videos or questions (the index of {cache_dir} holds each video's error)")
+    skips = data.skips() + unanswerable
+    k = settings["k"]
+    ctx = SelectorContext(k=k, seed=settings["seed"], run=run_dir, cache_config=cache.config,
+                          device=str(procs.device), cache=cache, truth=truth)
     if answering["source"] == "run":
         answering_teacher = ctx.model.teacher  # the LoRA-tuned teacher; ctx.model also serves hfs / hfs-set
     else:
         answering_teacher = load_teacher(answering["kind"], answering["name"], device=procs.device, lora_r=0)
-    settings = [False, True] if subtitles else [False]
+    subtitle_settings = [False, True] if subtitles else [False]
     mine = answerable[procs.rank::procs.world]
-    predictions = PredictionLog(out, procs.rank)
+    predictions = PredictionLog(out, procs.rank, settings)
     # setting before question, so a batch (one selector, one setting) is not cut at every question
-    work = [w for w in (Work(s, sel, sub) for sel in selectors for sub in settings for s in mine)
+    work = [w for w in (Work(s, sel, sub) for sel in selectors for sub in subtitle_settings for s in mine)
             if (w.selector, w.sample.sample_id, w.subtitles) not in predictions.done]
     with ProgressBar("evaluate", len(work), enabled=progress and procs.main) as bar:
         answer_questions(work, cache, ctx, TeacherAnswerer(answering_teacher, cache), predictions,
@@ -182,9 +238,10 @@ def _evaluate(procs, bench: str, data_dir: Path, out: Path, cache_dir: Path, sel
     if not procs.main:
         return 0
     records = predictions.merge()
-    scores = score_benchmark(bench, [r for r in records if r["selector"] in selectors], skips, expected=samples)
-    scores.update(k=k, teacher=answering.get("name") or f"{answering['model_dir']} (LoRA-tuned)",
-                  run=str(run_dir) if run_dir else None, questions=len(samples))
+    scores = score_benchmark(bench, [r for r in records if r["selector"] in selectors], skips, expected=samples,
+                             total=data.question_count())
+    scores.update(k=k, teacher=settings["teacher"], run=str(run_dir) if run_dir else None, seed=settings["seed"],
+                  questions=len(samples))
     atomic_write_json(out / "scores.json", scores)
     print_scores(scores)
     console.print(f"predictions: {out / 'predictions.jsonl'}   scores: {out / 'scores.json'}")
@@ -208,10 +265,12 @@ def write_report(out: Path, cache, data, truth=None, run_dir=None) -> Path | Non
 
 
 def print_scores(scores: dict) -> None:
-    """The selectors side by side, one row per metric of the benchmark's breakdown."""
+    """The selectors side by side, one row per metric of the benchmark's breakdown, then each
+    selector's headline "over n of N questions" (``scoring.headline_lines``) and the benchmark's
+    notes (``scoring.note_lines``, e.g. an M-Avg over fewer than MLVU's 7 tasks)."""
     from rich.table import Table
 
-    from hfs.pipeline.evaluation.scoring import comparison_rows
+    from hfs.pipeline.evaluation.scoring import comparison_rows, headline_lines, note_lines
 
     header, rows = comparison_rows(scores)
     table = Table(title=f"{header[0]}: accuracy % (questions scored)", title_justify="left")
@@ -221,3 +280,7 @@ def print_scores(scores: dict) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    for line in headline_lines(scores):
+        console.print(line)
+    for line in note_lines(scores):
+        console.print(f"note: {line}")

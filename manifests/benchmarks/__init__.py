@@ -26,6 +26,7 @@ from __future__ import annotations
 from hfs.manifests.benchmarks.base import (
     BAD_ROW,
     MISSING_VIDEO,
+    SUBTITLE_SETTINGS,
     Benchmark,
     BenchmarkData,
     BenchmarkError,
@@ -33,6 +34,7 @@ from hfs.manifests.benchmarks.base import (
     Outcome,
     Skip,
     accuracy_cell,
+    by_subtitle_setting,
     cells_by,
     macro_average,
 )
@@ -92,6 +94,7 @@ __all__ = [
     "BAD_ROW",
     "DEFAULT_WINDOW_S",
     "MISSING_VIDEO",
+    "SUBTITLE_SETTINGS",
     "Benchmark",
     "BenchmarkData",
     "BenchmarkError",
@@ -101,6 +104,7 @@ __all__ = [
     "Skip",
     "SubtitleError",
     "accuracy_cell",
+    "by_subtitle_setting",
     "cells_by",
     "cues_near",
     "get_benchmark",

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 MAX_LOGGED_BAD = 20  # bad rows logged one by one; the rest are counted
 MISSING_VIDEO = "missing video"  # skip reason of a question whose video file is absent
 BAD_ROW = "bad row"  # skip reason of a row that could not be read
+SUBTITLE_SETTINGS = {False: "without_subtitles", True: "with_subtitles"}  # a record's `subtitles` flag -> key
+SUBTITLE_LABELS = {"without_subtitles": "w/o subs", "with_subtitles": "w/ subs"}
 
 
 class BenchmarkError(ValueError):
@@ -87,6 +89,11 @@ class BenchmarkData:
     bad: list[BadRecord] = field(default_factory=list)
     missing: list[MissingVideo] = field(default_factory=list)
 
+    def question_count(self) -> int:
+        """N, the questions in the benchmark's files: those read (with or without their video)
+        and the rows that could not be read."""
+        return len(self.samples) + len(self.missing) + len(self.bad)
+
     def skip_counts(self) -> dict[str, int]:
         """Questions not evaluable, by reason: bad rows and missing videos."""
         counts = Counter({BAD_ROW: len(self.bad)} if self.bad else {})
@@ -119,11 +126,13 @@ class Benchmark:
 
     `name` is set by `register_benchmark`; `title` is the benchmark's name as
     its paper writes it; `views` maps each published view to the glob patterns
-    (relative to the data folder) that identify it, in order of preference.
+    (relative to the data folder) that identify it, in order of preference;
+    `headline_label` names the metric `headline` returns, as `table_metrics` labels it.
     """
 
     name: str = ""
     title: str = ""
+    headline_label: str = "overall"
     views: dict[str, tuple[str, ...]] = {}
 
     def read(self, data_dir: str | os.PathLike, *, video_dir: str | os.PathLike | None = None,
@@ -194,6 +203,10 @@ class Benchmark:
     def headline(self, aggregate: Mapping) -> Mapping:
         """The one cell a summary shows for this benchmark (default: `aggregate["overall"]`)."""
         return aggregate["overall"]
+
+    def notes(self, aggregate: Mapping) -> list[str]:
+        """What a reader of `aggregate` must know to compare it with published figures (default: none)."""
+        return []
 
 
 class _DataBuilder:
@@ -500,6 +513,25 @@ def _natural(text: str) -> tuple:
     return (0, float(text), "") if re.fullmatch(r"-?\d+(\.\d+)?", text) else (1, 0.0, text)
 
 
+def by_subtitle_setting(outcomes: Sequence[Outcome], skips: Sequence[Skip],
+                        breakdown: Callable[[list[Outcome], list[Skip]], dict]) -> dict[str, dict]:
+    """`breakdown(outcomes, skips)` of each subtitle setting, keyed by `SUBTITLE_SETTINGS`.
+
+    A question's setting is its record's `subtitles` flag (absent = without);
+    the two settings are scored apart, as lmms-eval's two tasks are. A skip
+    without the flag (e.g. a missing video) counts in every setting;
+    "without_subtitles" is always reported, "with_subtitles" when scored.
+    """
+    out = {}
+    for flag, setting in SUBTITLE_SETTINGS.items():
+        mine = [o for o in outcomes if bool(o.meta.get("subtitles", False)) == flag]
+        if not mine and flag:
+            continue
+        skipped = [s for s in skips if s.meta.get("subtitles") is None or bool(s.meta["subtitles"]) == flag]
+        out[setting] = breakdown(mine, skipped)
+    return out
+
+
 def macro_average(cells: Mapping[str, Mapping], skips: Sequence[Skip], expected: Sequence[str] = ()) -> dict:
     """The mean of the groups' accuracies (each group weighs the same), e.g. MLVU's M-Avg.
 
@@ -507,7 +539,8 @@ def macro_average(cells: Mapping[str, Mapping], skips: Sequence[Skip], expected:
     skips, placed in a group or not). Groups with nothing scored are left out
     of the mean and listed in `groups_unscored` (with `expected`, groups that
     never appeared too), so a partial run is visible instead of being counted
-    as 0 %.
+    as 0 %; `partial` is true when any group is unscored (the mean is then not
+    the benchmark's published macro average).
     """
     scored = {g: c for g, c in cells.items() if c["n"]}
     unscored = [g for g in cells if not cells[g]["n"]] + [g for g in expected if g not in cells]
@@ -519,4 +552,5 @@ def macro_average(cells: Mapping[str, Mapping], skips: Sequence[Skip], expected:
         "skipped_by_reason": total["skipped_by_reason"],
         "groups_scored": len(scored),
         "groups_unscored": unscored,
+        "partial": bool(unscored),
     }

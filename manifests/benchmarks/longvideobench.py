@@ -27,7 +27,11 @@ their times are on the source video's timeline, and
 
 Breakdown (lmms-eval `longvideobench_aggregate_results`): per
 `duration_group`, per `question_category`, and overall (lmms-eval's
-"Overall" is the question-weighted mean of the groups, i.e. plain accuracy).
+"Overall" is the question-weighted mean of the groups, i.e. plain accuracy),
+in two settings — `without_subtitles` (lmms-eval's `longvideobench_val_v`)
+and `with_subtitles` (`longvideobench_val_i`, subtitles interleaved) — told
+apart by the prediction record's `subtitles` flag (absent = without), as
+Video-MME's are.
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ from collections.abc import Mapping, Sequence
 
 from hfs.manifests.benchmarks import register_benchmark
 from hfs.manifests.benchmarks.base import (
+    SUBTITLE_LABELS,
     Benchmark,
     BenchmarkData,
     Outcome,
     RowError,
     Skip,
     accuracy_cell,
+    by_subtitle_setting,
     cells_by,
     choice_index,
     float_field,
@@ -74,11 +80,21 @@ def unpad_options(row: Mapping) -> tuple[str, ...]:
     return options_field(values, "options")
 
 
+def _breakdown(outcomes: Sequence[Outcome], skips: Sequence[Skip]) -> dict:
+    """One subtitle setting's cells: overall, by_duration_group ("15", "60", "600", "3600"), by_question_category."""
+    return {
+        "overall": accuracy_cell(outcomes, skips),
+        "by_duration_group": cells_by(outcomes, skips, lambda m: m.get("duration_group"), order=DURATION_GROUPS),
+        "by_question_category": cells_by(outcomes, skips, lambda m: m.get("question_category")),
+    }
+
+
 @register_benchmark("longvideobench")
 class LongVideoBench(Benchmark):
     """LongVideoBench validation set; see the module docstring for the layout."""
 
     title = "LongVideoBench"
+    headline_label = "overall (w/o subs)"
     views = {"json": ("lvb_val.json",), "parquet": ("validation-*.parquet", "data/validation-*.parquet")}
 
     def read(self, data_dir, *, video_dir=None, view=None) -> BenchmarkData:
@@ -128,15 +144,21 @@ class LongVideoBench(Benchmark):
         return self.read_rows(data_dir, view, files, rows, parse, video_root)
 
     def aggregate(self, outcomes: Sequence[Outcome], skips: Sequence[Skip]) -> dict:
-        """overall, by_duration_group (keys "15", "60", "600", "3600"), by_question_category."""
-        return {
-            "overall": accuracy_cell(outcomes, skips),
-            "by_duration_group": cells_by(outcomes, skips, lambda m: m.get("duration_group"), order=DURATION_GROUPS),
-            "by_question_category": cells_by(outcomes, skips, lambda m: m.get("question_category")),
-        }
+        """Per setting present (`without_subtitles`, `with_subtitles`): overall, by_duration_group,
+        by_question_category. A skip without a `subtitles` flag counts in every setting."""
+        return by_subtitle_setting(outcomes, skips, _breakdown)
 
     def table_metrics(self, aggregate: Mapping) -> list[tuple[str, Mapping]]:
-        """Duration groups, question categories, overall."""
-        rows = [(f"≤{g} s", cell) for g, cell in aggregate["by_duration_group"].items()]
-        rows += [(f"category {c}", cell) for c, cell in aggregate["by_question_category"].items()]
-        return rows + [("overall", aggregate["overall"])]
+        """Duration groups, question categories, overall; without subtitles, then with."""
+        rows = []
+        for setting, label in SUBTITLE_LABELS.items():
+            if setting in aggregate:
+                part = aggregate[setting]
+                rows += [(f"≤{g} s ({label})", cell) for g, cell in part["by_duration_group"].items()]
+                rows += [(f"category {c} ({label})", cell) for c, cell in part["by_question_category"].items()]
+                rows.append((f"overall ({label})", part["overall"]))
+        return rows
+
+    def headline(self, aggregate: Mapping) -> Mapping:
+        """Overall accuracy without subtitles."""
+        return aggregate["without_subtitles"]["overall"]

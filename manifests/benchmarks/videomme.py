@@ -36,12 +36,14 @@ from collections.abc import Mapping, Sequence
 from hfs.manifests.answers import option_letter
 from hfs.manifests.benchmarks import register_benchmark
 from hfs.manifests.benchmarks.base import (
+    SUBTITLE_LABELS,
     Benchmark,
     BenchmarkData,
     Outcome,
     RowError,
     Skip,
     accuracy_cell,
+    by_subtitle_setting,
     cells_by,
     letter_index,
     options_field,
@@ -53,8 +55,6 @@ from hfs.manifests.records import QASample
 logger = logging.getLogger(__name__)
 
 DURATIONS = ("short", "medium", "long")
-SETTINGS = {False: "without_subtitles", True: "with_subtitles"}
-SETTING_LABELS = {"without_subtitles": "w/o subs", "with_subtitles": "w/ subs"}
 REQUIRED = ("videoID", "video_id", "duration", "domain", "sub_category", "question_id", "task_type", "question",
             "options", "answer")
 EXTENSIONS = (".mp4", ".MP4", ".mkv")  # lmms-eval's order
@@ -74,11 +74,22 @@ def split_lettered(options: Sequence[str]) -> tuple[str, ...]:
     return tuple(texts)
 
 
+def _breakdown(outcomes: Sequence[Outcome], skips: Sequence[Skip]) -> dict:
+    """One subtitle setting's cells: overall, by_duration, by_task_type, by_domain."""
+    return {
+        "overall": accuracy_cell(outcomes, skips),
+        "by_duration": cells_by(outcomes, skips, lambda m: m.get("duration"), order=DURATIONS),
+        "by_task_type": cells_by(outcomes, skips, lambda m: m.get("task_type")),
+        "by_domain": cells_by(outcomes, skips, lambda m: m.get("domain")),
+    }
+
+
 @register_benchmark("videomme")
 class VideoMME(Benchmark):
     """Video-MME; see the module docstring for the layout."""
 
     title = "Video-MME"
+    headline_label = "overall (w/o subs)"
     views = {"parquet": ("videomme/test-*.parquet", "test-*.parquet")}
 
     def read(self, data_dir, *, video_dir=None, view=None) -> BenchmarkData:
@@ -136,24 +147,12 @@ class VideoMME(Benchmark):
         A skip without a `subtitles` flag (e.g. a missing video) counts in
         every setting; "without_subtitles" is always reported.
         """
-        out = {}
-        for flag, setting in SETTINGS.items():
-            mine = [o for o in outcomes if bool(o.meta.get("subtitles", False)) == flag]
-            if not mine and flag:
-                continue
-            skipped = [s for s in skips if s.meta.get("subtitles") is None or bool(s.meta["subtitles"]) == flag]
-            out[setting] = {
-                "overall": accuracy_cell(mine, skipped),
-                "by_duration": cells_by(mine, skipped, lambda m: m.get("duration"), order=DURATIONS),
-                "by_task_type": cells_by(mine, skipped, lambda m: m.get("task_type")),
-                "by_domain": cells_by(mine, skipped, lambda m: m.get("domain")),
-            }
-        return out
+        return by_subtitle_setting(outcomes, skips, _breakdown)
 
     def table_metrics(self, aggregate: Mapping) -> list[tuple[str, Mapping]]:
         """Short, medium, long, overall; without subtitles, then with."""
         rows = []
-        for setting, label in SETTING_LABELS.items():
+        for setting, label in SUBTITLE_LABELS.items():
             if setting in aggregate:
                 part = aggregate[setting]
                 rows += [(f"{d} ({label})", part["by_duration"][d]) for d in DURATIONS if d in part["by_duration"]]

@@ -2,12 +2,14 @@
 
 For every question and selector: the selector picks k frames on the cached N-frame grid
 (``pipeline/selectors``), the step decodes those k teacher JPEGs and the teacher reads them
-with the question and its options (and, in Video-MME's "with subtitles" setting, the
-subtitle lines around the selected frames' times); its answer is the option whose letter
-has the largest logit. One prediction record per (question, selector, setting) goes to
+with the question and its options (and, in the "with subtitles" setting of Video-MME and
+LongVideoBench, the subtitle lines around the selected frames' times); its answer is the
+option whose letter has the largest logit. One prediction record per (question, selector, setting) goes to
 ``predictions.jsonl``, one line at a time, so a rerun skips what is already predicted.
-Under torchrun each process answers every W-th question into its own file and the first
-merges them.
+Every record carries the settings it was made with (k, the answering teacher, the run's
+checkpoint, the seed); a rerun into the same folder with other settings is refused rather
+than resumed. Under torchrun each process answers every W-th question into its own file
+and the first merges them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -32,6 +34,7 @@ __all__ = [
     "EXTRACTION_ERROR",
     "NOT_IN_CACHE",
     "OPEN_ENDED",
+    "PredictionSettingsError",
     "query_of",
     "selection_record",
     "PredictionLog",
@@ -43,6 +46,21 @@ EXTRACTION_ERROR = "extraction error"
 NOT_IN_CACHE = "video not in the cache"
 OPEN_ENDED = "open-ended question"
 MERGED = "predictions.jsonl"
+UNRECORDED = "not recorded"  # the value shown for a setting a record lacks (written before it was recorded)
+
+
+class PredictionSettingsError(ValueError):
+    """A results folder holding predictions made with other settings than the ones asked for.
+
+    ``path`` is the file holding them, ``differences`` maps each differing setting to
+    (its value in the file, the value asked for).
+    """
+
+    def __init__(self, path: Path, differences: Mapping[str, tuple[Any, Any]]) -> None:
+        self.path, self.differences = path, dict(differences)
+        held = ", ".join(f"{name}={old!r}" for name, (old, _) in self.differences.items())
+        asked = ", ".join(f"{name}={new!r}" for name, (_, new) in self.differences.items())
+        super().__init__(f"{path} holds predictions made with {held}, not {asked} as asked")
 
 
 def query_of(sample: QASample, cache) -> Query:
@@ -77,15 +95,30 @@ class PredictionLog:
     Process r appends to ``predictions.rank-r.jsonl``; ``merge`` (the first process, after
     every process is done) folds those into ``predictions.jsonl`` atomically. A record's
     key is (selector, question id, subtitles setting); ``done`` holds the keys already in
-    any of the files, so a rerun after a crash predicts only the rest.
+    any of the files, so a rerun after a crash predicts only the rest. ``settings`` (e.g.
+    ``{"k": 16, "teacher": ..., "run": ..., "seed": 0}``) are written into every record, and
+    a folder whose records were made with other settings raises ``PredictionSettingsError``.
     """
 
-    def __init__(self, folder: str | Path, rank: int = 0) -> None:
+    def __init__(self, folder: str | Path, rank: int = 0, settings: Mapping[str, Any] | None = None) -> None:
         self.folder = Path(folder)
+        self.settings = dict(settings or {})
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / f"predictions.rank-{rank}.jsonl"
         self._cut_torn_line()
+        self.check_settings(self.folder, self.settings)
         self.done = {self.key(r) for r in self.read_all()}
+
+    @classmethod
+    def check_settings(cls, folder: str | Path, settings: Mapping[str, Any]) -> None:
+        """Raise ``PredictionSettingsError`` when a prediction file in ``folder`` holds a record made
+        with other ``settings`` (a setting the record lacks counts as different)."""
+        for path in cls._files_in(Path(folder)):
+            for record in cls._records(path, warn=False):
+                differences = {name: (record.get(name, UNRECORDED), value) for name, value in settings.items()
+                               if record.get(name, UNRECORDED) != value}
+                if differences:
+                    raise PredictionSettingsError(path, differences)
 
     def _cut_torn_line(self) -> None:
         """Cut this process's file after its last newline: a run killed while writing leaves a line
@@ -102,26 +135,34 @@ class PredictionLog:
     def key(record: dict) -> tuple[str, str, bool]:
         return record["selector"], record["sample_id"], bool(record.get("subtitles", False))
 
-    def _files(self) -> list[Path]:
-        merged = self.folder / MERGED
-        return ([merged] if merged.is_file() else []) + sorted(self.folder.glob("predictions.rank-*.jsonl"))
+    @staticmethod
+    def _files_in(folder: Path) -> list[Path]:
+        merged = folder / MERGED
+        return ([merged] if merged.is_file() else []) + sorted(folder.glob("predictions.rank-*.jsonl"))
+
+    @staticmethod
+    def _records(path: Path, warn: bool = True) -> Iterator[dict]:
+        """The records of one file (a torn line is dropped, with a warning when ``warn``)."""
+        for line in path.read_text().splitlines():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                if warn:
+                    log.warning("%s: dropped a torn line (the run was killed while writing it)", path)
 
     def read_all(self) -> list[dict]:
         """Every record in the merged file and the processes' files (a torn last line is dropped)."""
         records, seen = [], set()
-        for path in self._files():
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    log.warning("%s: dropped a torn line (the run was killed while writing it)", path)
-                    continue
+        for path in self._files_in(self.folder):
+            for record in self._records(path):
                 if self.key(record) not in seen:
                     seen.add(self.key(record))
                     records.append(record)
         return records
 
     def write(self, record: dict) -> None:
+        """Append ``record``, with this log's settings, and sync it to disk."""
+        record = {**record, **self.settings}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()

@@ -17,9 +17,10 @@ A prediction record is a mapping with:
 - `correct` (bool): whether the chosen option is the right one;
 - the sample's meta, flat or under `meta` (question type, duration group,
   task...: what the benchmark's breakdown groups by);
-- optionally `subtitles` (bool): the Video-MME setting the question was asked
-  in (absent = without subtitles), and `answer_index` (checked against
-  `prediction` and `correct`).
+- optionally `subtitles` (bool): the setting (Video-MME, LongVideoBench) the
+  question was asked in (absent = without subtitles; the two settings are
+  scored apart), and `answer_index` (checked against `prediction` and
+  `correct`).
 
 A skip record says why a question was not scored: `reason` (e.g. "missing
 video", "extraction error", "bad row"), optionally `sample_id`, `selector`
@@ -29,7 +30,9 @@ sample's meta (flat or under `meta`), so the skip counts in its group.
 
 Every score cell says on how many questions it was computed (`n`) and how
 many were skipped, by reason (`skipped`, `skipped_by_reason`); `accuracy` is
-a fraction in [0, 1] (None when nothing was scored).
+a fraction in [0, 1] (None when nothing was scored). A selector's headline
+cell also says how many questions the benchmark has (`of`, N), so a score is
+read as "over n of N questions".
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def prediction_record(sample: QASample, selector: str, prediction: int | str | N
     `prediction` is the teacher's chosen option (index or letter, None when
     its answer could not be parsed); `correct` is decided against
     `sample.answer_index`; the sample's meta is copied flat so the benchmark
-    can break the score down; `subtitles` marks the Video-MME setting.
+    can break the score down; `subtitles` marks the "with subtitles" setting.
     """
     index = prediction_index(prediction)
     record = {**sample.meta, "sample_id": sample.sample_id, "selector": selector,
@@ -167,6 +170,7 @@ def score_benchmark(
     predictions: Iterable[Mapping],
     skipped: Iterable[Mapping] = (),
     expected: Iterable[QASample | str] | None = None,
+    total: int | None = None,
 ) -> dict:
     """Scores of every selector in `predictions` on one benchmark, with its own breakdown.
 
@@ -175,7 +179,9 @@ def score_benchmark(
     `expected` (the benchmark's samples or their ids), an expected question
     that a selector neither predicted nor skipped counts as skipped with
     reason "no prediction". A skip for a question the selector did score is
-    dropped (the prediction wins). Returns a JSON-able dict:
+    dropped (the prediction wins). `total` is N, the questions in the
+    benchmark (`BenchmarkData.question_count()`), given to each headline cell
+    as `of` (None when not given). Returns a JSON-able dict:
     `{"benchmark", "title", "selectors": {name: aggregate}, "headline": {name: cell}}`.
     """
     bench = get_benchmark(benchmark)
@@ -198,7 +204,7 @@ def score_benchmark(
                     mine.append(Skip(sid, NO_PREDICTION, meta))
         aggregate = bench.aggregate(outcomes, mine)
         result["selectors"][selector] = aggregate
-        result["headline"][selector] = bench.headline(aggregate)
+        result["headline"][selector] = {**bench.headline(aggregate), "of": total}
     unused = {sel for sel, _ in skips if sel is not None} - set(by_selector)
     if unused:
         logger.warning("%s: skip records name selector(s) without predictions: %s",
@@ -238,6 +244,32 @@ def comparison_rows(scores: Mapping) -> tuple[list[str], list[list[str]]]:
     rows = [[label] + [format_cell(cells.get((label, s))) for s in selectors] for label in labels]
     rows.append(["skipped"] + [str(scores["headline"][s]["skipped"]) for s in selectors])
     return [scores.get("title", bench.title)] + selectors, rows
+
+
+def headline_lines(scores: Mapping) -> list[str]:
+    """One line per selector of `score_benchmark`'s result: its headline metric "over n of N
+    questions", and the skipped ones by reason, e.g. "hfs: overall 62.3 % over 900 of 1000
+    questions (100 skipped: 60 missing video, 40 bad row)"."""
+    label = get_benchmark(scores["benchmark"]).headline_label
+    lines = []
+    for selector, cell in scores["headline"].items():
+        accuracy = "—" if cell.get("accuracy") is None else f"{100 * cell['accuracy']:.1f} %"
+        of = "" if cell.get("of") is None else f" of {cell['of']}"
+        noun = "question" if (cell["n"] if cell.get("of") is None else cell["of"]) == 1 else "questions"
+        line = f"{selector}: {label} {accuracy} over {cell['n']}{of} {noun}"
+        if cell["skipped"]:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in cell["skipped_by_reason"].items())
+            line += f" ({cell['skipped']} skipped: {reasons})"
+        lines.append(line)
+    return lines
+
+
+def note_lines(scores: Mapping) -> list[str]:
+    """The benchmark's notes on each selector's scores (`Benchmark.notes`), as "selector: note"
+    lines; e.g. MLVU's M-Avg over fewer than its 7 tasks."""
+    bench = get_benchmark(scores["benchmark"])
+    return [f"{selector}: {note}" for selector, aggregate in scores["selectors"].items()
+            for note in bench.notes(aggregate)]
 
 
 def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -1,6 +1,6 @@
 """`hfs evaluate` end to end with the tiny preset on generated videos: every published layout of
 the four benchmarks (both views where two exist), every selector, the benchmark's own breakdown
-with skipped questions counted by reason, the printed table, Video-MME with subtitles, and
+with skipped questions counted by reason, the printed table, Video-MME and LongVideoBench with subtitles, and
 resuming after a SIGKILL to the predictions of an uninterrupted run."""
 
 from __future__ import annotations
@@ -33,15 +33,17 @@ SKIPPED = {"bad row": 1, "missing video": 1}  # every layout has one malformed r
 BREAKDOWN = {
     ("nextqa", "parquet"): (("by_group",), {"causal": (1, 0), "temporal": (1, 0), "descriptive": (1, 1)}),
     ("videomme", "parquet"): (("without_subtitles", "by_duration"), {"short": (2, 0), "medium": (0, 1), "long": (1, 0)}),
-    ("longvideobench", "json"): (("by_duration_group",), {"15": (2, 0), "60": (1, 0), "3600": (0, 1)}),
-    ("longvideobench", "parquet"): (("by_duration_group",), {"15": (2, 0), "60": (1, 0), "3600": (0, 1)}),
+    ("longvideobench", "json"): (("without_subtitles", "by_duration_group"),
+                                 {"15": (2, 0), "60": (1, 0), "3600": (0, 1)}),
+    ("longvideobench", "parquet"): (("without_subtitles", "by_duration_group"),
+                                    {"15": (2, 0), "60": (1, 0), "3600": (0, 1)}),
     ("mlvu", "json"): (("by_task",), {"plotQA": (2, 0), "needle": (1, 1)}),
     ("mlvu", "parquet"): (("by_task",), {"plotQA": (2, 0), "count": (1, 0), "anomaly_reco": (0, 1)}),
 }
 TOP_LEVEL = {
     "nextqa": {"overall", "by_group", "by_type", "by_official_type"},
     "videomme": {"without_subtitles"},
-    "longvideobench": {"overall", "by_duration_group", "by_question_category"},
+    "longvideobench": {"without_subtitles"},
     "mlvu": {"m_avg", "by_task", "mean_over_questions"},
 }
 TITLES = {"nextqa": "NExT-QA", "videomme": "Video-MME", "longvideobench": "LongVideoBench", "mlvu": "MLVU"}
@@ -211,6 +213,7 @@ def test_scores_have_the_benchmarks_breakdown_and_count_skipped_questions_by_rea
         headline = scores["headline"][selector]
         mine = [r for r in evaluated.records if r["selector"] == selector]
         assert (headline["n"], headline["skipped"], headline["skipped_by_reason"]) == (3, 2, SKIPPED)
+        assert headline["of"] == 5  # N: every question in the benchmark's files, scored or not
         if layout.bench != "mlvu":  # MLVU's headline is M-Avg, a mean of per-task accuracies
             assert headline["correct"] == sum(r["correct"] for r in mine)
             assert headline["accuracy"] == pytest.approx(headline["correct"] / 3)
@@ -233,7 +236,7 @@ def test_scores_have_the_benchmarks_breakdown_and_count_skipped_questions_by_rea
 
 
 def test_the_printed_table_shows_the_selectors_side_by_side(evaluated):
-    from hfs.pipeline.evaluation.scoring import comparison_rows
+    from hfs.pipeline.evaluation.scoring import comparison_rows, headline_lines
 
     output = evaluated.output
     layout = evaluated.layout
@@ -246,16 +249,31 @@ def test_the_printed_table_shows_the_selectors_side_by_side(evaluated):
     for row in rows:
         assert row in printed, (row, output)
     assert ["skipped", *["2"] * len(SELECTORS)] in printed
+    lines = headline_lines(evaluated.scores)
+    assert [line.split(" % ")[1] for line in lines] == [
+        "over 3 of 5 questions (2 skipped: 1 bad row, 1 missing video)"] * len(SELECTORS)
+    for line in lines:
+        assert line in output
+    if layout.bench == "mlvu":  # 2 or 3 of MLVU's 7 tasks: the M-Avg is not the published one
+        assert "note: uniform: M-Avg is the mean over " in output and "of 7 tasks" in output
+    else:
+        assert "note:" not in output
     assert f"predictions: {evaluated.out / 'predictions.jsonl'}" in output
 
 
 # --------------------------------------------------------------------------- subtitles, rerun, resume
 
 
-def test_videomme_with_subtitles_scores_both_settings_in_batches(evaluations, hfs_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("bench", "view", "group", "setting_keys"), [
+    ("videomme", "parquet", ("by_duration", "short"), {"overall", "by_duration", "by_task_type", "by_domain"}),
+    ("longvideobench", "json", ("by_duration_group", "15"),
+     {"overall", "by_duration_group", "by_question_category"}),
+])
+def test_with_subtitles_both_settings_are_answered_in_batches_and_scored_apart(
+        evaluations, hfs_run, tmp_path, monkeypatch, bench, view, group, setting_keys):
     from hfs.pipeline.evaluation.predictions import TeacherAnswerer
 
-    base = evaluations.get("videomme", "parquet")
+    base = evaluations.get(bench, view)
     calls = []
     answer = TeacherAnswerer.__call__
 
@@ -283,9 +301,14 @@ def test_videomme_with_subtitles_scores_both_settings_in_batches(evaluations, hf
     for selector in ("uniform", "hfs"):
         aggregate = scores["selectors"][selector]
         assert set(aggregate) == {"without_subtitles", "with_subtitles"}
-        for setting in aggregate.values():
+        for name, flag in (("without_subtitles", False), ("with_subtitles", True)):
+            setting = aggregate[name]
+            assert set(setting) == setting_keys
             assert (setting["overall"]["n"], setting["overall"]["skipped_by_reason"]) == (3, SKIPPED)
-            assert setting["by_duration"]["short"]["n"] == 2
+            assert setting["overall"]["correct"] == sum(
+                r["correct"] for r in records if r["selector"] == selector and bool(r.get("subtitles")) == flag)
+            assert setting[group[0]][group[1]]["n"] == 2
+        assert scores["headline"][selector] == {**aggregate["without_subtitles"]["overall"], "of": 5}
     printed = table_rows(output)
     assert any(row[0] == "overall (w/ subs)" for row in printed)
     assert any(row[0] == "overall (w/o subs)" for row in printed)
@@ -303,6 +326,55 @@ def test_a_finished_evaluation_rerun_answers_nothing_again(evaluations, hfs_run,
     invoke(evaluate_args(done.layout, done.out, hfs_run))
     assert read_jsonl(done.out / "predictions.jsonl") == done.records
     assert json.loads((done.out / "scores.json").read_text()) == done.scores
+
+
+def test_every_prediction_records_the_settings_it_was_made_with(evaluations, hfs_run):
+    from hfs.pipeline.train.checkpoint import run_model_dir
+
+    done = evaluations.get("nextqa", "parquet")
+    model = run_model_dir(hfs_run).resolve()
+    for r in done.records:
+        assert (r["k"], r["teacher"], r["run"], r["seed"]) == (K, f"{model} (LoRA-tuned)", str(model), 0)
+    assert done.scores["teacher"] == f"{model} (LoRA-tuned)"
+
+
+@pytest.mark.parametrize(("change", "held", "asked"), [
+    ("k", "k=4", "k=2"),
+    ("seed", "seed=0", "seed=1"),
+    ("teacher", "LoRA-tuned", "teacher='tiny-qwen2_5_vl'"),
+    ("run", "run=", "run_copy"),
+])
+def test_a_rerun_with_other_settings_into_the_same_out_is_refused(evaluations, hfs_run, tmp_path, monkeypatch,
+                                                                  change, held, asked):
+    """Resuming is keyed on selector, question and subtitles: predictions made with another k,
+    teacher, run or seed must not be reused and labelled with the new settings."""
+    import shutil
+
+    from hfs.pipeline.evaluation.predictions import TeacherAnswerer
+
+    done = evaluations.get("nextqa", "parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copyfile(done.out / "predictions.jsonl", out / "predictions.jsonl")
+    run, extra = hfs_run, ["--cache", str(done.out / "cache")]
+    if change == "run":  # the same weights in another folder: another run as far as the records can tell
+        run = tmp_path / "run_copy"
+        shutil.copytree(hfs_run, run)
+    elif change == "teacher":
+        extra += ["--teacher", "qwen2.5-vl"]
+    else:
+        extra += [f"--{change}", {"k": "2", "seed": "1"}[change]]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a question was answered")
+
+    monkeypatch.setattr(TeacherAnswerer, "__call__", fail)
+    output = " ".join(invoke(evaluate_args(done.layout, out, run, *extra), expect=2).split())
+    assert f"{out / 'predictions.jsonl'} holds predictions made with" in output, output
+    assert held in output and asked in output, output
+    assert "choose another --out, or delete that file" in output
+    assert (out / "predictions.jsonl").read_text() == (done.out / "predictions.jsonl").read_text()
+    assert not (out / "scores.json").exists()
 
 
 def comparable(records: list[dict]) -> dict:
@@ -392,6 +464,53 @@ def test_evaluate_refuses_what_it_cannot_do_with_exit_2(small_layout, tmp_path, 
     output = invoke(args, expect=2)
     assert message in " ".join(output.split()), output
     assert not (tmp_path / "out" / "cache").exists()  # refused before extracting anything
+
+
+def test_strict_stops_at_a_bad_row_and_a_missing_video_naming_them(small_layout, tmp_path):
+    args = ["evaluate", "--bench", "nextqa", "--data", str(small_layout.root), "--out", str(tmp_path / "out"),
+            "--preset", "tiny", "--workers", "0", "--no-progress", "--device", "cpu", "--strict"]
+    output = " ".join(invoke(args, expect=2).split())
+    parquet = small_layout.root / "MC" / "test-00000-of-00001.parquet"
+    assert (f"--strict: 2 question(s) cannot be scored: bad row {parquet}:4: 'answer' is 7, out of range for 5 "
+            f"options; question '103_0': missing video {small_layout.root / 'NExTVideo' / '103.mp4'}.") in output
+    assert "or run without --strict to score the rest" in output
+    assert not (tmp_path / "out" / "cache").exists()  # stopped before extracting anything
+
+
+@pytest.fixture()
+def clean_nextqa(tmp_path, source_videos) -> Path:
+    """NExT-QA with three good rows on two videos: nothing for --strict to stop at."""
+    from benchmark_layouts import NEXTQA_SCHEMA, nextqa_row, write_parquet
+
+    root = tmp_path / "clean"
+    write_parquet(root, "MC/test-00000-of-00001.parquet",
+                  [nextqa_row(101, 0, "CW", 1), nextqa_row(101, 1, "TN", 2), nextqa_row(102, 0, "DC", 0)],
+                  NEXTQA_SCHEMA)
+    for name, video in (("101", source_videos[0]), ("102", source_videos[1])):
+        (root / "NExTVideo").mkdir(exist_ok=True)
+        (root / "NExTVideo" / f"{name}.mp4").write_bytes(video.read_bytes())
+    return root
+
+
+def test_strict_on_a_clean_benchmark_scores_every_question(clean_nextqa, tmp_path):
+    out = tmp_path / "out"
+    output = invoke(["evaluate", "--bench", "nextqa", "--data", str(clean_nextqa), "--out", str(out), "--preset", "tiny",
+                     "--workers", "0", "--no-progress", "--device", "cpu", "--k", str(K), "--strict"])
+    headline = json.loads((out / "scores.json").read_text())["headline"]["uniform"]
+    assert (headline["n"], headline["skipped"], headline["of"]) == (3, 0, 3)
+    assert any(line.startswith("uniform: overall ") and line.endswith(" % over 3 of 3 questions")
+               for line in output.splitlines()), output  # nothing skipped, so no "(… skipped: …)"
+
+
+def test_strict_stops_at_a_video_that_failed_extraction(clean_nextqa, tmp_path):
+    (clean_nextqa / "NExTVideo" / "102.mp4").write_bytes(b"not a video")
+    args = ["evaluate", "--bench", "nextqa", "--data", str(clean_nextqa), "--out", str(tmp_path / "out"),
+            "--preset", "tiny", "--workers", "0", "--no-progress", "--device", "cpu", "--k", str(K)]
+    output = " ".join(invoke([*args, "--strict"], expect=2).split())
+    assert "--strict: 1 question(s) cannot be scored: question '102_0': extraction error." in output, output
+    assert not (tmp_path / "out" / "predictions.jsonl").exists()
+    output = invoke(args)  # without --strict: skipped, counted, and the rest scored
+    assert "uniform: overall" in output and "over 2 of 3 questions (1 skipped: 1 extraction error)" in output
 
 
 def test_evaluate_without_the_data_folder_is_exit_2(tmp_path):

@@ -13,6 +13,8 @@ from hfs.pipeline.evaluation.scoring import (
     ScoringError,
     comparison_rows,
     outcomes_by_selector,
+    headline_lines,
+    note_lines,
     plain_table,
     prediction_index,
     prediction_record,
@@ -107,6 +109,8 @@ def test_longvideobench_duration_groups_and_categories():
     skipped = [{"sample_id": "q9", "reason": "extraction error", "duration_group": 600, "question_category": "E2O"}]
 
     agg = score_benchmark("longvideobench", records, skipped)["selectors"]["hfs"]
+    assert list(agg) == ["without_subtitles"]  # no run with subtitles
+    agg = agg["without_subtitles"]
 
     assert list(agg["by_duration_group"]) == ["15", "60", "600", "3600"]  # numeric order, not text order
     assert agg["by_duration_group"]["15"] == cell(0.5, 2)
@@ -114,6 +118,27 @@ def test_longvideobench_duration_groups_and_categories():
     assert agg["by_question_category"] == {"E2O": cell(None, 0, 1, **{"extraction error": 1}),
                                            "S2E": cell(2 / 3, 3), "T3O": cell(0.5, 2)}
     assert agg["overall"] == cell(3 / 5, 5, 1, **{"extraction error": 1})
+
+
+def test_longvideobench_scores_the_two_subtitle_settings_apart():
+    # the same 10 questions: 3 right without subtitles, 9 right with them; one video missing
+    groups = [15, 15, 60, 60, 600, 600, 600, 3600, 3600, 3600]
+    records = [pred(f"q{i}", i < 3, duration_group=g, question_category="S2E") for i, g in enumerate(groups)]
+    records += [pred(f"q{i}", i < 9, duration_group=g, question_category="S2E", subtitles=True)
+                for i, g in enumerate(groups)]
+    skipped = [{"sample_id": "q10", "reason": "missing video", "duration_group": 600}]
+
+    result = score_benchmark("longvideobench", records, skipped)
+    agg = result["selectors"]["hfs"]
+
+    assert list(agg) == ["without_subtitles", "with_subtitles"]
+    assert agg["without_subtitles"]["overall"] == cell(0.3, 10, 1, **{"missing video": 1})
+    assert agg["with_subtitles"]["overall"] == cell(0.9, 10, 1, **{"missing video": 1})  # counted in both
+    assert agg["with_subtitles"]["by_duration_group"]["3600"] == cell(2 / 3, 3)
+    assert result["headline"]["hfs"] == {**agg["without_subtitles"]["overall"], "of": None}  # not 0.6 over 20
+    table = {row[0]: row[1:] for row in comparison_rows(result)[1]}
+    assert table["overall (w/o subs)"] == ["30.0 (10)"] and table["overall (w/ subs)"] == ["90.0 (10)"]
+    assert table["≤600 s (w/ subs)"] == ["100.0 (3)"]
 
 
 # --------------------------------------------------------------------------- MLVU
@@ -133,6 +158,19 @@ def test_mlvu_m_avg_is_the_mean_over_tasks_not_over_questions():
     assert agg["m_avg"]["groups_unscored"] == ["ego", "count", "order", "anomaly_reco", "topic_reasoning"]
 
 
+def test_an_m_avg_over_fewer_than_the_7_tasks_says_so():
+    from hfs.manifests.benchmarks.mlvu import TASKS
+
+    partial = score_benchmark("mlvu", [pred("p0", True, task="plotQA"), pred("n0", False, task="needle")])
+    assert partial["selectors"]["hfs"]["m_avg"]["partial"] is True
+    assert note_lines(partial) == ["hfs: M-Avg is the mean over 2 of 7 tasks (none scored: ego, count, order, "
+                                   "anomaly_reco, topic_reasoning), not MLVU's published 7-task M-Avg"]
+    full = score_benchmark("mlvu", [pred(f"q{i}", True, task=t) for i, t in enumerate(TASKS)])
+    assert full["selectors"]["hfs"]["m_avg"]["partial"] is False
+    assert note_lines(full) == []
+    assert note_lines(score_benchmark("nextqa", [pred("a", True, type="CW")])) == []  # no notes of its own
+
+
 def test_mlvu_task_with_only_skips_is_not_counted_as_zero():
     records = [pred("p0", True, task="plotQA")]
     skipped = [{"sample_id": "e0", "reason": "missing video", "task": "ego"}, {"reason": "bad row"}]
@@ -141,7 +179,7 @@ def test_mlvu_task_with_only_skips_is_not_counted_as_zero():
     assert agg["m_avg"]["accuracy"] == 1.0
     assert "ego" in agg["m_avg"]["groups_unscored"]
     assert agg["m_avg"]["skipped_by_reason"] == {"bad row": 1, "missing video": 1}
-    assert result["headline"]["hfs"] is agg["m_avg"]
+    assert result["headline"]["hfs"] == {**agg["m_avg"], "of": None}  # N not given
 
 
 # --------------------------------------------------------------------------- cells
@@ -217,6 +255,29 @@ def test_skips_per_selector_expected_questions_and_prediction_wins():
     assert (hfs["n"], hfs["skipped_by_reason"]) == (1, {"extraction error": 1, "missing video": 1, NO_PREDICTION: 1})
     assert result["selectors"]["hfs"]["by_type"]["CW"]["skipped"] == 3  # the expected sample's meta places it
     json.dumps(result)  # JSON-able as it is
+
+
+def test_the_headline_says_over_n_of_n_questions_and_why_the_rest_were_skipped():
+    records = [pred("a", True, "uniform", duration="short"), pred("b", False, "uniform", duration="long"),
+               pred("a", True, "hfs", duration="short")]
+    skipped = [{"reason": "bad row"}, {"sample_id": "c", "reason": "missing video", "duration": "long"},
+               {"sample_id": "b", "reason": "extraction error", "selector": "hfs"}]
+
+    result = score_benchmark("videomme", records, skipped, total=4)
+
+    uniform, hfs = result["headline"]["uniform"], result["headline"]["hfs"]
+    assert (uniform["n"], uniform["skipped"], uniform["of"]) == (2, 2, 4)
+    assert uniform == {**result["selectors"]["uniform"]["without_subtitles"]["overall"], "of": 4}
+    assert "of" not in result["selectors"]["uniform"]["without_subtitles"]["overall"]  # a copy, not the cell
+    assert headline_lines(result) == [
+        "uniform: overall (w/o subs) 50.0 % over 2 of 4 questions (2 skipped: 1 bad row, 1 missing video)",
+        "hfs: overall (w/o subs) 100.0 % over 1 of 4 questions "
+        "(3 skipped: 1 bad row, 1 extraction error, 1 missing video)",
+    ]
+    mlvu = score_benchmark("mlvu", [pred("p0", True, task="plotQA"), pred("n0", False, task="needle")], total=2)
+    assert headline_lines(mlvu) == ["hfs: M-Avg 50.0 % over 2 of 2 questions"]
+    unknown = score_benchmark("nextqa", [pred("a", True, type="CW")])
+    assert headline_lines(unknown) == ["hfs: overall 100.0 % over 1 question"]  # N not given
 
 
 def test_comparison_rows_put_selectors_side_by_side():

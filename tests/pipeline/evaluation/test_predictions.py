@@ -1,0 +1,56 @@
+"""Tests of hfs.pipeline.evaluation.predictions.PredictionLog: the settings every record carries,
+resuming with the same settings and refusing a folder predicted with others."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hfs.pipeline.evaluation.predictions import PredictionLog, PredictionSettingsError
+
+SETTINGS = {"k": 16, "teacher": "tiny-qwen2.5-vl", "run": None, "seed": 0}
+
+
+def record(sample_id, selector="uniform", **extra):
+    return {"sample_id": sample_id, "selector": selector, "prediction": "A", "correct": True, **extra}
+
+
+def test_records_carry_the_settings_and_the_same_settings_resume(tmp_path):
+    log = PredictionLog(tmp_path, settings=SETTINGS)
+    log.write(record("q1"))
+    log.write(record("q1", subtitles=True))
+    (line, _) = [json.loads(x) for x in (tmp_path / "predictions.rank-0.jsonl").read_text().splitlines()]
+    assert {k: line[k] for k in SETTINGS} == SETTINGS
+
+    log.merge()
+    again = PredictionLog(tmp_path, settings=dict(SETTINGS))
+    assert again.done == {("uniform", "q1", False), ("uniform", "q1", True)}
+
+
+@pytest.mark.parametrize(("change", "held", "asked"), [
+    ({"k": 8}, "k=16", "k=8"),
+    ({"teacher": "Qwen/Qwen2.5-VL-7B-Instruct"}, "teacher='tiny-qwen2.5-vl'", "teacher='Qwen/Qwen2.5-VL-7B-Instruct'"),
+    ({"run": "/runs/a/checkpoints/step-200/model"}, "run=None", "run='/runs/a/checkpoints/step-200/model'"),
+    ({"k": 8, "seed": 1}, "k=16, seed=0", "k=8, seed=1"),
+])
+def test_a_folder_predicted_with_other_settings_is_refused_naming_the_file_and_both_values(
+        tmp_path, change, held, asked):
+    log = PredictionLog(tmp_path, rank=1, settings=SETTINGS)
+    log.write(record("q1"))
+
+    with pytest.raises(PredictionSettingsError) as info:
+        PredictionLog(tmp_path, settings={**SETTINGS, **change})
+
+    path = tmp_path / "predictions.rank-1.jsonl"
+    assert str(info.value) == f"{path} holds predictions made with {held}, not {asked} as asked"
+    assert info.value.path == path and set(info.value.differences) == set(change)
+    assert not (tmp_path / "predictions.rank-0.jsonl").exists()  # nothing written by the refused log
+
+
+def test_predictions_without_recorded_settings_are_not_resumed(tmp_path):
+    """Records written before the settings were recorded could have been made with any k."""
+    (tmp_path / "predictions.jsonl").write_text(json.dumps(record("q1")) + "\n")
+    with pytest.raises(PredictionSettingsError, match="made with k='not recorded'"):
+        PredictionLog.check_settings(tmp_path, SETTINGS)
+    PredictionLog.check_settings(tmp_path / "absent", SETTINGS)  # nothing predicted yet: nothing to refuse

@@ -158,20 +158,6 @@ def prediction_settings(k: int, answering: dict, seed: int) -> dict:
             "run": str(Path(model_dir).resolve()) if model_dir is not None else None, "seed": seed}
 
 
-def extraction_config(cache_dir: Path, preset: Optional[str]):
-    """The Stage 1 config for new videos: the cache's own when it exists, else the paper's
-    ViT-B/32 (the tiny CLIP with ``--preset tiny``)."""
-    from hfs.cache.plan import read_config
-    from hfs.pipeline.extract.config import ExtractConfig
-
-    if (cache_dir / "plan.json").is_file():
-        saved = read_config(cache_dir)
-        return ExtractConfig(**{k: saved[k] for k in ExtractConfig.CACHE_KEYS if k in saved})
-    if preset == "tiny":
-        return ExtractConfig(preset="tiny", pretrained="none")
-    return ExtractConfig()
-
-
 def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: list[str], run_dir,
               answering: dict, settings: dict, preset, subtitles: bool, limit, batch_size: int, workers, scheduler,
               progress: bool, truth=None, strict: bool = False) -> int:
@@ -187,8 +173,8 @@ def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: li
     )
     from hfs.pipeline.evaluation.scoring import score_benchmark
     from hfs.pipeline.evaluation.selectors import SelectorContext
-    from hfs.pipeline.extract.run import extract
     from hfs.pipeline.model.teachers import load_teacher
+    from hfs.stages.options import extract_missing_videos
 
     benchmark = get_benchmark(bench)
     samples = data.samples[:limit] if limit else list(data.samples)
@@ -197,13 +183,8 @@ def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: li
         console.print(f"{benchmark.title} ({data.view} view): {len(samples)} questions"
                       + (f" of {len(data.samples)}" if limit else "")
                       + "".join(f", {n} skipped: {reason}" for reason, n in data.skip_counts().items()))
-        wanted = {s.video_id for s in samples}
-        videos = [v for v in data.videos if v.video_id in wanted]
-        summary = extract(videos, cache_dir, extraction_config(cache_dir, preset), workers=workers,
-                          scheduler=scheduler, progress=progress)
-        if summary.failed_shards:
-            raise EvaluateError(f"extraction into {cache_dir} failed for shard(s) {', '.join(summary.failed_shards)}; "
-                                "rerun to retry them")
+        extract_missing_videos(data, samples, cache_dir, preset, workers=workers, scheduler=scheduler,
+                               progress=progress)
     procs.barrier()
 
     cache = FeatureCache(cache_dir)

@@ -26,7 +26,7 @@ import numpy as np
 from hfs.cache.format import atomic_write_bytes
 from hfs.manifests.records import QASample
 from hfs.pipeline.evaluation.scoring import prediction_record
-from hfs.pipeline.evaluation.selectors import Choice, Query, SelectorContext, check_choice, get_selector
+from hfs.pipeline.evaluation.selectors import Choice, Query, SelectorContext, select_batch
 
 log = logging.getLogger(__name__)
 
@@ -226,19 +226,23 @@ def answer_questions(
 
     ``subtitle_lines(sample, timestamps_s) -> list[str]`` gives the subtitle lines of the
     "with subtitles" setting. Items go to the teacher in batches of ``batch_size`` with the
-    same selector and setting. ``on_done(n)`` is called after each batch (progress).
+    same selector and setting; the selector scores a batch's questions in one pass too
+    (``select_batch``), with the choices it makes one question at a time. ``on_done(n)`` is
+    called after each batch (progress).
     """
     todo = [w for w in work if (w.selector, w.sample.sample_id, w.subtitles) not in log_.done]
     choices: dict[tuple[str, str], tuple[Choice, np.ndarray]] = {}
     for batch in _batches(todo, batch_size):
-        picked = []
+        new = {}  # the same frames in both subtitle settings: each (selector, question) is selected once
         for w in batch:
             key = (w.selector, w.sample.sample_id)
-            if key not in choices:  # the same frames in both subtitle settings
-                query = query_of(w.sample, cache)
-                choice = check_choice(get_selector(w.selector)(query, ctx), len(query.features), ctx.k, w.selector)
+            if key not in choices and key not in new:
+                new[key] = query_of(w.sample, cache)
+        if new:  # one selector per batch: its questions in one student pass (``select_batch``)
+            queries = list(new.values())
+            for key, query, choice in zip(new, queries, select_batch(batch[0].selector, queries, ctx)):
                 choices[key] = (choice, query.timestamps)
-            picked.append(choices[key])
+        picked = [choices[(w.selector, w.sample.sample_id)] for w in batch]
         times = [[float(t[i]) for i in c.indices] for c, t in picked]
         subs = [subtitle_lines(w.sample, tt) if w.subtitles else None for w, tt in zip(batch, times)]
         logits, predicted = answerer([w.sample for w in batch], [c.indices for c, _ in picked], times,

@@ -205,6 +205,7 @@ def evaluate(
     subtitles: bool = typer.Option(False, "--subtitles", help="Also answer with the subtitle lines around the selected frames' times (videomme, longvideobench)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions (smoke runs)."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2, naming each question or file) at a question that cannot be scored: a bad row, a missing video, a video that failed extraction. Without it such questions are skipped, counted by reason, and the headline says \"over n of N questions\"; lmms-eval stops at them, so use --strict for figures to put beside its numbers."),
+    protocol: str = typer.Option("hfs", "--protocol", help="hfs: the teacher's option-letter logits from k frames with their times. lmms-eval: its prompt text, greedy generation and answer parser, to put a figure beside published lmms-eval numbers (not runnable yet: only its prompt text exists, and it is refused)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Questions per forward pass, of the selector (hfs, hfs-set: one student pass, right-padded; the same frames as one question at a time) and of the teacher. Lower it if the GPU runs out of memory."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Dask worker processes extracting videos not yet in the cache (0: in this process)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Existing Dask scheduler for the extraction (tcp://host:8786)."),
@@ -227,7 +228,7 @@ def evaluate(
     raise typer.Exit(run_evaluate(
         bench=bench, data=data, out=out, cache=cache, selectors=selector, run_dir=run, teacher=teacher, preset=preset,
         k=k, subtitles=subtitles, limit=limit, batch_size=batch_size, workers=workers, scheduler=scheduler,
-        device=device.value, seed=seed, progress=progress, strict=strict,
+        device=device.value, seed=seed, progress=progress, strict=strict, protocol=protocol,
     ))
 
 

@@ -36,10 +36,11 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
         run_dir: Optional[Path] = None, teacher: Optional[str] = None, preset: Optional[str] = None, k: int = 16,
         subtitles: bool = False, limit: Optional[int] = None, batch_size: int = 4, workers: Optional[int] = None,
         scheduler: Optional[str] = None, device: str = "auto", seed: int = 0, progress: bool = True,
-        truth: Optional[Path] = None, strict: bool = False) -> int:
+        truth: Optional[Path] = None, strict: bool = False, protocol: str = "hfs") -> int:
     """Evaluate; returns the exit status (0 done, 2 usage or input error). ``truth``: ground truth
     of a synthetic task (spans of the answer-bearing frames), shown in the report; ``strict``:
-    a question that cannot be scored is an error (exit 2), not a skip."""
+    a question that cannot be scored is an error (exit 2), not a skip; ``protocol``: ``hfs``
+    (option-letter logits) or ``lmms-eval`` (refused for now: only its prompt text exists)."""
     from hfs.cache import CacheError
     from hfs.manifests.benchmarks import BenchmarkError
     from hfs.pipeline.evaluation.predictions import PredictionLog, PredictionSettingsError
@@ -50,6 +51,7 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
 
     procs = None
     try:
+        _check_protocol(protocol)
         _check_benchmark(bench, data, subtitles)
         benchmark_data = read_benchmark(bench, Path(data), strict)
         _check_selectors(selectors, run_dir, truth)
@@ -71,6 +73,19 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
     finally:
         if procs is not None:
             procs.close()
+
+
+def _check_protocol(protocol: str) -> None:
+    """``hfs`` runs; ``lmms-eval`` is refused until its generation and answer parser are wired
+    (its prompt text is ``pipeline/evaluation/lmms_prompts.py``)."""
+    from hfs.pipeline.evaluation.lmms_prompts import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise EvaluateError(f"--protocol {protocol}: unknown; known: {', '.join(PROTOCOLS)}")
+    if protocol == "lmms-eval":
+        raise EvaluateError("--protocol lmms-eval: only lmms-eval's prompt text is implemented so far "
+                            "(hfs.pipeline.evaluation.lmms_prompts); its generation, answer parser, subtitle rule "
+                            "and frames are not, so it cannot score yet. Use --protocol hfs")
 
 
 def _check_benchmark(bench: str, data_dir: Path, subtitles: bool) -> None:

@@ -474,6 +474,8 @@ def small_layout(tmp_path_factory, source_videos) -> Layout:
     (["--selector", "nope"], "unknown selector 'nope'; known: uniform, random, clip, hfs, hfs-set"),
     (["--bench", "nope"], "unknown benchmark 'nope'; known: nextqa, videomme, longvideobench, mlvu"),
     (["--subtitles"], "--subtitles: nextqa has no subtitles"),
+    (["--protocol", "lmms-eval"], "--protocol lmms-eval: only lmms-eval's prompt text is implemented so far"),
+    (["--protocol", "nope"], "--protocol nope: unknown; known: hfs, lmms-eval"),
 ])
 def test_evaluate_refuses_what_it_cannot_do_with_exit_2(small_layout, tmp_path, extra, message):
     args = ["evaluate", "--bench", "nextqa", "--data", str(small_layout.root), "--out", str(tmp_path / "out"),

@@ -6,7 +6,8 @@ does not hold yet are extracted first, as `hfs evaluate` does). One line per que
 README's export format: the benchmark and its view, the question id as the benchmark writes
 it, the video path relative to ``--data`` (or as the manifest wrote it), N, the duration, and
 the chosen indices and times, so that any harness can take the same frames. The selector
-scores ``batch_size`` questions per forward pass (the same choices as one at a time).
+scores ``batch_size`` questions per forward pass (the choices of one at a time, up to float
+rounding: see ``selectors/learned.py``).
 
 Questions that cannot be selected for (a bad row, a missing video, a video not in the cache
 or that failed extraction) are counted by reason and listed, one JSON line each with its

@@ -236,7 +236,7 @@ def answer_questions(
     ``subtitle_lines(sample, timestamps_s) -> list[str]`` gives the subtitle lines of the
     "with subtitles" setting. Items go to the teacher in batches of ``batch_size`` with the
     same selector and setting; the selector scores a batch's questions in one pass too
-    (``select_batch``), with the choices it makes one question at a time. ``on_done(n)`` is
+    (``select_batch``), with the choices it makes one question at a time up to float rounding. ``on_done(n)`` is
     called after each batch (progress).
     """
     todo = [w for w in work if (w.selector, w.sample.sample_id, w.subtitles) not in log_.done]

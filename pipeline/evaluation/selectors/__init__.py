@@ -15,8 +15,8 @@ the decorator::
 
 A selector whose model scores several questions per forward pass (``hfs``, ``hfs-set``) also
 registers ``fn_batch(queries, ctx) -> list[Choice]`` with ``@register_batch("name")``;
-``select_batch`` uses it, and calls ``fn`` once per question for the others. Either way the
-choices are the ones ``fn`` makes one question at a time.
+``select_batch`` uses it, and calls ``fn`` once per question for the others. A batched form
+makes the choices ``fn`` makes one question at a time, up to float rounding.
 
 The built-in ones: ``uniform`` (segment centres), ``random`` (a seeded floor), ``clip``
 (cosine between the question's CLIP text embedding and the cached frame features),
@@ -110,7 +110,7 @@ def register_selector(name: str, needs_run: bool = False):
 
 def register_batch(name: str):
     """Decorator: make ``fn_batch(queries, ctx) -> list[Choice]`` the batched form of the
-    registered selector ``name`` (the same choices as its one-question form, faster)."""
+    registered selector ``name`` (its one-question form's choices up to float rounding, faster)."""
 
     def register(fn_batch: BatchSelectorFn) -> BatchSelectorFn:
         if name not in _REGISTRY:

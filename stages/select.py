@@ -109,8 +109,8 @@ def run(cache: Path, out: Path, selector: str, manifests: Sequence[Path] = (), b
                     if reason is None:
                         pending.append(sample)
                     else:
-                        skipped.append({"sample_id": sample.sample_id, **identity(sample), "reason": reason,
-                                        "source": sample.source})
+                        skipped.append({**source, "sample_id": sample.sample_id, **identity(sample),
+                                        "reason": reason, "source": sample.source})
                 if pending and (len(pending) == batch_size or i == len(samples) - 1):
                     queries = [query_of(s, feature_cache) for s in pending]
                     for s, query, choice in zip(pending, queries, select_batch(selector, queries, ctx)):

@@ -87,11 +87,13 @@ def selection_record(sample: QASample, selector: str, k: int, choice: Choice, ti
     harness needs to find the question and its video and to take the same frames, beside the
     choice. ``question_id`` is the id as the benchmark's files write it (default: the sample
     id), ``video_path`` the video relative to the benchmark folder or as the manifest wrote it,
-    ``duration_s`` the clip's length; ``n_frames`` (N) is the length of ``timestamps``."""
+    ``duration_s`` the clip's length (None when unknown); ``n_frames`` (N) is the length of
+    ``timestamps``."""
     return {
         "sample_id": sample.sample_id, "video_id": sample.video_id, "benchmark": benchmark, "view": view,
         "question_id": sample.sample_id if question_id is None else question_id, "video_path": video_path,
-        "n_frames": len(timestamps), "duration_s": None if duration_s is None else round(float(duration_s), 4),
+        "n_frames": len(timestamps),
+        "duration_s": round(float(duration_s), 4) if duration_s is not None and np.isfinite(duration_s) else None,
         "selector": selector, "k": k,
         "indices": list(choice.indices), "timestamps_s": [round(float(timestamps[i]), 4) for i in choice.indices],
         "scores": None if choice.scores is None else [round(float(x), 6) for x in choice.scores],

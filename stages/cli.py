@@ -168,17 +168,27 @@ def select(
     k: int = typer.Option(16, "--k", min=1, help="Frames to select per question (paper: 16 of 128)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random selector."),
     video_root: Optional[Path] = typer.Option(None, "--video-root", help="Folder relative video paths in --manifest resolve against (as for `hfs extract`)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Questions the selector scores per forward pass (hfs, hfs-set: one student pass over B questions, right-padded: scores equal to one question at a time up to float rounding, ~1e-6 in fp32, ~1e-3 in bf16 on a GPU, where a near-tie can swap a frame; 1 for exactly the one-at-a-time selection). Lower it if the GPU runs out of memory."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="With --bench and a new --cache: `tiny` extracts with the tiny CLIP built offline (smoke runs); default the paper's ViT-B/32. An existing cache extends with its own encoder."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="With --bench: Dask worker processes extracting videos not yet in the cache (0: in this process)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="With --bench: existing Dask scheduler for the extraction (tcp://host:8786)."),
     device: TrainDevice = typer.Option(TrainDevice.auto, "--device", help="Where the hfs / clip models run: auto (a GPU if there is one), cpu or cuda."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     verbose: int = VERBOSE,
 ) -> None:
-    """Select k frames per question with one selector, from the cache, into a JSONL file."""
+    """Select k frames per question with one selector, from the cache, into a JSONL file.
+
+    With --bench, the benchmark's videos not yet in the cache are extracted first. Each line carries
+    the benchmark, question id, video path, N, duration, indices and times (the README's export
+    format); questions not selected for are listed with their reason in OUT's .skipped.jsonl.
+    """
     _setup_logging(verbose)
     from hfs.stages.select import run as run_select
 
     raise typer.Exit(run_select(cache=cache, out=out, selector=selector, manifests=manifest, bench=bench, data=data,
                                 run_dir=run, k=k, seed=seed, video_root=video_root, device=_device(device.value),
-                                progress=progress))
+                                progress=progress, batch_size=batch_size, preset=preset, workers=workers,
+                                scheduler=scheduler))
 
 
 @app.command()
@@ -195,7 +205,8 @@ def evaluate(
     subtitles: bool = typer.Option(False, "--subtitles", help="Also answer with the subtitle lines around the selected frames' times (videomme, longvideobench)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions (smoke runs)."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2, naming each question or file) at a question that cannot be scored: a bad row, a missing video, a video that failed extraction. Without it such questions are skipped, counted by reason, and the headline says \"over n of N questions\"; lmms-eval stops at them, so use --strict for figures to put beside its numbers."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Questions per teacher forward pass."),
+    protocol: str = typer.Option("hfs", "--protocol", help="hfs: the teacher's option-letter logits from k frames with their times. lmms-eval: its prompt text, greedy generation and answer parser, to put a figure beside published lmms-eval numbers (not runnable yet: only its prompt text exists, and it is refused)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Questions per forward pass, of the selector (hfs, hfs-set: one student pass, right-padded; the scores equal one question at a time's up to float rounding, see `hfs select --help`) and of the teacher. Lower it if the GPU runs out of memory."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Dask worker processes extracting videos not yet in the cache (0: in this process)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Existing Dask scheduler for the extraction (tcp://host:8786)."),
     device: TrainDevice = typer.Option(TrainDevice.auto, "--device", help="auto: this process's GPU (torchrun: LOCAL_RANK) when there is one, else the CPU."),
@@ -217,7 +228,7 @@ def evaluate(
     raise typer.Exit(run_evaluate(
         bench=bench, data=data, out=out, cache=cache, selectors=selector, run_dir=run, teacher=teacher, preset=preset,
         k=k, subtitles=subtitles, limit=limit, batch_size=batch_size, workers=workers, scheduler=scheduler,
-        device=device.value, seed=seed, progress=progress, strict=strict,
+        device=device.value, seed=seed, progress=progress, strict=strict, protocol=protocol,
     ))
 
 

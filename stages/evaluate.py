@@ -36,10 +36,11 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
         run_dir: Optional[Path] = None, teacher: Optional[str] = None, preset: Optional[str] = None, k: int = 16,
         subtitles: bool = False, limit: Optional[int] = None, batch_size: int = 4, workers: Optional[int] = None,
         scheduler: Optional[str] = None, device: str = "auto", seed: int = 0, progress: bool = True,
-        truth: Optional[Path] = None, strict: bool = False) -> int:
+        truth: Optional[Path] = None, strict: bool = False, protocol: str = "hfs") -> int:
     """Evaluate; returns the exit status (0 done, 2 usage or input error). ``truth``: ground truth
     of a synthetic task (spans of the answer-bearing frames), shown in the report; ``strict``:
-    a question that cannot be scored is an error (exit 2), not a skip."""
+    a question that cannot be scored is an error (exit 2), not a skip; ``protocol``: ``hfs``
+    (option-letter logits) or ``lmms-eval`` (refused for now: only its prompt text exists)."""
     from hfs.cache import CacheError
     from hfs.manifests.benchmarks import BenchmarkError
     from hfs.pipeline.evaluation.predictions import PredictionLog, PredictionSettingsError
@@ -50,6 +51,7 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
 
     procs = None
     try:
+        _check_protocol(protocol)
         _check_benchmark(bench, data, subtitles)
         benchmark_data = read_benchmark(bench, Path(data), strict)
         _check_selectors(selectors, run_dir, truth)
@@ -71,6 +73,19 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
     finally:
         if procs is not None:
             procs.close()
+
+
+def _check_protocol(protocol: str) -> None:
+    """``hfs`` runs; ``lmms-eval`` is refused until its generation and answer parser are wired
+    (its prompt text is ``pipeline/evaluation/lmms_prompts.py``)."""
+    from hfs.pipeline.evaluation.lmms_prompts import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise EvaluateError(f"--protocol {protocol}: unknown; known: {', '.join(PROTOCOLS)}")
+    if protocol == "lmms-eval":
+        raise EvaluateError("--protocol lmms-eval: only lmms-eval's prompt text is implemented so far "
+                            "(hfs.pipeline.evaluation.lmms_prompts); its generation, answer parser, subtitle rule "
+                            "and frames are not, so it cannot score yet. Use --protocol hfs")
 
 
 def _check_benchmark(bench: str, data_dir: Path, subtitles: bool) -> None:
@@ -158,20 +173,6 @@ def prediction_settings(k: int, answering: dict, seed: int) -> dict:
             "run": str(Path(model_dir).resolve()) if model_dir is not None else None, "seed": seed}
 
 
-def extraction_config(cache_dir: Path, preset: Optional[str]):
-    """The Stage 1 config for new videos: the cache's own when it exists, else the paper's
-    ViT-B/32 (the tiny CLIP with ``--preset tiny``)."""
-    from hfs.cache.plan import read_config
-    from hfs.pipeline.extract.config import ExtractConfig
-
-    if (cache_dir / "plan.json").is_file():
-        saved = read_config(cache_dir)
-        return ExtractConfig(**{k: saved[k] for k in ExtractConfig.CACHE_KEYS if k in saved})
-    if preset == "tiny":
-        return ExtractConfig(preset="tiny", pretrained="none")
-    return ExtractConfig()
-
-
 def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: list[str], run_dir,
               answering: dict, settings: dict, preset, subtitles: bool, limit, batch_size: int, workers, scheduler,
               progress: bool, truth=None, strict: bool = False) -> int:
@@ -187,8 +188,8 @@ def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: li
     )
     from hfs.pipeline.evaluation.scoring import score_benchmark
     from hfs.pipeline.evaluation.selectors import SelectorContext
-    from hfs.pipeline.extract.run import extract
     from hfs.pipeline.model.teachers import load_teacher
+    from hfs.stages.options import extract_missing_videos
 
     benchmark = get_benchmark(bench)
     samples = data.samples[:limit] if limit else list(data.samples)
@@ -197,13 +198,8 @@ def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: li
         console.print(f"{benchmark.title} ({data.view} view): {len(samples)} questions"
                       + (f" of {len(data.samples)}" if limit else "")
                       + "".join(f", {n} skipped: {reason}" for reason, n in data.skip_counts().items()))
-        wanted = {s.video_id for s in samples}
-        videos = [v for v in data.videos if v.video_id in wanted]
-        summary = extract(videos, cache_dir, extraction_config(cache_dir, preset), workers=workers,
-                          scheduler=scheduler, progress=progress)
-        if summary.failed_shards:
-            raise EvaluateError(f"extraction into {cache_dir} failed for shard(s) {', '.join(summary.failed_shards)}; "
-                                "rerun to retry them")
+        extract_missing_videos(data, samples, cache_dir, preset, workers=workers, scheduler=scheduler,
+                               progress=progress)
     procs.barrier()
 
     cache = FeatureCache(cache_dir)

@@ -49,3 +49,38 @@ def require_cache_folder(cache: str | Path) -> None:
 
     if not Path(cache).is_dir():
         raise CacheError(f"--cache {cache}: no such folder; make it with `hfs extract --out {cache}`")
+
+
+def extraction_config(cache_dir: Path, preset: Optional[str]):
+    """The Stage 1 config for new videos: the cache's own when it exists, else the paper's
+    ViT-B/32 (the tiny CLIP with ``--preset tiny``)."""
+    from hfs.cache.plan import read_config
+    from hfs.pipeline.extract.config import ExtractConfig
+
+    if (cache_dir / "plan.json").is_file():
+        saved = read_config(cache_dir)
+        return ExtractConfig(**{k: saved[k] for k in ExtractConfig.CACHE_KEYS if k in saved})
+    if preset == "tiny":
+        return ExtractConfig(preset="tiny", pretrained="none")
+    return ExtractConfig()
+
+
+def extract_missing_videos(data, samples, cache_dir: Path, preset: Optional[str] = None,
+                           workers: Optional[int] = None, scheduler: Optional[str] = None, progress: bool = True):
+    """Stage 1 (the same Dask fan-out as `hfs extract`) for the videos of ``samples`` (questions of
+    the ``BenchmarkData`` ``data``) that ``cache_dir`` does not hold yet; the cache is made when
+    absent (``extraction_config``). A video that fails is left to the caller to skip (its index row
+    holds the error); a shard that fails raises ``CacheError``, which says to rerun. Returns the
+    ``ExtractSummary``."""
+    from hfs.cache import CacheError
+    from hfs.pipeline.extract.run import extract
+
+    cache_dir = Path(cache_dir)
+    wanted = {s.video_id for s in samples}
+    videos = [v for v in data.videos if v.video_id in wanted]
+    summary = extract(videos, cache_dir, extraction_config(cache_dir, preset), workers=workers,
+                      scheduler=scheduler, progress=progress)
+    if summary.failed_shards:
+        raise CacheError(f"extraction into {cache_dir} failed for shard(s) {', '.join(summary.failed_shards)}; "
+                         "rerun to retry them")
+    return summary

@@ -153,6 +153,11 @@ class Benchmark:
         """(row label, cell) pairs of `aggregate` to show in a comparison table, in order."""
         raise NotImplementedError
 
+    def question_id(self, sample: QASample) -> Any:
+        """The question's id as the benchmark's files write it (what `hfs select` exports for
+        other harnesses): by default the sample id, which the readers take from the id column."""
+        return sample.sample_id
+
     # Shared reading steps -------------------------------------------------
 
     def find_view(self, data_dir: str, view: str | None = None) -> tuple[str, list[str]]:

@@ -93,6 +93,11 @@ class MLVU(Benchmark):
         "parquet": ("mlvu/test-*.parquet", "test-*.parquet"),
     }
 
+    def question_id(self, sample: QASample) -> str | None:
+        """The parquet's `question_id`; None for the JSON release, which has no id (its sample
+        id is the task and the question's position in the task's file)."""
+        return sample.meta.get("question_id")
+
     def read(self, data_dir, *, video_dir=None, view=None) -> BenchmarkData:
         """Dev questions of the seven multiple-choice tasks and their videos.
 
@@ -177,6 +182,8 @@ class MLVU(Benchmark):
                 index = text_index(answer, options)  # tolerate an answer written as the option's text
             meta = {"task": task, "duration_s": float_field(row, "duration"), "answer_raw": answer}
             qid = row.get("question_id")
+            if qid is not None:
+                meta["question_id"] = text_field(row, "question_id")
             sample_id = text_field(row, "question_id") if qid is not None else f"{task}_{number}"
             sample = QASample(sample_id, "", question, tuple(options), options[index], index, f"{file}:{number}", meta)
             return sample, self._parquet_candidates(video_root, text_field(row, "video_name"), task)

@@ -76,6 +76,11 @@ class NExTQA(Benchmark):
     title = "NExT-QA"
     views = {"parquet": ("MC/test-*.parquet", "test-*.parquet"), "csv": ("test.csv",)}
 
+    def question_id(self, sample: QASample) -> int:
+        """NExT-QA's files have no question id column: a question is its video's `qid` (the
+        video is the exported `video_path`)."""
+        return sample.meta["qid"]
+
     def read(self, data_dir, *, video_dir=None, view=None) -> BenchmarkData:
         """Questions of the test split and their videos `{video}.mp4`.
 

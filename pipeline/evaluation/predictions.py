@@ -26,7 +26,7 @@ import numpy as np
 from hfs.cache.format import atomic_write_bytes
 from hfs.manifests.records import QASample
 from hfs.pipeline.evaluation.scoring import prediction_record
-from hfs.pipeline.evaluation.selectors import Choice, Query, SelectorContext, check_choice, get_selector
+from hfs.pipeline.evaluation.selectors import Choice, Query, SelectorContext, select_batch
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,21 @@ def cache_skip_reason(sample: QASample, cache, need_options: bool = True) -> str
     return EXTRACTION_ERROR
 
 
-def selection_record(sample: QASample, selector: str, k: int, choice: Choice, timestamps: np.ndarray) -> dict:
-    """One line of ``hfs select``'s JSONL (layout in the README)."""
+def selection_record(sample: QASample, selector: str, k: int, choice: Choice, timestamps: np.ndarray, *,
+                     benchmark: str | None = None, view: str | None = None, question_id: Any = None,
+                     video_path: str | None = None, duration_s: float | None = None) -> dict:
+    """One line of ``hfs select``'s JSONL (layout in the README's "export format"): what any
+    harness needs to find the question and its video and to take the same frames, beside the
+    choice. ``question_id`` is the id as the benchmark's files write it (default: the sample
+    id), ``video_path`` the video relative to the benchmark folder or as the manifest wrote it,
+    ``duration_s`` the clip's length (None when unknown); ``n_frames`` (N) is the length of
+    ``timestamps``."""
     return {
-        "sample_id": sample.sample_id, "video_id": sample.video_id, "selector": selector, "k": k,
+        "sample_id": sample.sample_id, "video_id": sample.video_id, "benchmark": benchmark, "view": view,
+        "question_id": sample.sample_id if question_id is None else question_id, "video_path": video_path,
+        "n_frames": len(timestamps),
+        "duration_s": round(float(duration_s), 4) if duration_s is not None and np.isfinite(duration_s) else None,
+        "selector": selector, "k": k,
         "indices": list(choice.indices), "timestamps_s": [round(float(timestamps[i]), 4) for i in choice.indices],
         "scores": None if choice.scores is None else [round(float(x), 6) for x in choice.scores],
     }
@@ -226,19 +237,23 @@ def answer_questions(
 
     ``subtitle_lines(sample, timestamps_s) -> list[str]`` gives the subtitle lines of the
     "with subtitles" setting. Items go to the teacher in batches of ``batch_size`` with the
-    same selector and setting. ``on_done(n)`` is called after each batch (progress).
+    same selector and setting; the selector scores a batch's questions in one pass too
+    (``select_batch``), with the choices it makes one question at a time up to float rounding. ``on_done(n)`` is
+    called after each batch (progress).
     """
     todo = [w for w in work if (w.selector, w.sample.sample_id, w.subtitles) not in log_.done]
     choices: dict[tuple[str, str], tuple[Choice, np.ndarray]] = {}
     for batch in _batches(todo, batch_size):
-        picked = []
+        new = {}  # the same frames in both subtitle settings: each (selector, question) is selected once
         for w in batch:
             key = (w.selector, w.sample.sample_id)
-            if key not in choices:  # the same frames in both subtitle settings
-                query = query_of(w.sample, cache)
-                choice = check_choice(get_selector(w.selector)(query, ctx), len(query.features), ctx.k, w.selector)
+            if key not in choices and key not in new:
+                new[key] = query_of(w.sample, cache)
+        if new:  # one selector per batch: its questions in one student pass (``select_batch``)
+            queries = list(new.values())
+            for key, query, choice in zip(new, queries, select_batch(batch[0].selector, queries, ctx)):
                 choices[key] = (choice, query.timestamps)
-            picked.append(choices[key])
+        picked = [choices[(w.selector, w.sample.sample_id)] for w in batch]
         times = [[float(t[i]) for i in c.indices] for c, t in picked]
         subs = [subtitle_lines(w.sample, tt) if w.subtitles else None for w, tt in zip(batch, times)]
         logits, predicted = answerer([w.sample for w in batch], [c.indices for c, _ in picked], times,

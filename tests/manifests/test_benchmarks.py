@@ -37,7 +37,9 @@ from benchmark_layouts import (  # the published layouts' writers, shared with t
     mlvu_record,
     nextqa_row,
     touch,
+    LAYOUTS,
     videomme_row,
+    write_layout,
     write_parquet,
     write_text,
 )
@@ -317,6 +319,27 @@ def test_mlvu_parquet_view(tmp_path):
 
 
 # --------------------------------------------------------------------------- subtitles
+
+
+QUESTION_IDS = {  # what `hfs select` exports as question_id: the id as the benchmark's files write it
+    ("nextqa", "parquet"): [0, 1, 0],  # NExT-QA's qid, per video (the video is the exported video_path)
+    ("videomme", "parquet"): ["001-1", "001-2", "601-1"],
+    ("longvideobench", "json"): ["lvbVidA_0", "lvbVidA_1", "lvbVidB_0"],
+    ("longvideobench", "parquet"): ["lvbVidA_0", "lvbVidA_1", "lvbVidB_0"],
+    ("mlvu", "json"): [None, None, None],  # the JSON release has no id
+    ("mlvu", "parquet"): ["Q1113", "Q2001", "Q1114"],
+}
+
+
+@pytest.mark.parametrize(("bench", "view"), LAYOUTS)
+def test_question_id_is_the_id_the_benchmarks_files_write(tmp_path, bench, view):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"")
+    layout = write_layout(bench, view, tmp_path / "data", [video])
+    benchmark = get_benchmark(bench)
+    samples = benchmark.read(layout.root).samples
+    assert [s.sample_id for s in samples] == list(layout.answerable)
+    assert [benchmark.question_id(s) for s in samples] == QUESTION_IDS[bench, view]
 
 
 def test_parse_srt_strips_tags_keeps_overlaps_and_joins_lines():

@@ -13,6 +13,11 @@ the decorator::
         n = len(query.features)
         return Choice(list(range((n - ctx.k) // 2, (n + ctx.k) // 2)))
 
+A selector whose model scores several questions per forward pass (``hfs``, ``hfs-set``) also
+registers ``fn_batch(queries, ctx) -> list[Choice]`` with ``@register_batch("name")``;
+``select_batch`` uses it, and calls ``fn`` once per question for the others. A batched form
+makes the choices ``fn`` makes one question at a time, up to float rounding.
+
 The built-in ones: ``uniform`` (segment centres), ``random`` (a seeded floor), ``clip``
 (cosine between the question's CLIP text embedding and the cached frame features),
 ``hfs`` (a trained run: the k largest s_i, the paper's inference), ``hfs-set`` (greedy
@@ -41,6 +46,8 @@ __all__ = [
     "register_selector",
     "list_selectors",
     "get_selector",
+    "register_batch",
+    "select_batch",
     "selector_needs_run",
     "check_choice",
 ]
@@ -75,6 +82,7 @@ class Choice:
 
 
 SelectorFn = Callable[[Query, "SelectorContext"], Choice]
+BatchSelectorFn = Callable[[list[Query], "SelectorContext"], list[Choice]]
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,7 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
+_BATCH: dict[str, BatchSelectorFn] = {}
 
 
 def register_selector(name: str, needs_run: bool = False):
@@ -97,6 +106,30 @@ def register_selector(name: str, needs_run: bool = False):
         return fn
 
     return register
+
+
+def register_batch(name: str):
+    """Decorator: make ``fn_batch(queries, ctx) -> list[Choice]`` the batched form of the
+    registered selector ``name`` (its one-question form's choices up to float rounding, faster)."""
+
+    def register(fn_batch: BatchSelectorFn) -> BatchSelectorFn:
+        if name not in _REGISTRY:
+            raise ValueError(f"register selector {name!r} before its batched form")
+        _BATCH[name] = fn_batch
+        return fn_batch
+
+    return register
+
+
+def select_batch(name: str, queries: list[Query], ctx: "SelectorContext") -> list[Choice]:
+    """The checked choices of selector ``name`` for ``queries``: one call of its batched form
+    when it has one, else one call per question."""
+    fn = get_selector(name)
+    batch_fn = _BATCH.get(name)
+    choices = batch_fn(list(queries), ctx) if batch_fn is not None and queries else [fn(q, ctx) for q in queries]
+    if len(choices) != len(queries):
+        raise SelectorError(f"{name} returned {len(choices)} choices for {len(queries)} questions")
+    return [check_choice(c, len(q.features), ctx.k, name) for c, q in zip(choices, queries)]
 
 
 def list_selectors() -> list[str]:

@@ -21,7 +21,9 @@ from hfs.pipeline.evaluation.selectors import (
     check_choice,
     get_selector,
     list_selectors,
+    register_batch,
     register_selector,
+    select_batch,
     selector_needs_run,
 )
 from hfs.pipeline.evaluation.selectors.basic import uniform_indices
@@ -348,6 +350,48 @@ def test_hfs_set_is_greedy_f_on_the_runs_scores_with_the_runs_set_objective(ctx,
                                        SetObjectiveConfig())[0].tolist()
         differs |= default != expected
     assert differs, "the run's set objective made no difference: the test does not show it is used"
+
+
+@pytest.mark.parametrize("name", ["hfs", "hfs-set"])
+def test_a_batch_selects_what_one_question_at_a_time_selects(ctx, name):
+    """Questions of very different lengths in one student pass (right-padded): the same frames, and
+    the same scores up to float rounding, as each question alone."""
+    ctx = with_k(ctx, 8)
+    queries = [make_query(i, n=64) for i in range(5)]
+    queries[1].question += " Look at every frame from the beginning of the video to its very end. " * 4
+    queries[3].question = "Why?"
+    batched = select_batch(name, queries, ctx)
+    for query, choice in zip(queries, batched):
+        alone = get_selector(name)(query, ctx)
+        assert choice.indices == alone.indices
+        np.testing.assert_allclose(choice.scores, alone.scores, rtol=0, atol=1e-5)
+    assert len({tuple(c.indices) for c in batched}) > 1  # the questions are told apart, not one row broadcast
+
+
+def test_select_batch_calls_a_selector_without_a_batched_form_once_per_question(monkeypatch):
+    from hfs.pipeline.evaluation import selectors as registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_BATCH", dict(registry._BATCH))
+    calls = []
+
+    @register_selector("first-k")
+    def first_k(query, ctx):
+        calls.append(query.sample_id)
+        return Choice(list(range(ctx.k)))
+
+    queries = [make_query(i, n=16) for i in range(3)]
+    assert [c.indices for c in select_batch("first-k", queries, SelectorContext(k=2))] == [[0, 1]] * 3
+    assert calls == ["q0", "q1", "q2"]
+
+    @register_batch("first-k")
+    def first_k_batch(queries, ctx):
+        return [Choice([0, 99])] * len(queries)  # out of range: select_batch checks what a batch returns
+
+    with pytest.raises(SelectorError, match=r"first-k returned \[0, 99\]"):
+        select_batch("first-k", queries, SelectorContext(k=2))
+    with pytest.raises(ValueError, match="register selector 'nope' before its batched form"):
+        register_batch("nope")(first_k_batch)
 
 
 def test_the_hfs_selectors_need_a_run():

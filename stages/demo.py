@@ -3,14 +3,15 @@
 1. **task**: videos where a coloured shape shows for well under a second among moving grey
    blobs, questions about its colour or shape (``--task single``), or three such events per
    video and a question naming one of them (``--task query``: the right frames depend on the
-   question), options in a fixed order (see ``task_config``); a training manifest
-   (LLaVA-Video-178K layout) and a held-out test set (NExT-QA layout) with the ground-truth
-   spans (``pipeline/demo/task.py``).
-2. **extract**: both splits into one cache (Stage 1, Dask with 2 workers, the tiny CLIP).
-3. **teacher**: the tiny teacher is fitted to read the frames, a stand-in for a pretrained
-   video LLM, on a stream of new questions from the same generator with another seed (never a
-   training or test video; ``pipeline/demo/teacher.py``); HFS training then uses it as its
-   (frozen) teacher.
+   question), options in a fixed order (see ``task_config``); a training manifest (LLaVA-Video-178K layout), a held-out test
+   set (NExT-QA layout) with the ground-truth spans, and with ``--teacher-videos N`` a separate
+   teacher-fitting set
+   (``pipeline/demo/task.py``).
+2. **extract**: every split into one cache (Stage 1, Dask with 2 workers, the tiny CLIP).
+3. **teacher**: the tiny teacher is fitted to read the frames (options reshuffled at every
+   step when the task shuffles them), a stand-in for a pretrained video LLM
+   (``pipeline/demo/teacher.py``), on the training videos or ``--teacher-videos`` of its own;
+   HFS training then uses it as its (frozen) teacher.
 4. **train**: ``hfs train`` with the tiny preset: N = 128, k = 16 as in the paper.
 5. **evaluate**: ``hfs evaluate`` on the test set with uniform, random, clip, hfs, hfs-set and
    oracle (the answer-bearing frames from the ground truth: the ceiling).
@@ -34,11 +35,12 @@ log = logging.getLogger(__name__)
 
 SELECTORS = ("uniform", "random", "clip", "hfs", "hfs-set", "oracle")
 TASKS = ("single", "query")
+TEACHER_VIDEOS = 0
+"""Videos of its own the stand-in teacher is fitted on; 0: the training videos, options in a fixed
+order. A teacher fitted on shuffled options did not learn to read them yet (RESULTS.md 2026-12-07)."""
 TEACHER_SEED_OFFSET = 1000
-"""The teacher's questions are drawn with seed + this: none is a training or test video."""
+"""The teacher-fitting videos are drawn with seed + this: none is a training or test video."""
 K = 16
-TEACHER_STEPS = 1000
-"""Steps fitting the stand-in teacher (RESULTS.md 2026-12-07: its held-out accuracy by steps)."""
 GOAL = 2.0  # hfs's event recall over uniform's that the demo is meant to show
 SCALE = ("selection.k=16", "train.lr=1e-3", "train.batch_size=4", "train.micro_batch_size=4", "train.num_workers=1")
 """Minutes on a CPU instead of days on GPUs: a larger learning rate and a smaller batch (the
@@ -68,23 +70,30 @@ def _stage(name: str, title: str) -> float:
     return time.perf_counter()
 
 
-def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int = TEACHER_STEPS, workers: int = 2,
-            seed: int = 0, progress: bool = True, task_kind: str = "single") -> Prepared:
-    """Stages 1–3: the task (``task_kind``: "single" or "query") and its splits extracted into one
-    cache, the fitted teacher. Reuses what an earlier run left in ``out``."""
+def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int = 1000, workers: int = 2,
+            seed: int = 0, progress: bool = True, task_kind: str = "single",
+            teacher_videos: int | None = None) -> Prepared:
+    """Stages 1–3: the task (``task_kind``: "single" or "query"), its splits and ``teacher_videos``
+    teacher-fitting videos (default: TEACHER_VIDEOS) extracted into one cache, the fitted teacher.
+    Reuses what an earlier run left in ``out``."""
+    from hfs.cache import FeatureCache
     from hfs.manifests import read_manifests
     from hfs.manifests.benchmarks import get_benchmark
     from hfs.pipeline.demo.task import make_task
     from hfs.pipeline.demo.teacher import fit_teacher
+    from hfs.pipeline.evaluation.recall import read_ground_truth
     from hfs.pipeline.extract.config import ExtractConfig
     from hfs.pipeline.extract.run import extract
 
     out = Path(out)
+    teacher_videos = TEACHER_VIDEOS if teacher_videos is None else teacher_videos
     timings: dict[str, float] = {}
-    t = _stage("task", f"{n_videos} training and {n_test} test videos ({task_kind} task), answer-bearing events "
-                       "under a second long")
+    t = _stage("task", f"{n_videos} training, {n_test} test and {teacher_videos} teacher-fitting videos "
+                       f"({task_kind} task), answer-bearing events under a second long")
     config = task_config(task_kind)
     task = make_task(out / "task", n_train=n_videos, n_test=n_test, seed=seed, config=config)
+    fit_task = task if not teacher_videos else make_task(out / "teacher_task", n_train=teacher_videos, n_test=0,
+                                                         seed=seed + TEACHER_SEED_OFFSET, config=config)
     timings["task"] = time.perf_counter() - t
     s = task.summary["test"]
     console.print(f"test set: {s['questions']} questions, {s['mean_grid_hits_per_question']:.1f} answer-bearing frames "
@@ -93,20 +102,21 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
     t = _stage("extract", "hfs extract (tiny random CLIP, Dask, CPU)")
     train = read_manifests([str(task.train_manifest)], video_root=str(task.train_manifest.parent))
     test = get_benchmark("nextqa").read(task.test_dir)
+    fit = read_manifests([str(fit_task.train_manifest)], video_root=str(fit_task.train_manifest.parent))
     cache_dir = out / "cache"
-    extract_config = ExtractConfig(preset="tiny", pretrained="none")
-    summary = extract(train.videos + test.videos, cache_dir, extract_config, workers=workers, progress=progress)
+    summary = extract(train.videos + test.videos + (fit.videos if teacher_videos else []), cache_dir, ExtractConfig(preset="tiny", pretrained="none"),
+                      workers=workers, progress=progress)
     if summary.failed_shards or (summary.planned and summary.ok == 0 and summary.skipped_done == 0):
         raise DemoError(f"extraction into {cache_dir} failed; rerun `hfs demo --out {out}` to retry")
     timings["extract"] = time.perf_counter() - t
 
-    t = _stage("teacher", f"fit the tiny teacher to read the frames ({teacher_steps} steps, a new question per "
-                          "sample), a stand-in for pretraining")
+    t = _stage("teacher", f"fit the tiny teacher to read the frames ({teacher_steps} steps"
+                          f"{f', {teacher_videos} videos of its own' if teacher_videos else ''}), a stand-in for pretraining")
     teacher_dir = out / "teacher"
     if not (teacher_dir / "config.json").is_file():
         with ProgressBar("teacher", teacher_steps, enabled=progress) as bar:
-            fit_teacher(config, teacher_dir, steps=teacher_steps, seed=seed + TEACHER_SEED_OFFSET,
-                        frame_longest=extract_config.teacher_frame_size, jpeg_quality=extract_config.jpeg_quality,
+            fit_teacher(FeatureCache(cache_dir), fit.samples, read_ground_truth(fit_task.train_truth), teacher_dir,
+                        steps=teacher_steps, seed=seed, shuffle_options=config.shuffle_options,
                         progress=bar.advance)
     timings["teacher"] = time.perf_counter() - t
     return Prepared(task, cache_dir, teacher_dir, timings)
@@ -146,9 +156,9 @@ class DemoError(RuntimeError):
     """A demo stage that failed; the message says which and what to do."""
 
 
-def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teacher_steps: int = TEACHER_STEPS,
+def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teacher_steps: int = 1000,
         workers: int = 2, seed: int = 0, progress: bool = True, extra_settings: tuple[str, ...] = (),
-        task_kind: str = "single") -> int:
+        task_kind: str = "single", teacher_videos: int | None = None) -> int:
     """Run the demo into ``out`` on the ``task_kind`` task ("single" or "query"); returns the exit status."""
     from hfs.cache.format import atomic_write_json
 
@@ -156,7 +166,7 @@ def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teach
     try:
         if task_kind not in TASKS:
             raise DemoError(f"unknown task {task_kind!r}; expected one of {', '.join(TASKS)}")
-        prepared = prepare(out, n_videos, n_test, teacher_steps, workers, seed, progress, task_kind)
+        prepared = prepare(out, n_videos, n_test, teacher_steps, workers, seed, progress, task_kind, teacher_videos)
         settings = (*TRAIN_SETTINGS, *extra_settings)
         rows = train_and_evaluate(prepared, out / "run", out / "results", steps, settings, seed=seed,
                                   progress=progress)
@@ -170,7 +180,7 @@ def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teach
         "selectors": [vars(r) for r in rows], "goal": verdict,
         "timings_s": {k: round(v, 1) for k, v in prepared.timings.items()},
         "settings": {"task": task_kind, "videos": n_videos, "test_videos": n_test,
-                     "steps": steps,
+                     "teacher_videos": TEACHER_VIDEOS if teacher_videos is None else teacher_videos, "steps": steps,
                      "teacher_steps": teacher_steps, "seed": seed, "train_settings": list(settings)},
     })
     console.print("time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in prepared.timings.items()))

@@ -307,6 +307,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         model = HFSModel.build(cfg.model, device=procs.device, dtype=dtype)
     model.train()
     model.check_trainable_fp32()
+    checkpointing = train.checkpointing_on(sum(p.numel() for p in model.parameters()))
+    model.set_gradient_checkpointing(checkpointing)
     groups = model.trainable_parameters()
     params = [p for ps in groups.values() for p in ps]
     optimizer = torch.optim.AdamW(params, lr=train.lr, betas=train.betas, eps=train.eps,
@@ -359,9 +361,9 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
 
     # -- the loop --------------------------------------------------------------------------------
     if procs.main:
-        log.info("training %s: %d trainable parameters in %s; %d steps of %d samples (%d × %d × %d processes)",
-                 out, sum(p.numel() for p in params), ", ".join(groups), total_steps, train.batch_size,
-                 train.micro_batch_size, accumulation, procs.world)
+        log.info("training %s: %d trainable parameters in %s; %d steps of %d samples (%d × %d × %d processes); "
+                 "activation checkpointing %s", out, sum(p.numel() for p in params), ", ".join(groups), total_steps,
+                 train.batch_size, train.micro_batch_size, accumulation, procs.world, "on" if checkpointing else "off")
     bar = ProgressBar("train", total_steps, start_step, enabled=progress and procs.main, loss="-")
     batches = iter(loader)
     with bar:

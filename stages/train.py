@@ -328,14 +328,9 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         _truncate_metrics(out / METRICS_FILE, start_step)
     ddp_model = model
     if procs.ddp:
-        import inspect
+        from hfs.pipeline.train.distributed import wrap_ddp
 
-        from torch.nn.parallel import DistributedDataParallel
-
-        # the buffers (rotary tables) are the same everywhere: no sync before every forward
-        no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                   else "broadcast_buffers")
-        ddp_model = DistributedDataParallel(model, **{no_sync: False})
+        ddp_model = wrap_ddp(model)  # broadcasts and all-reduces the trained parameters only
 
     sampler = StepSampler(samples.num_rows, train.batch_size, train.micro_batch_size, procs.world, procs.rank,
                           train.seed, start_step, total_steps)

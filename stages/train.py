@@ -265,7 +265,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     from hfs.pipeline.model.schedules import learning_rate
     from hfs.pipeline.model.selection import per_sample_noise
     from hfs.pipeline.train.checkpoint import load_trainer_state, restore_rng, rng_state, save_checkpoint
-    from hfs.pipeline.train.clipping import clip_gradients
+    from hfs.pipeline.train.clipping import clip_gradient_norms, grad_norm_metrics
     from hfs.pipeline.train.data import QADataset, StepSampler, collate, data_fingerprint, training_samples
 
     train = cfg.train
@@ -368,8 +368,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
             lr = learning_rate(step, schedule_steps, train.lr, train.warmup_steps, train.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            sums: dict[str, float] = {}
-            tau, bad = None, False
+            micro_terms, losses = [], []  # on the device until the step's one transfer to the host
+            tau = None
             for micro in range(accumulation):
                 t_wait = time.perf_counter()
                 tb = next(batches)
@@ -383,13 +383,19 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
                     with autocast:
                         terms, selection = ddp_model(tb.batch, step, steps_per_epoch, noise=noise)
                     loss = terms.total / accumulation
-                    bad |= not bool(torch.isfinite(loss))
                     loss.backward()  # also when not finite: every process must join DDP's all-reduce
                 tau = selection.tau
-                for key, value in terms.as_dict().items():
+                micro_terms.append(terms.as_tensors())
+                losses.append(loss.detach())
+            norms = clip_gradient_norms(groups, train.grad_clip, train.clip_mode)
+            micro_terms, losses, norms = step_scalars(micro_terms, losses, norms)
+            sums: dict[str, float] = {}
+            for values in micro_terms:
+                for key, value in values.items():
                     if value is not None:
                         sums[key] = sums.get(key, 0.0) + value / accumulation
-            grad_norms = clip_gradients(groups, train.grad_clip, train.clip_mode)
+            grad_norms = grad_norm_metrics(norms, train.clip_mode)
+            bad = not all(math.isfinite(x) for x in losses)
             bad = procs.all_agree(bad or not math.isfinite(grad_norms["grad_norm"]))
             if bad:
                 skipped_steps += 1
@@ -419,6 +425,25 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def step_scalars(micro_terms: list[dict[str, Any]], losses: list[Any], norms: dict[str, Any]):
+    """The logged numbers of one optimiser step on the host, in one transfer: each micro-batch's
+    ``LossTerms.as_tensors()``, its loss and the clip's norms (0-d device tensors) are stacked
+    and moved together, so the step waits for the device once instead of at every term of every
+    micro-batch. Returns them with each tensor replaced by its float (what ``float()`` of each
+    would give: the same float32 values), the rest as they were."""
+    import torch
+
+    tensors = [v for terms in micro_terms for v in terms.values() if isinstance(v, torch.Tensor)]
+    tensors += [*losses, *norms.values()]
+    floats = iter(torch.stack([t.float() for t in tensors]).tolist())
+
+    def host(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: next(floats) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+
+    terms = [host(values) for values in micro_terms]
+    return terms, [next(floats) for _ in losses], host(norms)
 
 
 def _versions() -> dict[str, str]:

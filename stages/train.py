@@ -2,9 +2,10 @@
 
 One loop, read top to bottom as nanoGPT's train.py: processes, config and run folder;
 data; model and optimiser; then for each optimiser step: the micro-batches (gradient
-accumulation), the clip, the update (or its skip when a loss or the gradient is not
-finite, agreed by every process), one line of ``metrics.jsonl``, and a checkpoint every
-``train.checkpoint_every`` steps and at the end. Schedules (τ, λ_KL, lr) are pure
+accumulation), the clip, one transfer of the step's logged numbers to the host, the update
+(or its skip when a loss or the gradient is not finite, agreed by every process), one line
+of ``metrics.jsonl``, and a checkpoint every ``train.checkpoint_every`` steps and at the
+end. Schedules (τ, λ_KL, lr) are pure
 functions of the step and the data order and Gumbel noise are pure functions of
 (seed, step), so ``--resume`` continues exactly where the newest checkpoint stopped.
 

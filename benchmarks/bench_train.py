@@ -4,6 +4,7 @@ outside model compute (reading, JPEG decoding, the teacher's image preprocessing
     python benchmarks/bench_train.py [--quick] [--steps 16] [--workers 0 2] [--json out.json]
     python benchmarks/bench_train.py --real --device cuda [--batch-sizes 1 2] [--json out.json]
     python benchmarks/bench_train.py --real --dry-run
+    python benchmarks/bench_train.py --mid [--steps 3] [--json out.json]
 
 Default (CPU): the real loop of ``hfs train`` (stages/train.py, in this process) with the
 tiny preset on a synthetic cache written with the cache writer: 24 videos of N = 128
@@ -22,6 +23,16 @@ frames of 448×252 JPEGs, k_sel = 16: step time, peak memory, MFU (FLOPs as in
 bench_model.py) and the share of the step spent decoding and preprocessing frames.
 Goals (issue 14): data wait < 5 % of the step; MFU >= 40 %; peak memory at micro-batch 1
 within one 80 GB GPU.
+
+``--mid`` (CPU): activation checkpointing (``train.gradient_checkpointing``) off and on, in the
+same run. A mid-size random pair built here (``MID_TEXT``: a 512-wide, 8-layer Qwen2 student
+and a Qwen2.5-VL teacher with the same language model and a small frozen vision tower, whose
+processor resizes 448×252 frames to 336×168: 72 tokens a frame, ~1,250 teacher tokens for
+k_sel = 16), so the teacher's activations, not its weights, decide the peak. Each setting runs
+the real loop of ``hfs train`` (micro-batch 1, fp32, no DataLoader workers) in a fresh
+process: peak memory is that process's maximum resident set (``getrusage``; tracemalloc does
+not see torch's allocations), "above the model" subtracts the resident set right after the
+models were built; step time is the median over the steps after the first.
 """
 
 from __future__ import annotations
@@ -225,6 +236,122 @@ def real_rows(args) -> list[dict]:
     return rows
 
 
+# --- the mid-size CPU rows: activation checkpointing off and on --------------------------------------
+
+MID_TEXT = dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
+                num_key_value_heads=2)
+"""The language models of the ``--mid`` pair (student and teacher alike); head dim 64."""
+MID_VISION = dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=2, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1], tokens_per_second=2)
+MID_MAX_PIXELS = 336 * 196
+"""The teacher processor's pixel bound: a 448×252 frame becomes 336×168, 12×6 = 72 tokens."""
+
+
+def build_mid_models(root: Path) -> tuple[Path, Path]:
+    """The ``--mid`` student and teacher, random (seeded) weights, saved under ``root`` with the
+    tiny tokenizer and a Qwen2.5-VL processor; reused when already there."""
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2Config, Qwen2ForCausalLM, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
+    from hfs.pipeline.model import tiny
+
+    student_dir, teacher_dir = root / "mid-student", root / "mid-qwen2_5_vl"
+    if (root / "done").exists():
+        return student_dir, teacher_dir
+    shutil.rmtree(root, ignore_errors=True)
+    tokenizer = tiny.build_tiny_tokenizer()
+    text = {**tiny._text_config_kwargs(len(tokenizer), tiny._token_ids(tokenizer)), **MID_TEXT}
+    rope = {"rope_type": "default", "rope_theta": 1e6}
+    student = tiny._seeded_model(Qwen2ForCausalLM, Qwen2Config(**text, tie_word_embeddings=True, rope_parameters=rope))
+    tiny._save_quietly(student, student_dir)
+    tokenizer.save_pretrained(student_dir)
+    ids = tiny._token_ids(tokenizer)
+    head_dim = MID_TEXT["hidden_size"] // MID_TEXT["num_attention_heads"]
+    teacher_cfg = Qwen2_5_VLConfig(
+        text_config={**text, "rope_parameters": {**rope, "mrope_section": [head_dim // 8, 3 * head_dim // 16,
+                                                                           3 * head_dim // 16]}},
+        vision_config={**MID_VISION, "out_hidden_size": MID_TEXT["hidden_size"]},
+        image_token_id=ids[tiny.IMAGE_PAD], video_token_id=ids[tiny.VIDEO_PAD],
+        vision_start_token_id=ids[tiny.VISION_START], vision_end_token_id=ids[tiny.VISION_END],
+        tie_word_embeddings=False,
+    )
+    tiny._save_quietly(tiny._seeded_model(Qwen2_5_VLForConditionalGeneration, teacher_cfg), teacher_dir)
+    common = dict(patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=56 * 56, max_pixels=MID_MAX_PIXELS)
+    Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**common), tokenizer=tokenizer,
+                        video_processor=Qwen2VLVideoProcessor(**common),
+                        chat_template=tiny.QWEN_CHAT_TEMPLATE).save_pretrained(teacher_dir)
+    (root / "done").touch()
+    return student_dir, teacher_dir
+
+
+def _rss_mib() -> float:
+    """This process's resident set now, MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def mid_child(args) -> None:
+    """One ``--mid`` setting in this (fresh) process: the loop, then its peak memory and step times."""
+    import resource
+
+    from hfs.pipeline.model.hfs_model import HFSModel
+    from hfs.stages.train import run
+
+    root = Path(args.mid_root)
+    student_dir, teacher_dir = root / "models" / "mid-student", root / "models" / "mid-qwen2_5_vl"
+    after_build = {}
+    build = HFSModel.build
+
+    def timed_build(*a, **k):
+        model = build(*a, **k)
+        after_build["rss_mib"] = _rss_mib()
+        after_build["parameters"] = sum(p.numel() for p in model.parameters())
+        return model
+
+    HFSModel.build = timed_build
+    out = root / f"run_{args.mid_child}"
+    shutil.rmtree(out, ignore_errors=True)
+    status = run(cache=root / "data" / "cache", data=[root / "data" / "train.jsonl"], out=out, progress=False,
+                 device="cpu", max_steps=args.steps, overrides=[
+                     f"student.name_or_path={student_dir}", f"teacher.name_or_path={teacher_dir}",
+                     "teacher.kind=qwen2_5_vl", "selection.k=16", "train.batch_size=1", "train.micro_batch_size=1",
+                     "train.num_workers=0", "train.precision=fp32", f"train.checkpoint_every={args.steps}",
+                     f"train.gradient_checkpointing={args.mid_child == 'on'}"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if status != 0:
+        raise RuntimeError(f"hfs train exited with {status}")
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    Path(args.json).write_text(json.dumps({
+        "gradient_checkpointing": args.mid_child == "on", "steps": args.steps, "threads": torch.get_num_threads(),
+        "parameters": after_build["parameters"], "rss_after_build_mib": after_build["rss_mib"],
+        "peak_rss_mib": peak, "peak_above_model_mib": peak - after_build["rss_mib"],
+        "step_s": statistics.median(m["step_s"] for m in lines[1:]), "step_s_all": [m["step_s"] for m in lines],
+        "total": [m["total"] for m in lines], "grad_norm": [m["grad_norm"] for m in lines],
+    }))
+
+
+def mid_rows(args) -> list[dict]:
+    """``--mid``: checkpointing off, then on, each in its own process."""
+    import subprocess
+
+    root = WORK / "mid"
+    build_mid_models(root / "models")
+    make_cache(root / "data", 4, 128, (448, 252))
+    rows = []
+    for setting in ("off", "on"):
+        out = root / f"row_{setting}.json"
+        out.unlink(missing_ok=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--mid-child", setting, "--mid-root", str(root),
+               "--steps", str(args.steps), "--json", str(out)]
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"--mid {setting} failed:\n{res.stderr[-3000:]}")
+        rows.append({**json.loads(out.read_text()), "wall_s": time.perf_counter() - t0})
+        log.info("%s", rows[-1])
+    return rows
+
+
 # --- tables ------------------------------------------------------------------------------------------
 
 
@@ -263,6 +390,19 @@ def print_real(rows: list[dict], title: str) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+def print_mid(rows: list[dict], title: str) -> None:
+    print(f"\n### {title}\n")
+    print("| activation checkpointing | peak RSS MiB | above the built models MiB | step s | loss, step 1 |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {'on' if r['gradient_checkpointing'] else 'off'} | {r['peak_rss_mib']:.0f} | "
+              f"{r['peak_above_model_mib']:.0f} | {r['step_s']:.2f} | {r['total'][0]:.6f} |")
+    if len(rows) == 2:
+        off, on = rows
+        print(f"\ncheckpointing: peak above the models x{on['peak_above_model_mib'] / off['peak_above_model_mib']:.2f}, "
+              f"step time x{on['step_s'] / off['step_s']:.2f}; same losses: {on['total'] == off['total']}")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", action="store_true", help="paper sizes on a GPU (random bf16 weights), one optimiser step")
@@ -276,8 +416,25 @@ def main(argv=None) -> dict:
     ap.add_argument("--videos", type=int, default=24, help="CPU: videos in the synthetic cache")
     ap.add_argument("--quick", action="store_true", help="CPU: 6 steps, 8 videos, workers 2 only")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
+    ap.add_argument("--mid", action="store_true", help="CPU: a mid-size random pair, activation checkpointing off "
+                                                      "and on (peak memory, step time), --steps 3 unless given")
+    ap.add_argument("--mid-child", choices=["off", "on"], help=argparse.SUPPRESS)
+    ap.add_argument("--mid-root", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.mid_child:
+        mid_child(args)
+        return {"mid_child": args.mid_child}
+    if args.mid:
+        if "--steps" not in (argv if argv is not None else sys.argv):
+            args.steps = 3
+        result = {"bench": "train_mid", "device": "cpu", "threads": torch.get_num_threads(),
+                  "torch": torch.__version__, "text_model": MID_TEXT, "vision": MID_VISION,
+                  "frames": 128, "k_sel": 16, "frame_size": [448, 252], "micro_batch": 1}
+        result["rows"] = rows = mid_rows(args)
+        write_json(args.json, result)
+        print_mid(rows, f"bench_train --mid (CPU, {torch.get_num_threads()} threads)")
+        return result
     if args.real and not args.dry_run and not args.device.startswith("cuda"):
         ap.error("--real needs --device cuda (the 7-8B teachers do not fit a CPU run); use --dry-run to count")
     if args.device.startswith("cuda") and not torch.cuda.is_available():

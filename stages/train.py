@@ -2,9 +2,10 @@
 
 One loop, read top to bottom as nanoGPT's train.py: processes, config and run folder;
 data; model and optimiser; then for each optimiser step: the micro-batches (gradient
-accumulation), the clip, the update (or its skip when a loss or the gradient is not
-finite, agreed by every process), one line of ``metrics.jsonl``, and a checkpoint every
-``train.checkpoint_every`` steps and at the end. Schedules (τ, λ_KL, lr) are pure
+accumulation), the clip, one transfer of the step's logged numbers to the host, the update
+(or its skip when a loss or the gradient is not finite, agreed by every process), one line
+of ``metrics.jsonl``, and a checkpoint every ``train.checkpoint_every`` steps and at the
+end. Schedules (τ, λ_KL, lr) are pure
 functions of the step and the data order and Gumbel noise are pure functions of
 (seed, step), so ``--resume`` continues exactly where the newest checkpoint stopped.
 
@@ -265,7 +266,7 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
     from hfs.pipeline.model.schedules import learning_rate
     from hfs.pipeline.model.selection import per_sample_noise
     from hfs.pipeline.train.checkpoint import load_trainer_state, restore_rng, rng_state, save_checkpoint
-    from hfs.pipeline.train.clipping import clip_gradients
+    from hfs.pipeline.train.clipping import clip_gradient_norms, grad_norm_metrics
     from hfs.pipeline.train.data import QADataset, StepSampler, collate, data_fingerprint, training_samples
 
     train = cfg.train
@@ -307,6 +308,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         model = HFSModel.build(cfg.model, device=procs.device, dtype=dtype)
     model.train()
     model.check_trainable_fp32()
+    checkpointing = train.checkpointing_on(sum(p.numel() for p in model.parameters()))
+    model.set_gradient_checkpointing(checkpointing)
     groups = model.trainable_parameters()
     params = [p for ps in groups.values() for p in ps]
     optimizer = torch.optim.AdamW(params, lr=train.lr, betas=train.betas, eps=train.eps,
@@ -326,14 +329,9 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
         _truncate_metrics(out / METRICS_FILE, start_step)
     ddp_model = model
     if procs.ddp:
-        import inspect
+        from hfs.pipeline.train.distributed import wrap_ddp
 
-        from torch.nn.parallel import DistributedDataParallel
-
-        # the buffers (rotary tables) are the same everywhere: no sync before every forward
-        no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                   else "broadcast_buffers")
-        ddp_model = DistributedDataParallel(model, **{no_sync: False})
+        ddp_model = wrap_ddp(model)  # broadcasts and all-reduces the trained parameters only
 
     sampler = StepSampler(samples.num_rows, train.batch_size, train.micro_batch_size, procs.world, procs.rank,
                           train.seed, start_step, total_steps)
@@ -359,9 +357,9 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
 
     # -- the loop --------------------------------------------------------------------------------
     if procs.main:
-        log.info("training %s: %d trainable parameters in %s; %d steps of %d samples (%d × %d × %d processes)",
-                 out, sum(p.numel() for p in params), ", ".join(groups), total_steps, train.batch_size,
-                 train.micro_batch_size, accumulation, procs.world)
+        log.info("training %s: %d trainable parameters in %s; %d steps of %d samples (%d × %d × %d processes); "
+                 "activation checkpointing %s", out, sum(p.numel() for p in params), ", ".join(groups), total_steps,
+                 train.batch_size, train.micro_batch_size, accumulation, procs.world, "on" if checkpointing else "off")
     bar = ProgressBar("train", total_steps, start_step, enabled=progress and procs.main, loss="-")
     batches = iter(loader)
     with bar:
@@ -371,8 +369,8 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
             lr = learning_rate(step, schedule_steps, train.lr, train.warmup_steps, train.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            sums: dict[str, float] = {}
-            tau, bad = None, False
+            micro_terms, losses = [], []  # on the device until the step's one transfer to the host
+            tau = None
             for micro in range(accumulation):
                 t_wait = time.perf_counter()
                 tb = next(batches)
@@ -386,13 +384,19 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
                     with autocast:
                         terms, selection = ddp_model(tb.batch, step, steps_per_epoch, noise=noise)
                     loss = terms.total / accumulation
-                    bad |= not bool(torch.isfinite(loss))
                     loss.backward()  # also when not finite: every process must join DDP's all-reduce
                 tau = selection.tau
-                for key, value in terms.as_dict().items():
+                micro_terms.append(terms.as_tensors())
+                losses.append(loss.detach())
+            norms = clip_gradient_norms(groups, train.grad_clip, train.clip_mode)
+            micro_terms, losses, norms = step_scalars(micro_terms, losses, norms)
+            sums: dict[str, float] = {}
+            for values in micro_terms:
+                for key, value in values.items():
                     if value is not None:
                         sums[key] = sums.get(key, 0.0) + value / accumulation
-            grad_norms = clip_gradients(groups, train.grad_clip, train.clip_mode)
+            grad_norms = grad_norm_metrics(norms, train.clip_mode)
+            bad = not all(math.isfinite(x) for x in losses)
             bad = procs.all_agree(bad or not math.isfinite(grad_norms["grad_norm"]))
             if bad:
                 skipped_steps += 1
@@ -422,6 +426,25 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def step_scalars(micro_terms: list[dict[str, Any]], losses: list[Any], norms: dict[str, Any]):
+    """The logged numbers of one optimiser step on the host, in one transfer: each micro-batch's
+    ``LossTerms.as_tensors()``, its loss and the clip's norms (0-d device tensors) are stacked
+    and moved together, so the step waits for the device once instead of at every term of every
+    micro-batch. Returns them with each tensor replaced by its float (what ``float()`` of each
+    would give: the same float32 values), the rest as they were."""
+    import torch
+
+    tensors = [v for terms in micro_terms for v in terms.values() if isinstance(v, torch.Tensor)]
+    tensors += [*losses, *norms.values()]
+    floats = iter(torch.stack([t.float() for t in tensors]).tolist())
+
+    def host(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: next(floats) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+
+    terms = [host(values) for values in micro_terms]
+    return terms, [next(floats) for _ in losses], host(norms)
 
 
 def _versions() -> dict[str, str]:

@@ -424,6 +424,19 @@ class HFSModel(nn.Module):
         self.student._enable_adapter_grads()
         return self
 
+    def set_gradient_checkpointing(self, enabled: bool) -> "HFSModel":
+        """Activation checkpointing on (or off) in the student's LM and the teacher's language
+        model and vision tower: each decoder / vision block keeps only its input in the forward
+        pass and runs again in the backward pass (transformers' own per-layer checkpointing,
+        non-reentrant, RNG state preserved, so dropout draws the same masks: the loss and the
+        gradients do not change, only memory for time). The vision tower runs without
+        gradients in training, so there it keeps nothing either way."""
+        from hfs.pipeline.model.loading import set_activation_checkpointing
+
+        self.student.set_gradient_checkpointing(enabled)
+        set_activation_checkpointing(self.teacher.hf_model, enabled)
+        return self
+
     def check_trainable_fp32(self) -> None:
         """Raise if a trained parameter is not float32: Adam updates of ~1e-5 vanish in
         bf16 (peft below 0.19 created new adapters in the base model's dtype)."""

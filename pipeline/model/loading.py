@@ -135,3 +135,27 @@ def adapter_base_model(adapter_dir: str | Path) -> str | None:
     if not config_file.is_file():
         raise ModelLoadError(f"{adapter_dir} is not a LoRA adapter folder (no adapter_config.json)")
     return json.loads(config_file.read_text()).get("base_model_name_or_path")
+
+
+def set_activation_checkpointing(model, enabled: bool, context_fn=None) -> None:
+    """Per-layer activation checkpointing of a transformers model on or off, non-reentrant.
+
+    Non-reentrant checkpointing needs no input that requires grad, so a peft model's frozen
+    embeddings (the student's pass A) still pass gradients to the LoRA weights inside each
+    checkpointed layer; peft's ``enable_input_require_grads`` is for the reentrant kind.
+    ``context_fn``: ``torch.utils.checkpoint``'s, called at each layer's forward, returns the
+    contexts of that forward and of its recompute in the backward pass."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ValueError(f"{type(model).__name__} does not support activation checkpointing; "
+                         "set train.gradient_checkpointing=false")
+    # transformers >= 5.2x names it activation_checkpointing_*; gradient_checkpointing_* is its deprecated alias
+    if enabled:
+        kwargs = {"use_reentrant": False, **({"context_fn": context_fn} if context_fn is not None else {})}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    elif hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()

@@ -123,12 +123,17 @@ def total_loss(
     return loss
 
 
-def _to_float(x: Term) -> float | None:
+def _to_mean(x: Term) -> Tensor | float | None:
     if x is None:
         return None
     if isinstance(x, Tensor):
-        return float(x.detach().float().mean())
+        return x.detach().float().mean()
     return float(x)
+
+
+def _to_float(x: Term) -> float | None:
+    mean = _to_mean(x)
+    return None if mean is None else float(mean)
 
 
 @dataclass
@@ -155,3 +160,10 @@ class LossTerms:
     def as_dict(self) -> dict[str, float | None]:
         """Python floats (batch means), detached; ``None`` for a term that is off."""
         return {f.name: _to_float(getattr(self, f.name)) for f in fields(self)}
+
+    def as_tensors(self) -> dict[str, Tensor | float | None]:
+        """``as_dict`` without leaving the device: each tensor term as its detached float32
+        batch mean (0-d, where it was computed), the λs as floats, ``None`` for a term that is
+        off. ``float()`` of each value is what ``as_dict`` gives, so a training loop can move
+        every term of every micro-batch to the host in one transfer."""
+        return {f.name: _to_mean(getattr(self, f.name)) for f in fields(self)}

@@ -32,6 +32,7 @@ here is followed by re-enabling gradients on both adapters.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass, fields
@@ -294,6 +295,35 @@ class Student(nn.Module):
             layer.set_adapter(name)
         self.lm.active_adapter = self.lm.base_model.active_adapter = name
         self._enable_adapter_grads()
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Activation checkpointing of the LM's decoder layers on or off (``loading.set_activation_checkpointing``).
+
+        peft trap, the second: a checkpointed layer runs again in the backward pass with the
+        adapter active *then*. Pass A's layers are recomputed after pass B switched to θ2,
+        so each checkpoint records the adapter of its forward and its recompute switches
+        back to it (and then to the one active before), else θ1 would get gradients of a
+        forward through θ2."""
+        from hfs.pipeline.model.loading import set_activation_checkpointing
+
+        set_activation_checkpointing(self.lm.get_base_model(), enabled, context_fn=self._checkpoint_contexts)
+
+    def _checkpoint_contexts(self) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+        """``torch.utils.checkpoint``'s ``context_fn``: nothing around the forward, the forward's
+        adapter around the recompute."""
+        return contextlib.nullcontext(), self._adapter_active(self.lm.active_adapter)
+
+    @contextlib.contextmanager
+    def _adapter_active(self, name: str):
+        before = self.lm.active_adapter
+        if before == name:
+            yield
+            return
+        self._use_adapter(name)
+        try:
+            yield
+        finally:
+            self._use_adapter(before)
 
     def _decoder(self) -> nn.Module:
         """The LM body without its vocabulary head (outputs the last hidden states)."""

@@ -14,7 +14,7 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 
-__all__ = ["TEACHER_GROUPS", "clip_sets", "clip_gradients"]
+__all__ = ["TEACHER_GROUPS", "clip_sets", "clip_gradient_norms", "grad_norm_metrics", "clip_gradients"]
 
 TEACHER_GROUPS = ("theta3", "MLP_t")
 """The teacher's trained parameter groups (``HFSModel.parameter_groups``); every other one is the student's."""
@@ -33,14 +33,27 @@ def clip_sets(groups: Mapping[str, Sequence[torch.nn.Parameter]],
     return {side: ps for side, ps in sides.items() if ps}
 
 
-def clip_gradients(groups: Mapping[str, Sequence[torch.nn.Parameter]], max_norm: float,
-                   mode: Literal["per_group", "global"]) -> dict[str, float]:
+def clip_gradient_norms(groups: Mapping[str, Sequence[torch.nn.Parameter]], max_norm: float,
+                        mode: Literal["per_group", "global"]) -> dict[str, torch.Tensor]:
     """Clip the gradients of ``groups`` (name → parameters) to the L2 norm ``max_norm`` (0: no
-    clipping) per set of ``clip_sets``. Returns the norms before clipping: ``grad_norm`` over
-    every parameter, and per side ``grad_norm_student`` / ``grad_norm_teacher`` (per_group)."""
+    clipping) per set of ``clip_sets``. Returns each set's norm before clipping as a 0-d tensor
+    on the parameters' device: nothing waits for the device here (``grad_norm_metrics`` makes
+    the logged numbers of them once they are on the host)."""
     limit = max_norm if max_norm > 0 else math.inf
-    norms = {side: torch.nn.utils.clip_grad_norm_(ps, limit) for side, ps in clip_sets(groups, mode).items()}
+    return {side: torch.nn.utils.clip_grad_norm_(ps, limit) for side, ps in clip_sets(groups, mode).items()}
+
+
+def grad_norm_metrics(norms: Mapping[str, float], mode: Literal["per_group", "global"]) -> dict[str, float]:
+    """The logged norms of ``clip_gradient_norms``'s sets (as floats): ``grad_norm`` over every
+    parameter, and per side ``grad_norm_student`` / ``grad_norm_teacher`` (per_group)."""
     if mode == "global":
         return {"grad_norm": float(norms["all"])}
     total = math.sqrt(sum(float(n) ** 2 for n in norms.values()))
     return {"grad_norm": total, **{f"grad_norm_{side}": float(n) for side, n in norms.items()}}
+
+
+def clip_gradients(groups: Mapping[str, Sequence[torch.nn.Parameter]], max_norm: float,
+                   mode: Literal["per_group", "global"]) -> dict[str, float]:
+    """``clip_gradient_norms``, then its ``grad_norm_metrics``: clips, and returns the norms before
+    clipping as floats (one host sync per set)."""
+    return grad_norm_metrics(clip_gradient_norms(groups, max_norm, mode), mode)

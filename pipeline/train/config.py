@@ -35,9 +35,12 @@ from hfs.pipeline.model.hfs_model import _SECTIONS, HFSConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "RunConfig", "ConfigError", "parse_overrides", "load_config_file", "resolve_run_config"]
+__all__ = ["TrainConfig", "RunConfig", "AUTO_CHECKPOINTING_PARAMETERS", "ConfigError", "parse_overrides", "load_config_file", "resolve_run_config"]
 
 LR_SCHEDULES = ("constant", "cosine")
+AUTO_CHECKPOINTING_PARAMETERS = 500_000_000
+"""``train.gradient_checkpointing = "auto"`` checkpoints activations from this many parameters
+(student and teacher together) on: the paper's pair holds ~10B, the tiny preset well under 1M."""
 CLIP_MODES = ("per_group", "global")
 
 
@@ -87,6 +90,13 @@ class TrainConfig:
             a ground-truth JSONL (``hfs.pipeline.evaluation.recall``'s format, one record
             per sample_id with its ``grid_hits``); frame i of a sample is labelled 1 when i
             is one of its grid hits, else 0. Required with that supervision, unused without.
+        gradient_checkpointing: activation checkpointing in the student's LM and the
+            teacher's language model and vision tower (``HFSModel.set_gradient_checkpointing``):
+            each layer keeps only its input and runs its forward again in the backward pass,
+            so activation memory falls to about one layer's worth for ~1/3 more compute; the
+            loss and the gradients are unchanged. true, false, or "auto" (default): on when
+            the two models hold at least ``AUTO_CHECKPOINTING_PARAMETERS`` parameters (the
+            paper's 1.5B student and 7-8B teachers), off for smaller ones (the ``tiny`` preset).
     """
 
     lr: float = 1e-5
@@ -109,6 +119,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     frame_labels: str | None = None
+    gradient_checkpointing: Literal["auto"] | bool = "auto"
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -132,6 +143,15 @@ class TrainConfig:
             raise ConfigError(f"train.clip_mode must be one of {CLIP_MODES}, got {self.clip_mode!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if not (self.gradient_checkpointing == "auto" or isinstance(self.gradient_checkpointing, bool)):
+            raise ConfigError(f"train.gradient_checkpointing must be auto, true or false, got {self.gradient_checkpointing!r}")
+
+    def checkpointing_on(self, model_parameters: int) -> bool:
+        """Whether ``gradient_checkpointing`` turns activation checkpointing on for models of
+        ``model_parameters`` parameters in all ("auto": at least ``AUTO_CHECKPOINTING_PARAMETERS``)."""
+        if self.gradient_checkpointing == "auto":
+            return model_parameters >= AUTO_CHECKPOINTING_PARAMETERS
+        return bool(self.gradient_checkpointing)
 
     def accumulation(self, world_size: int) -> int:
         """Micro-batches per optimiser step in each process, so that
@@ -146,9 +166,9 @@ class TrainConfig:
 
 
 RESUMABLE_CHANGES = ("max_steps", "epochs", "checkpoint_every", "keep_checkpoints", "num_workers",
-                     "prefetch_factor", "max_open_shards")
-"""``train`` fields a resumed run may change: they decide how long it runs and how it reads,
-not what a step computes."""
+                     "prefetch_factor", "max_open_shards", "gradient_checkpointing")
+"""``train`` fields a resumed run may change: they decide how long it runs, how it reads and
+how it trades memory for time, not what a step computes."""
 
 
 @dataclass
@@ -196,7 +216,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{where}: cannot read {value!r}")
+        raise ConfigError("; or ".join(errors) if errors else f"{where}: cannot read {value!r}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{where} must be one of {list(args)}, got {value!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["Processes", "ProcessError"]
+__all__ = ["Processes", "ProcessError", "frozen_parameter_names", "wrap_ddp"]
 
 
 class ProcessError(RuntimeError):
@@ -82,3 +82,26 @@ class Processes:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def frozen_parameter_names(module) -> list[str]:
+    """Names (``module.named_parameters()``'s) of the parameters that do not train."""
+    return [name for name, p in module.named_parameters() if not p.requires_grad]
+
+
+def wrap_ddp(module):
+    """``module`` in ``DistributedDataParallel``, with its frozen parameters ignored.
+
+    DDP broadcasts every parameter it manages from rank 0 when it wraps the module (and checks
+    their shapes across processes); for the paper's pair that is ~10B frozen base weights each
+    process already loaded from the same files. Registered as ignored, only the trainable
+    ones (adapters and heads) are broadcast and all-reduced. Buffers (rotary tables) are the
+    same everywhere, so they are not synced before every forward either."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, frozen_parameter_names(module))
+    no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+               else "broadcast_buffers")
+    return DistributedDataParallel(module, **{no_sync: False})

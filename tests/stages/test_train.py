@@ -242,6 +242,30 @@ def test_two_processes_reach_the_parameters_of_one_with_twice_the_accumulation(c
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
 
 
+def test_the_step_moves_its_logged_numbers_to_the_host_once(colour_task, tmp_path, monkeypatch):
+    """Loss terms, the finiteness check and the clip's norms wait for the device once per optimiser
+    step (one stacked transfer), not at every term of every micro-batch (accumulation 2 here)."""
+    import hfs.pipeline.model.losses
+    import hfs.pipeline.train.clipping
+    import hfs.stages.train
+
+    logging_code = {os.path.realpath(m.__file__) for m in (hfs.stages.train, hfs.pipeline.train.clipping,
+                                                           hfs.pipeline.model.losses)}
+    syncs = []
+    for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__"):
+        def counted(self, *args, _original=getattr(torch.Tensor, name), _name=name, **kwargs):
+            caller = sys._getframe(1).f_code
+            if os.path.realpath(caller.co_filename) in logging_code:
+                syncs.append(f"{_name} in {caller.co_name}")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    out = tmp_path / "run"
+    train(colour_task.train_args(out, "--max-steps", "3", "--set", "train.checkpoint_every=3"))
+    assert syncs == ["tolist in step_scalars"] * 3
+    assert len(metrics(out)) == 3
+
+
 def test_every_skip_reason_is_counted_and_training_goes_on(tmp_path):
     videos = write_colour_videos(tmp_path, n=4)
     (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video")

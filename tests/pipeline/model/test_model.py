@@ -470,3 +470,54 @@ def test_score_path_and_estimator_are_overridable():
     assert (sel.score_path, sel.estimator, sel.samples, sel.logit_scale) == ("sigmoid", "score_function", 3, 1.5)
     with pytest.raises((ConfigError, ValueError), match="score_path"):
         resolve_run_config(overrides=["selection.score_path=probit"])
+
+
+# ---------------------------------------------------------------- activation checkpointing
+
+
+def _step_with_checkpointing(model: HFSModel, enabled: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+    """One training step's loss and gradients, activation checkpointing on or off; with how many
+    times the first LoRA'd projection of the student's and the teacher's LM ran."""
+    runs = {"student": 0, "teacher": 0}
+    hooks = []
+    for side, lm in (("student", model.student.lm), ("teacher", model.teacher.lm)):
+        q = next(m for n, m in lm.named_modules() if n.endswith("layers.0.self_attn.q_proj"))
+        hooks.append(q.register_forward_hook(lambda *_, side=side: runs.__setitem__(side, runs[side] + 1)))
+    model.set_gradient_checkpointing(enabled)
+    try:
+        model.train()
+        model.zero_grad()
+        torch.manual_seed(123)  # LoRA dropout (0.05) stays on: checkpointing must replay the same masks
+        terms, _ = model(make_batch(), step=0, steps_per_epoch=10, noise=torch.randn(2, N))
+        terms.total.backward()
+    finally:
+        model.set_gradient_checkpointing(False)
+        for h in hooks:
+            h.remove()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    return terms.total.detach(), grads, runs
+
+
+def test_gradient_checkpointing_changes_neither_the_loss_nor_a_gradient(model):
+    loss, grads, runs = _step_with_checkpointing(model, False)
+    loss_ckpt, grads_ckpt, runs_ckpt = _step_with_checkpointing(model, True)
+    assert runs_ckpt == {side: 2 * n for side, n in runs.items()}  # each layer ran again in the backward pass
+    torch.testing.assert_close(loss_ckpt, loss, rtol=1e-6, atol=0)
+    assert grads.keys() == grads_ckpt.keys() and len(grads) > 0
+    for name, g in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], g, rtol=1e-5, atol=1e-7, msg=name)
+    trained = {id(p) for ps in model.trainable_parameters().values() for p in ps}
+    assert {id(p) for n, p in model.named_parameters() if n in grads} == trained
+
+
+def test_gradient_checkpointing_reaches_the_teachers_vision_tower(model):
+    model.set_gradient_checkpointing(True)
+    try:
+        flags = {n: m.gradient_checkpointing for n, m in model.teacher.hf_model.named_modules()
+                 if hasattr(m, "gradient_checkpointing")}
+        assert any("vision" in n or "visual" in n for n in flags) and all(flags.values()), flags
+        assert all(m.gradient_checkpointing for m in model.student.lm.modules() if hasattr(m, "gradient_checkpointing"))
+    finally:
+        model.set_gradient_checkpointing(False)
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())

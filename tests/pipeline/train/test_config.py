@@ -106,3 +106,24 @@ def test_clip_mode_is_per_group_unless_asked_and_old_runs_read_back_global():
     old = RunConfig().to_dict()
     del old["train"]["clip_mode"]
     assert RunConfig.from_dict(saved_before_clip_mode(old)).train.clip_mode == "global"
+
+
+def test_gradient_checkpointing_is_auto_on_for_the_papers_models_only():
+    from hfs.pipeline.train.config import AUTO_CHECKPOINTING_PARAMETERS
+
+    auto = TrainConfig()
+    assert auto.gradient_checkpointing == "auto"
+    assert auto.checkpointing_on(1_500_000_000 + 8_300_000_000)  # Qwen2.5-1.5B + Qwen2.5-VL-7B
+    assert not auto.checkpointing_on(2_000_000)  # the tiny preset: well under a million, and more
+    assert not auto.checkpointing_on(AUTO_CHECKPOINTING_PARAMETERS - 1)
+    for text, value in (("true", True), ("false", False), ("auto", "auto")):
+        cfg = resolve_run_config("tiny", overrides=[f"train.gradient_checkpointing={text}"])
+        assert cfg.train.gradient_checkpointing == value
+        assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).train.gradient_checkpointing == value
+    assert TrainConfig(gradient_checkpointing=True).checkpointing_on(0)
+    assert not TrainConfig(gradient_checkpointing=False).checkpointing_on(10**12)
+    for bad in ("maybe", "1"):
+        with pytest.raises(ConfigError, match="gradient_checkpointing.*true or false"):
+            resolve_run_config(overrides=[f"train.gradient_checkpointing={bad}"])
+    with pytest.raises(ConfigError, match="gradient_checkpointing"):
+        TrainConfig(gradient_checkpointing=1)

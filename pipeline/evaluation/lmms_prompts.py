@@ -8,8 +8,8 @@ of one lmms-eval task's ``doc_to_text`` with the task's ``default`` pre/post pro
 docstrings name the lmms-eval file each function follows (EvolvingLMMs-Lab/lmms-eval, read at
 commit 75571cfe0fa3); the tests compare against strings made by those functions.
 
-Not here yet: the frames as lmms-eval's model wrapper passes them, greedy generation, its answer
-parser, its subtitle-line rule (Video-MME takes the subtitle lines as given) and LongVideoBench's
+Its answer parsers are in ``lmms_parsers``. Not here yet: the frames as lmms-eval's model wrapper
+passes them, greedy generation, its subtitle-line rule (Video-MME takes the subtitle lines as given) and LongVideoBench's
 interleaved-subtitle task (``longvideobench_val_i``).
 """
 

@@ -265,7 +265,8 @@ def test_the_printed_table_shows_the_selectors_side_by_side(evaluated):
 
 
 @pytest.mark.parametrize(("bench", "view", "group", "setting_keys"), [
-    ("videomme", "parquet", ("by_duration", "short"), {"overall", "by_duration", "by_task_type", "by_domain"}),
+    ("videomme", "parquet", ("by_duration", "short"),
+     {"overall", "by_duration", "by_task_type", "by_domain", "by_sub_category"}),
     ("longvideobench", "json", ("by_duration_group", "15"),
      {"overall", "by_duration_group", "by_question_category"}),
 ])

@@ -27,6 +27,7 @@ from typing import NamedTuple
 __all__ = [
     "LMMS_EVAL_MAX_NEW_TOKENS",
     "LMMS_EVAL_PARSERS",
+    "LMMS_EVAL_WRAPPER_MAX_NEW_TOKENS",
     "ParsedAnswer",
     "extract_mcq_answer",
     "longvideobench_parse",
@@ -42,6 +43,11 @@ LMMS_EVAL_MAX_NEW_TOKENS = {"nextqa": None, "videomme": 16, "longvideobench": 32
 """``generation_kwargs.max_new_tokens`` of each task's YAML (``videomme.yaml``,
 ``longvideobench_val_v.yaml``, ``mlvu_dev.yaml``; all greedy: temperature 0, do_sample false).
 ``nextqa_mc_test.yaml`` sets none: the model wrapper's own default applies (None here)."""
+
+LMMS_EVAL_WRAPPER_MAX_NEW_TOKENS = 32768
+"""The default of lmms-eval's Qwen2.5-VL model wrapper (lmms_eval/models/simple/qwen2_5_vl.py,
+``default_gen_kwargs``), what a task without ``max_new_tokens`` (NExT-QA) generates up to; the
+end of the assistant turn stops generation first."""
 
 _RandomChoice = Callable[[Sequence[str]], str]
 

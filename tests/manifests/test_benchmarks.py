@@ -339,6 +339,7 @@ def test_mlvu_parquet_view(tmp_path):
     assert (plot.sample_id, plot.question, plot.options) == ("Q1113", "What color is it?",
                                                              ("Yellow", "Red", "Green", "Blue"))
     assert (plot.answer_index, count.answer_index, count.meta["task"]) == (0, 2, "count")
+    assert plot.meta["question_raw"].startswith("What color is it?\n(A) Yellow\n")  # lmms-eval's prompt text
     assert [v.key for v in data.videos] == ["video/1_plotQA/movie101_66.mp4", "count/count_126.mp4"]
     (bad,) = data.bad
     assert bad.line == 3 and "differ from 'candidates'" in bad.reason

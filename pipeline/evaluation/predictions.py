@@ -241,7 +241,8 @@ class GeneratingAnswerer:
         self.rng = rng
 
     def prompt(self, sample: QASample, subtitles: list[str] | None = None) -> str:
-        """lmms-eval's prompt text of ``sample`` (with ``subtitles``: Video-MME's subtitle prompt)."""
+        """lmms-eval's prompt text of ``sample`` (with ``subtitles``: Video-MME's subtitle prompt, which
+        says "No subtitles available" for a video without a subtitle file)."""
         from hfs.pipeline.evaluation.lmms_prompts import lmms_eval_doc, lmms_eval_prompt, videomme_prompt
 
         doc = lmms_eval_doc(self.bench, sample)
@@ -249,7 +250,8 @@ class GeneratingAnswerer:
             if self.bench != "videomme":
                 raise ValueError(f"the lmms-eval protocol has no subtitle prompt for {self.bench} here "
                                  "(LongVideoBench's interleaved task is not implemented)")
-            return videomme_prompt(doc, subtitles, with_subtitles=True)
+            has_file = sample.meta.get("subtitle_path") is not None
+            return videomme_prompt(doc, subtitles if has_file else None, with_subtitles=True)
         return lmms_eval_prompt(self.bench, doc)
 
     def __call__(self, samples: Sequence[QASample], indices: Sequence[Sequence[int]],

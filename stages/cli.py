@@ -205,7 +205,8 @@ def evaluate(
     subtitles: bool = typer.Option(False, "--subtitles", help="Also answer with the subtitle lines around the selected frames' times (videomme, longvideobench)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions (smoke runs)."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2, naming each question or file) at a question that cannot be scored: a bad row, a missing video, a video that failed extraction. Without it such questions are skipped, counted by reason, and the headline says \"over n of N questions\"; lmms-eval stops at them, so use --strict for figures to put beside its numbers."),
-    protocol: str = typer.Option("hfs", "--protocol", help="hfs: the teacher's option-letter logits from k frames with their times. lmms-eval: its prompt text, greedy generation and answer parser, to put a figure beside published lmms-eval numbers (not runnable yet: only its prompt text exists, and it is refused)."),
+    protocol: str = typer.Option("hfs", "--protocol", help="hfs: the teacher's option-letter logits from k frames with their times. lmms-eval: its prompt text, greedy generation and answer parser (the response is kept beside the parsed letter), to put a figure beside published lmms-eval numbers; the frames are still the selector's k, and Video-MME's subtitle lines are ours (lmms-eval's frame sampling and subtitle rule are not reproduced)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="--protocol lmms-eval: generate at most this many tokens (default: the lmms-eval task's, 16 for videomme and mlvu, 32 for longvideobench; nextqa sets none, so its model wrapper's 32768, cut by the end of the answer)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Questions per forward pass, of the selector (hfs, hfs-set: one student pass, right-padded; the scores equal one question at a time's up to float rounding, see `hfs select --help`) and of the teacher. Lower it if the GPU runs out of memory."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Dask worker processes extracting videos not yet in the cache (0: in this process)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Existing Dask scheduler for the extraction (tcp://host:8786)."),
@@ -229,6 +230,7 @@ def evaluate(
         bench=bench, data=data, out=out, cache=cache, selectors=selector, run_dir=run, teacher=teacher, preset=preset,
         k=k, subtitles=subtitles, limit=limit, batch_size=batch_size, workers=workers, scheduler=scheduler,
         device=device.value, seed=seed, progress=progress, strict=strict, protocol=protocol,
+        max_new_tokens=max_new_tokens,
     ))
 
 

@@ -2,7 +2,8 @@
 
 Reads the benchmark's files (``hfs.manifests.benchmarks``), extracts the videos the cache
 does not hold yet (Stage 1, the same Dask fan-out), then for every selector and question
-selects k frames and asks the teacher for the option letter (``pipeline/evaluation/predictions.py``),
+selects k frames and asks the teacher for the option letter (``pipeline/evaluation/predictions.py``;
+``--protocol lmms-eval``: lmms-eval's prompt, greedy generation and answer parser),
 writing ``predictions.jsonl`` as it goes (a rerun skips what is already predicted; one with
 other settings — k, teacher, run, seed — is refused, exit 2) and finally ``scores.json``
 with the benchmark's own breakdown, printed as one table with the selectors side by side.
@@ -17,6 +18,7 @@ are counted as skipped, by reason, and the headline says "over n of N questions"
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -36,11 +38,14 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
         run_dir: Optional[Path] = None, teacher: Optional[str] = None, preset: Optional[str] = None, k: int = 16,
         subtitles: bool = False, limit: Optional[int] = None, batch_size: int = 4, workers: Optional[int] = None,
         scheduler: Optional[str] = None, device: str = "auto", seed: int = 0, progress: bool = True,
-        truth: Optional[Path] = None, strict: bool = False, protocol: str = "hfs") -> int:
+        truth: Optional[Path] = None, strict: bool = False, protocol: str = "hfs",
+        max_new_tokens: Optional[int] = None) -> int:
     """Evaluate; returns the exit status (0 done, 2 usage or input error). ``truth``: ground truth
     of a synthetic task (spans of the answer-bearing frames), shown in the report; ``strict``:
     a question that cannot be scored is an error (exit 2), not a skip; ``protocol``: ``hfs``
-    (option-letter logits) or ``lmms-eval`` (refused for now: only its prompt text exists)."""
+    (option-letter logits) or ``lmms-eval`` (its prompt text, greedy generation of at most
+    ``max_new_tokens`` tokens, default the task's, and its answer parser; the record keeps the
+    ``response``)."""
     from hfs.cache import CacheError
     from hfs.manifests.benchmarks import BenchmarkError
     from hfs.pipeline.evaluation.predictions import PredictionLog, PredictionSettingsError
@@ -51,12 +56,12 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
 
     procs = None
     try:
-        _check_protocol(protocol)
         _check_benchmark(bench, data, subtitles)
+        max_new_tokens = _check_protocol(protocol, bench, subtitles, max_new_tokens)
         benchmark_data = read_benchmark(bench, Path(data), strict)
         _check_selectors(selectors, run_dir, truth)
         answering = _answering_model(run_dir, teacher, preset)
-        settings = prediction_settings(k, answering, seed)
+        settings = prediction_settings(k, answering, seed, protocol, max_new_tokens)
         PredictionLog.check_settings(out, settings)  # before any video is extracted or model loaded
         procs = Processes(device)
         return _evaluate(procs, bench, benchmark_data, Path(out), Path(cache) if cache else Path(out) / "cache",
@@ -75,17 +80,25 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
             procs.close()
 
 
-def _check_protocol(protocol: str) -> None:
-    """``hfs`` runs; ``lmms-eval`` is refused until its generation and answer parser are wired
-    (its prompt text is ``pipeline/evaluation/lmms_prompts.py``)."""
+def _check_protocol(protocol: str, bench: str, subtitles: bool, max_new_tokens: Optional[int]) -> Optional[int]:
+    """The protocol, checked; returns the generation length of ``lmms-eval`` (``max_new_tokens``,
+    else the task YAML's, else the lmms-eval model wrapper's default), None for ``hfs``."""
+    from hfs.pipeline.evaluation.lmms_parsers import LMMS_EVAL_MAX_NEW_TOKENS, LMMS_EVAL_WRAPPER_MAX_NEW_TOKENS
     from hfs.pipeline.evaluation.lmms_prompts import PROTOCOLS
 
     if protocol not in PROTOCOLS:
         raise EvaluateError(f"--protocol {protocol}: unknown; known: {', '.join(PROTOCOLS)}")
-    if protocol == "lmms-eval":
-        raise EvaluateError("--protocol lmms-eval: only lmms-eval's prompt text is implemented so far "
-                            "(hfs.pipeline.evaluation.lmms_prompts); its generation, answer parser, subtitle rule "
-                            "and frames are not, so it cannot score yet. Use --protocol hfs")
+    if protocol == "hfs":
+        if max_new_tokens is not None:
+            raise EvaluateError("--max-new-tokens: only --protocol lmms-eval generates; hfs reads option logits")
+        return None
+    if subtitles and bench == "longvideobench":
+        raise EvaluateError("--protocol lmms-eval --subtitles: lmms-eval's LongVideoBench subtitle task interleaves "
+                            "subtitles with frames (longvideobench_val_i), which is not implemented; "
+                            "run without --subtitles, or with --protocol hfs")
+    if max_new_tokens is not None:
+        return max_new_tokens
+    return LMMS_EVAL_MAX_NEW_TOKENS.get(bench) or LMMS_EVAL_WRAPPER_MAX_NEW_TOKENS
 
 
 def _check_benchmark(bench: str, data_dir: Path, subtitles: bool) -> None:
@@ -164,13 +177,19 @@ def teacher_label(answering: dict) -> str:
     return answering.get("name") or f"{Path(answering['model_dir']).resolve()} (LoRA-tuned)"
 
 
-def prediction_settings(k: int, answering: dict, seed: int) -> dict:
+def prediction_settings(k: int, answering: dict, seed: int, protocol: str = "hfs",
+                        max_new_tokens: Optional[int] = None) -> dict:
     """What a prediction depends on besides its question, selector and subtitle setting, written
     into every prediction record: k, the answering teacher, the run's saved model (the resolved
-    checkpoint, so a run trained further is another run) and the random selector's seed."""
+    checkpoint, so a run trained further is another run), the random selector's seed (and of
+    lmms-eval's random fallback), the protocol and, for ``lmms-eval``, ``max_new_tokens``."""
     model_dir = answering["model_dir"]
-    return {"k": k, "teacher": teacher_label(answering),
-            "run": str(Path(model_dir).resolve()) if model_dir is not None else None, "seed": seed}
+    settings = {"k": k, "teacher": teacher_label(answering),
+                "run": str(Path(model_dir).resolve()) if model_dir is not None else None, "seed": seed,
+                "protocol": protocol}
+    if protocol == "lmms-eval":
+        settings["max_new_tokens"] = max_new_tokens
+    return settings
 
 
 def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: list[str], run_dir,
@@ -180,6 +199,7 @@ def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: li
     from hfs.cache.format import atomic_write_json
     from hfs.manifests.benchmarks import get_benchmark
     from hfs.pipeline.evaluation.predictions import (
+        GeneratingAnswerer,
         PredictionLog,
         TeacherAnswerer,
         Work,
@@ -227,8 +247,14 @@ def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: li
     # setting before question, so a batch (one selector, one setting) is not cut at every question
     work = [w for w in (Work(s, sel, sub) for sel in selectors for sub in subtitle_settings for s in mine)
             if (w.selector, w.sample.sample_id, w.subtitles) not in predictions.done]
+    if settings.get("protocol") == "lmms-eval":
+        # lmms-eval draws its random fallback from Python's random seeded once; here one stream per process
+        answerer = GeneratingAnswerer(answering_teacher, cache, bench, settings["max_new_tokens"],
+                                      rng=random.Random(settings["seed"] + procs.rank))
+    else:
+        answerer = TeacherAnswerer(answering_teacher, cache)
     with ProgressBar("evaluate", len(work), enabled=progress and procs.main) as bar:
-        answer_questions(work, cache, ctx, TeacherAnswerer(answering_teacher, cache), predictions,
+        answer_questions(work, cache, ctx, answerer, predictions,
                          subtitle_lines=data.subtitle_lines, batch_size=batch_size, on_done=bar.advance)
     procs.barrier()
     if not procs.main:
@@ -237,7 +263,9 @@ def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: li
     scores = score_benchmark(bench, [r for r in records if r["selector"] in selectors], skips, expected=samples,
                              total=data.question_count())
     scores.update(k=k, teacher=settings["teacher"], run=str(run_dir) if run_dir else None, seed=settings["seed"],
-                  questions=len(samples))
+                  questions=len(samples), protocol=settings["protocol"])
+    if "max_new_tokens" in settings:
+        scores["max_new_tokens"] = settings["max_new_tokens"]
     atomic_write_json(out / "scores.json", scores)
     print_scores(scores)
     console.print(f"predictions: {out / 'predictions.jsonl'}   scores: {out / 'scores.json'}")

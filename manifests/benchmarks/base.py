@@ -545,7 +545,9 @@ def macro_average(cells: Mapping[str, Mapping], skips: Sequence[Skip], expected:
     of the mean and listed in `groups_unscored` (with `expected`, groups that
     never appeared too), so a partial run is visible instead of being counted
     as 0 %; `partial` is true when any group is unscored (the mean is then not
-    the benchmark's published macro average).
+    the benchmark's published macro average). `zero_filled_accuracy` (with `expected`) is the mean over
+    every expected group with an unscored one counted as 0, as lmms-eval's MLVU aggregation counts
+    it (`mlvu_aggregate_results_dev` divides by its 7 tasks whatever was scored); None otherwise.
     """
     scored = {g: c for g, c in cells.items() if c["n"]}
     unscored = [g for g in cells if not cells[g]["n"]] + [g for g in expected if g not in cells]
@@ -558,4 +560,6 @@ def macro_average(cells: Mapping[str, Mapping], skips: Sequence[Skip], expected:
         "groups_scored": len(scored),
         "groups_unscored": unscored,
         "partial": bool(unscored),
+        "zero_filled_accuracy": (sum(cells[g]["accuracy"] if g in cells and cells[g]["n"] else 0.0 for g in expected)
+                                 / len(expected) if expected else None),
     }

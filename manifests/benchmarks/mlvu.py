@@ -180,7 +180,8 @@ class MLVU(Benchmark):
                 index = letter_index(answer, len(options))
             except RowError:
                 index = text_index(answer, options)  # tolerate an answer written as the option's text
-            meta = {"task": task, "duration_s": float_field(row, "duration"), "answer_raw": answer}
+            meta = {"task": task, "duration_s": float_field(row, "duration"), "answer_raw": answer,
+                    "question_raw": text_field(row, "question")}  # options included: lmms-eval's prompt text
             qid = row.get("question_id")
             if qid is not None:
                 meta["question_id"] = text_field(row, "question_id")

@@ -1,4 +1,4 @@
-"""NExT-QA multiple choice (test split): reader and breakdown by question type and group.
+"""NExT-QA multiple choice (test split, or the val split): reader and breakdown by question type and group.
 
 Published views (the first found is read):
 
@@ -17,6 +17,12 @@ Published views (the first found is read):
   `dataset/nextqa/test.csv`, same columns. The original NExTVideo download
   nests videos as `{folder}/{video}.mp4`; `map_vid_vidorID.json` (same repo,
   video -> "folder/video") is used when present in the data folder.
+- **csv-val** — the validation split, same repository, `dataset/nextqa/val.csv`
+  (4,996 questions; the columns and videos of `test.csv`; `eval_mc.py`'s
+  default `mode='val'`). lmms-eval's NExT-QA MC task has no val split, and the
+  `lmms-lab/NExTQA` MC config ships none, so this is the only val view. Read
+  when the data folder has no test file, or with `view="csv-val"` (the
+  original `dataset/nextqa/` folder holds both; test is read first).
 
 Videos are looked for in `video_dir`, else `NExTVideo/`, else `videos/`, else
 the data folder itself. The question id is `{video}_{qid}`, the id the
@@ -57,11 +63,13 @@ logger = logging.getLogger(__name__)
 
 TYPES = ("CW", "CH", "TN", "TC", "TP", "DC", "DL", "DO")
 OFFICIAL_TYPES = ("CW", "CH", "TN", "TC", "DC", "DL", "DO")  # eval_mc.py's columns: TP counted as TN
+OFFICIAL_NAMES = {"CW": "Why", "CH": "How", "TN": "Bef&Aft", "TC": "When", "DC": "Cnt", "DL": "Loc", "DO": "Other"}
 GROUPS = {"C": "causal", "T": "temporal", "D": "descriptive"}
 OPTION_COLUMNS = ("a0", "a1", "a2", "a3", "a4")
 REQUIRED = ("video", "question", "answer", "qid", "type", *OPTION_COLUMNS)
 VIDEO_FOLDERS = ("NExTVideo", "videos")  # tried in order when no video_dir is given
 VIDOR_MAP = "map_vid_vidorID.json"
+SPLIT_OF_VIEW = {"parquet": "test", "csv": "test", "csv-val": "val"}
 
 
 def question_group(qtype: str | None) -> str | None:
@@ -74,7 +82,7 @@ class NExTQA(Benchmark):
     """NExT-QA multiple choice; see the module docstring for the layout."""
 
     title = "NExT-QA"
-    views = {"parquet": ("MC/test-*.parquet", "test-*.parquet"), "csv": ("test.csv",)}
+    views = {"parquet": ("MC/test-*.parquet", "test-*.parquet"), "csv": ("test.csv",), "csv-val": ("val.csv",)}
 
     def question_id(self, sample: QASample) -> int:
         """NExT-QA's files have no question id column: a question is its video's `qid` (the
@@ -82,14 +90,19 @@ class NExTQA(Benchmark):
         return sample.meta["qid"]
 
     def read(self, data_dir, *, video_dir=None, view=None) -> BenchmarkData:
-        """Questions of the test split and their videos `{video}.mp4`.
+        """Questions of the test split (the val split from `val.csv`) and their videos `{video}.mp4`.
 
         meta: `type` (question type code, e.g. "CW"), `group` ("causal",
         "temporal", "descriptive"), `qid` (int), `video` (the NExT-QA video
-        number, as text), `answer_raw` (the published answer index).
+        number, as text), `answer_raw` (the published answer index), `split`
+        ("test" or "val").
         """
         data_dir = os.path.abspath(os.fspath(data_dir))
         view, files = self.find_view(data_dir, view)
+        split = SPLIT_OF_VIEW[view]
+        if split == "test" and os.path.isfile(os.path.join(data_dir, "val.csv")):
+            logger.info("NExT-QA: %s holds val.csv too; reading the test split (view %r; view 'csv-val' reads val)",
+                        data_dir, view)
         video_root = self._video_root(data_dir, video_dir)
         vidor = self._vidor_map(data_dir)
 
@@ -105,7 +118,7 @@ class NExTQA(Benchmark):
             options = tuple(text_field(row, c) for c in OPTION_COLUMNS)
             index = choice_index(row.get("answer"), len(options))
             meta = {"type": qtype, "group": question_group(qtype), "qid": qid, "video": video,
-                    "answer_raw": row.get("answer")}
+                    "answer_raw": row.get("answer"), "split": split}
             sample = QASample(f"{video}_{qid}", "", text_field(row, "question"), options, options[index], index,
                               f"{file}:{number}", meta)
             candidates = [os.path.join(video_root, f"{video}.mp4")]
@@ -149,8 +162,10 @@ class NExTQA(Benchmark):
         }
 
     def table_metrics(self, aggregate: Mapping) -> list[tuple[str, Mapping]]:
-        """Groups, then the published types, then overall."""
-        rows = [(f"{group} ({code}*)", aggregate["by_group"][group])
-                for code, group in GROUPS.items() if group in aggregate["by_group"]]
-        rows += [(f"type {t}", cell) for t, cell in aggregate["by_type"].items()]
+        """`eval_mc.py`'s printed table, in its order: Why, How, Bef&Aft (TN with TP), When, Cnt, Loc,
+        Other, then Acc_C, Acc_T, Acc_D (the groups), then Acc (overall); those scored."""
+        rows = [(f"{OFFICIAL_NAMES[t]} ({'TN+TP' if t == 'TN' else t})", aggregate["by_official_type"][t])
+                for t in OFFICIAL_TYPES if t in aggregate["by_official_type"]]
+        rows += [(f"Acc_{code} ({group})", aggregate["by_group"][group])
+                 for code, group in GROUPS.items() if group in aggregate["by_group"]]
         return rows + [("overall", aggregate["overall"])]

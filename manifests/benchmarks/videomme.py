@@ -75,12 +75,14 @@ def split_lettered(options: Sequence[str]) -> tuple[str, ...]:
 
 
 def _breakdown(outcomes: Sequence[Outcome], skips: Sequence[Skip]) -> dict:
-    """One subtitle setting's cells: overall, by_duration, by_task_type, by_domain."""
+    """One subtitle setting's cells: overall, by_duration, by_task_type, by_domain, by_sub_category (the
+    groups lmms-eval's ``videomme_aggregate_results`` logs)."""
     return {
         "overall": accuracy_cell(outcomes, skips),
         "by_duration": cells_by(outcomes, skips, lambda m: m.get("duration"), order=DURATIONS),
         "by_task_type": cells_by(outcomes, skips, lambda m: m.get("task_type")),
         "by_domain": cells_by(outcomes, skips, lambda m: m.get("domain")),
+        "by_sub_category": cells_by(outcomes, skips, lambda m: m.get("sub_category")),
     }
 
 
@@ -142,7 +144,7 @@ class VideoMME(Benchmark):
         return data
 
     def aggregate(self, outcomes: Sequence[Outcome], skips: Sequence[Skip]) -> dict:
-        """Per setting present: overall, by_duration (short/medium/long), by_task_type, by_domain.
+        """Per setting present: overall, by_duration (short/medium/long), by_task_type, by_domain, by_sub_category.
 
         A skip without a `subtitles` flag (e.g. a missing video) counts in
         every setting; "without_subtitles" is always reported.

@@ -8,8 +8,9 @@ of one lmms-eval task's ``doc_to_text`` with the task's ``default`` pre/post pro
 docstrings name the lmms-eval file each function follows (EvolvingLMMs-Lab/lmms-eval, read at
 commit 75571cfe0fa3); the tests compare against strings made by those functions.
 
-Not here yet: the frames as lmms-eval's model wrapper passes them, greedy generation, its answer
-parser, its subtitle-line rule (Video-MME takes the subtitle lines as given) and LongVideoBench's
+Its answer parsers are in ``lmms_parsers``; greedy generation is ``Teacher.generate``;
+``lmms_eval_doc`` rebuilds a ``doc`` from our ``QASample``. Not here yet: the frames as lmms-eval's
+model wrapper passes them, its subtitle-line rule (Video-MME takes the subtitle lines as given) and LongVideoBench's
 interleaved-subtitle task (``longvideobench_val_i``).
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 __all__ = [
     "PROTOCOLS",
     "LMMS_EVAL_PROMPTS",
+    "lmms_eval_doc",
     "lmms_eval_prompt",
     "nextqa_prompt",
     "videomme_prompt",
@@ -29,7 +31,7 @@ __all__ = [
 
 PROTOCOLS = ("hfs", "lmms-eval")
 """``hfs evaluate --protocol``: ``hfs`` (option-letter logits, k frames with their times) or
-``lmms-eval`` (its prompt text, generation and answer parser; only the prompt text exists yet)."""
+``lmms-eval`` (its prompt text, greedy generation and answer parser)."""
 
 LETTERS = "ABCDE"
 
@@ -119,3 +121,25 @@ def lmms_eval_prompt(bench: str, doc: Mapping, **kwargs) -> str:
     except KeyError:
         raise ValueError(f"no lmms-eval prompt for benchmark {bench!r}; known: {', '.join(LMMS_EVAL_PROMPTS)}") from None
     return fn(doc, **kwargs)
+
+
+def lmms_eval_doc(bench: str, sample) -> dict:
+    """The ``doc`` lmms-eval's ``doc_to_text`` of ``bench`` reads, rebuilt from a ``QASample`` as
+    our readers make it: NExT-QA ``question``, ``a0`` ... ``a4``; Video-MME ``question`` and
+    ``options`` as "A. text"; LongVideoBench ``question`` and ``candidates``; MLVU ``question``
+    with its options, as the MLVU_dev parquet writes it (``meta["question_raw"]``, else rebuilt as
+    "question\\n(A) text\\n(B) text", the JSON release having the options apart).
+    """
+    options = [str(o) for o in sample.options]
+    if bench == "nextqa":
+        return {"question": sample.question, **{f"a{i}": o for i, o in enumerate(options)}}
+    if bench == "videomme":
+        return {"question": sample.question, "options": [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)]}
+    if bench == "longvideobench":
+        return {"question": sample.question, "candidates": options}
+    if bench == "mlvu":
+        raw = sample.meta.get("question_raw")
+        if raw is None:
+            raw = "\n".join([sample.question] + [f"({chr(ord('A') + i)}) {o}" for i, o in enumerate(options)])
+        return {"question": raw}
+    raise ValueError(f"no lmms-eval prompt for benchmark {bench!r}; known: {', '.join(LMMS_EVAL_PROMPTS)}")

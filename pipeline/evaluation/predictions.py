@@ -4,7 +4,9 @@ For every question and selector: the selector picks k frames on the cached N-fra
 (``pipeline/selectors``), the step decodes those k teacher JPEGs and the teacher reads them
 with the question and its options (and, in the "with subtitles" setting of Video-MME and
 LongVideoBench, the subtitle lines around the selected frames' times); its answer is the
-option whose letter has the largest logit. One prediction record per (question, selector, setting) goes to
+option whose letter has the largest logit (``--protocol lmms-eval``: lmms-eval's prompt text,
+greedy generation and its answer parser instead, ``GeneratingAnswerer``; the record then holds
+the ``response`` beside the parsed letter). One prediction record per (question, selector, setting) goes to
 ``predictions.jsonl``, one line at a time, so a rerun skips what is already predicted.
 Every record carries the settings it was made with (k, the answering teacher, the run's
 checkpoint, the seed); a rerun into the same folder with other settings is refused rather
@@ -38,6 +40,7 @@ __all__ = [
     "query_of",
     "selection_record",
     "PredictionLog",
+    "GeneratingAnswerer",
     "TeacherAnswerer",
     "answer_questions",
 ]
@@ -47,6 +50,7 @@ NOT_IN_CACHE = "video not in the cache"
 OPEN_ENDED = "open-ended question"
 MERGED = "predictions.jsonl"
 UNRECORDED = "not recorded"  # the value shown for a setting a record lacks (written before it was recorded)
+RECORDED_LATER = {"protocol": "hfs"}  # settings added later: a record without one was made with this value
 
 
 class PredictionSettingsError(ValueError):
@@ -126,8 +130,9 @@ class PredictionLog:
         with other ``settings`` (a setting the record lacks counts as different)."""
         for path in cls._files_in(Path(folder)):
             for record in cls._records(path, warn=False):
-                differences = {name: (record.get(name, UNRECORDED), value) for name, value in settings.items()
-                               if record.get(name, UNRECORDED) != value}
+                differences = {name: (record.get(name, RECORDED_LATER.get(name, UNRECORDED)), value)
+                               for name, value in settings.items()
+                               if record.get(name, RECORDED_LATER.get(name, UNRECORDED)) != value}
                 if differences:
                     raise PredictionSettingsError(path, differences)
 
@@ -214,6 +219,58 @@ class TeacherAnswerer:
         return logits, logits.argmax(-1).tolist()
 
 
+class GeneratingAnswerer:
+    """The teacher answering as lmms-eval asks it (``hfs evaluate --protocol lmms-eval``).
+
+    Per question: lmms-eval's prompt text of the benchmark (``lmms_prompts``; Video-MME "with
+    subtitles" takes the lines given), the selected frames as images (no times in the text),
+    greedy generation of at most ``max_new_tokens`` (``Teacher.generate``), and lmms-eval's
+    answer parser (``lmms_parsers``); ``rng`` draws NExT-QA's and LongVideoBench's random
+    fallback for an unparseable response.
+    """
+
+    def __init__(self, teacher, cache, bench: str, max_new_tokens: int, rng=None) -> None:
+        from hfs.pipeline.evaluation.lmms_parsers import LMMS_EVAL_PARSERS
+
+        if bench not in LMMS_EVAL_PARSERS:
+            raise ValueError(f"no lmms-eval protocol for benchmark {bench!r}; known: {', '.join(LMMS_EVAL_PARSERS)}")
+        self.teacher = teacher.eval()
+        self.cache = cache
+        self.bench = bench
+        self.max_new_tokens = max_new_tokens
+        self.rng = rng
+
+    def prompt(self, sample: QASample, subtitles: list[str] | None = None) -> str:
+        """lmms-eval's prompt text of ``sample`` (with ``subtitles``: Video-MME's subtitle prompt, which
+        says "No subtitles available" for a video without a subtitle file)."""
+        from hfs.pipeline.evaluation.lmms_prompts import lmms_eval_doc, lmms_eval_prompt, videomme_prompt
+
+        doc = lmms_eval_doc(self.bench, sample)
+        if subtitles is not None:
+            if self.bench != "videomme":
+                raise ValueError(f"the lmms-eval protocol has no subtitle prompt for {self.bench} here "
+                                 "(LongVideoBench's interleaved task is not implemented)")
+            has_file = sample.meta.get("subtitle_path") is not None
+            return videomme_prompt(doc, subtitles if has_file else None, with_subtitles=True)
+        return lmms_eval_prompt(self.bench, doc)
+
+    def __call__(self, samples: Sequence[QASample], indices: Sequence[Sequence[int]],
+                 timestamps: Sequence[Sequence[float]], subtitles: Sequence[list[str] | None] | None = None):
+        """(None: no option logits, the parsed letter of each sample or None when lmms-eval's parser
+        found none, per sample ``{"response", "parsed", "random_fallback"}``)."""
+        from hfs.pipeline.evaluation.lmms_parsers import parse_answer
+        from hfs.pipeline.model.frames import decode_jpegs
+
+        device = self.teacher.device
+        frames = [decode_jpegs(self.cache.frames(s.video_id, idx), device=device) for s, idx in zip(samples, indices)]
+        texts = [self.prompt(s, subtitles[b] if subtitles is not None else None) for b, s in enumerate(samples)]
+        responses = self.teacher.generate(frames, texts, self.max_new_tokens)
+        parsed = [parse_answer(self.bench, r, s.options, rng=self.rng) for r, s in zip(responses, samples)]
+        extras = [{"response": r, "parsed": p.letter, "random_fallback": p.random_fallback}
+                  for r, p in zip(responses, parsed)]
+        return None, [p.letter or None for p in parsed], extras
+
+
 @dataclass
 class Work:
     """One question to answer with one selector, in one subtitle setting."""
@@ -256,15 +313,19 @@ def answer_questions(
         picked = [choices[(w.selector, w.sample.sample_id)] for w in batch]
         times = [[float(t[i]) for i in c.indices] for c, t in picked]
         subs = [subtitle_lines(w.sample, tt) if w.subtitles else None for w, tt in zip(batch, times)]
-        logits, predicted = answerer([w.sample for w in batch], [c.indices for c, _ in picked], times,
-                                     subs if any(w.subtitles for w in batch) else None)
-        for w, (choice, t), row, pred, sub in zip(batch, picked, logits.tolist(), predicted, subs):
+        answered = answerer([w.sample for w in batch], [c.indices for c, _ in picked], times,
+                            subs if any(w.subtitles for w in batch) else None)
+        logits, predicted = answered[0], answered[1]
+        rows = logits.tolist() if logits is not None else [None] * len(batch)
+        extras = answered[2] if len(answered) > 2 else [{}] * len(batch)
+        for w, (choice, t), row, pred, sub, extra in zip(batch, picked, rows, predicted, subs, extras):
             record = prediction_record(w.sample, w.selector, pred, subtitles=w.subtitles)
             record.update(
                 video_id=w.sample.video_id, indices=list(choice.indices),
                 timestamps_s=[round(float(t[i]), 4) for i in choice.indices],
-                option_logits=[round(x, 5) for x in row[: len(w.sample.options)]],
+                option_logits=None if row is None else [round(x, 5) for x in row[: len(w.sample.options)]],
                 frame_scores=None if choice.scores is None else [round(float(x), 6) for x in choice.scores],
+                **extra,
             )
             if sub is not None:
                 record["subtitle_lines"] = len(sub)

@@ -125,6 +125,33 @@ def test_nextqa_csv_view_with_the_original_nested_video_folders(tmp_path):
     assert bad.line == 3 and "unknown question type 'XX'" in bad.reason
 
 
+NEXTQA_CSV_HEADER = "video,frame_count,width,height,question,answer,qid,type,a0,a1,a2,a3,a4\n"
+
+
+def test_nextqa_val_split_in_its_published_layout(tmp_path):
+    # doc-doc/NExT-QA dataset/nextqa/val.csv: the columns of test.csv (its first two rows, shortened)
+    write_text(tmp_path, "val.csv", NEXTQA_CSV_HEADER
+               + "4010069381,369,640,480,how do the two man play the instrument,0,6,CH,roll the handle,tap their feet,"
+                 "strum the string,hit with sticks,pat with hand\n"
+               + "4882821564,2697,640,480,why did the boy pick up one present,2,1,TP,share,approach,unwrap,play,wave\n")
+    touch(tmp_path, "NExTVideo/4010069381.mp4")
+    touch(tmp_path, "NExTVideo/4882821564.mp4")
+
+    data = get_benchmark("nextqa").read(tmp_path)
+
+    assert data.view == "csv-val" and not data.bad and not data.missing
+    assert [s.sample_id for s in data.samples] == ["4010069381_6", "4882821564_1"]
+    assert [s.answer for s in data.samples] == ["roll the handle", "unwrap"]
+    assert {s.meta["split"] for s in data.samples} == {"val"}
+    assert data.samples[1].meta["group"] == "temporal"
+
+    # the original dataset/nextqa/ folder holds both: test first, view "csv-val" for val
+    write_text(tmp_path, "test.csv", NEXTQA_CSV_HEADER + "4010069381,369,640,480,where,1,1,DL,a,b,c,d,e\n")
+    test = get_benchmark("nextqa").read(tmp_path)
+    assert test.view == "csv" and [s.meta["split"] for s in test.samples] == ["test"]
+    assert get_benchmark("nextqa").read(tmp_path, view="csv-val").view == "csv-val"
+
+
 def test_video_ids_do_not_change_when_the_data_folder_moves(tmp_path):
     src = tmp_path / "a"
     write_parquet(src, "MC/test-00000-of-00001.parquet", [nextqa_row(5, 1, "CW", 0)], NEXTQA_SCHEMA)
@@ -312,6 +339,7 @@ def test_mlvu_parquet_view(tmp_path):
     assert (plot.sample_id, plot.question, plot.options) == ("Q1113", "What color is it?",
                                                              ("Yellow", "Red", "Green", "Blue"))
     assert (plot.answer_index, count.answer_index, count.meta["task"]) == (0, 2, "count")
+    assert plot.meta["question_raw"].startswith("What color is it?\n(A) Yellow\n")  # lmms-eval's prompt text
     assert [v.key for v in data.videos] == ["video/1_plotQA/movie101_66.mp4", "count/count_126.mp4"]
     (bad,) = data.bad
     assert bad.line == 3 and "differ from 'candidates'" in bad.reason

@@ -265,7 +265,8 @@ def test_the_printed_table_shows_the_selectors_side_by_side(evaluated):
 
 
 @pytest.mark.parametrize(("bench", "view", "group", "setting_keys"), [
-    ("videomme", "parquet", ("by_duration", "short"), {"overall", "by_duration", "by_task_type", "by_domain"}),
+    ("videomme", "parquet", ("by_duration", "short"),
+     {"overall", "by_duration", "by_task_type", "by_domain", "by_sub_category"}),
     ("longvideobench", "json", ("by_duration_group", "15"),
      {"overall", "by_duration_group", "by_question_category"}),
 ])
@@ -474,7 +475,9 @@ def small_layout(tmp_path_factory, source_videos) -> Layout:
     (["--selector", "nope"], "unknown selector 'nope'; known: uniform, random, clip, hfs, hfs-set"),
     (["--bench", "nope"], "unknown benchmark 'nope'; known: nextqa, videomme, longvideobench, mlvu"),
     (["--subtitles"], "--subtitles: nextqa has no subtitles"),
-    (["--protocol", "lmms-eval"], "--protocol lmms-eval: only lmms-eval's prompt text is implemented so far"),
+    (["--max-new-tokens", "4"], "--max-new-tokens: only --protocol lmms-eval generates"),
+    (["--bench", "longvideobench", "--subtitles", "--protocol", "lmms-eval"],
+     "--protocol lmms-eval --subtitles: lmms-eval's LongVideoBench subtitle task interleaves"),
     (["--protocol", "nope"], "--protocol nope: unknown; known: hfs, lmms-eval"),
 ])
 def test_evaluate_refuses_what_it_cannot_do_with_exit_2(small_layout, tmp_path, extra, message):
@@ -536,3 +539,39 @@ def test_evaluate_without_the_data_folder_is_exit_2(tmp_path):
     output = invoke(["evaluate", "--bench", "mlvu", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "o"),
                      "--preset", "tiny", "--workers", "0", "--no-progress", "--device", "cpu"], expect=2)
     assert "absent: no such folder" in " ".join(output.split())
+
+
+# --------------------------------------------------------------------------- --protocol lmms-eval
+
+
+@pytest.mark.parametrize(("bench", "view", "max_new_tokens"), [("nextqa", "parquet", "3"), ("mlvu", "parquet", None)])
+def test_lmms_eval_protocol_generates_parses_and_records_the_response(tmp_path, source_videos, bench, view,
+                                                                      max_new_tokens):
+    """The plumbing (the tiny teacher's random weights make the accuracy meaningless): lmms-eval's
+    prompt, greedy generation, its parser; each record keeps the response beside the parsed letter."""
+    from hfs.manifests.benchmarks import get_benchmark
+    from hfs.pipeline.evaluation.lmms_parsers import parse_answer
+
+    layout = write_layout(bench, view, tmp_path / "data", source_videos)
+    out = tmp_path / "out"
+    args = ["evaluate", "--bench", bench, "--data", str(layout.root), "--out", str(out), "--preset", "tiny",
+            "--workers", "0", "--no-progress", "--device", "cpu", "--k", "2", "--protocol", "lmms-eval"]
+    output = invoke(args + (["--max-new-tokens", max_new_tokens] if max_new_tokens else []))
+    expected_tokens = int(max_new_tokens) if max_new_tokens else 16  # mlvu_dev.yaml's max_new_tokens
+    samples = {s.sample_id: s for s in get_benchmark(bench).read(layout.root).samples}
+    records = read_jsonl(out / "predictions.jsonl")
+    assert {r["sample_id"] for r in records} == set(layout.answerable)
+    for r in records:
+        assert (r["protocol"], r["max_new_tokens"], r["option_logits"]) == ("lmms-eval", expected_tokens, None)
+        assert isinstance(r["response"], str) and isinstance(r["random_fallback"], bool)
+        sample = samples[r["sample_id"]]
+        if not r["random_fallback"]:
+            assert r["parsed"] == parse_answer(bench, r["response"], sample.options).letter
+        assert r["prediction"] == (r["parsed"] or None)
+        assert r["correct"] == (r["parsed"] != "" and "ABCDE".index(r["parsed"]) == sample.answer_index)
+    scores = json.loads((out / "scores.json").read_text())
+    assert (scores["protocol"], scores["max_new_tokens"]) == ("lmms-eval", expected_tokens)
+    assert TITLES[bench] in output
+    # the same folder under the other protocol is refused, not mixed in
+    refused = " ".join(invoke(args[:-2] + ["--protocol", "hfs"], expect=2).split())
+    assert "protocol='lmms-eval'" in refused

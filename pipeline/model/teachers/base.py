@@ -448,6 +448,46 @@ class Teacher(nn.Module):
             answer_mask=answer_mask,
         )
 
+    @torch.no_grad()
+    def generate(self, frames: list[Tensor], texts: list[str], max_new_tokens: int) -> list[str]:
+        """Greedy generation (the ``lmms-eval`` protocol): per sample b, the chat-templated prompt of
+        ``frames[b]`` (uint8 [k, 3, H, W], as in `forward`, every gate 1) followed by ``texts[b]``
+        as it is (no option list or frame times added), answered token by token with the
+        largest logit until the end of the assistant turn (or eos) or ``max_new_tokens``.
+
+        Returns the generated text of each sample, special tokens dropped. One sample at a time
+        and without a KV cache: each step runs the language model over the whole sequence
+        through the same path as `forward` (precomputed image features), so the frames are
+        read exactly as there; slow for long answers, which lmms-eval's tasks cap at 16-32 tokens.
+        """
+        if len(frames) != len(texts):
+            raise ValueError(f"texts has {len(texts)} entries for {len(frames)} samples")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        stop = {end_of_turn_id(self.tokenizer), self.tokenizer.eos_token_id} - {None}
+        head = self.hf_model.get_output_embeddings()
+        responses = []
+        for b, (sample_frames, text) in enumerate(zip(frames, texts)):
+            check_frames(sample_frames, f"frames of sample {b}")
+            messages = prompts.teacher_messages(len(sample_frames), text)
+            chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            sample = self.encode_sample(chat, sample_frames)
+            batch, vision = self.collate([sample])
+            gates = torch.ones(len(sample_frames), device=self.device)
+            features = self.image_features(vision, sample.units_per_frame, gates)
+            generated: list[int] = []
+            for _ in range(max_new_tokens):
+                _, last = self._language_model(batch, vision, features)
+                token = int(head(last[0, -1]).float().argmax())
+                if token in stop:
+                    break
+                generated.append(token)
+                step = torch.tensor([[token]], device=batch["input_ids"].device)
+                batch = {k: torch.cat([v, step if k == "input_ids" else torch.ones_like(step) if k == "attention_mask"
+                                       else torch.zeros_like(step, dtype=v.dtype)], dim=1) for k, v in batch.items()}
+            responses.append(self.tokenizer.decode(generated, skip_special_tokens=True))
+        return responses
+
     def _check_inputs(self, frames, gates, questions, options, timestamps, answers, subtitles=None) -> None:
         """One clear error for inconsistent batch arguments."""
         batch = len(frames)

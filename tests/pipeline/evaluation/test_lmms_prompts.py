@@ -72,3 +72,24 @@ def test_every_benchmark_has_a_prompt_and_an_unknown_one_is_named():
     assert lmms_eval_prompt("mlvu", {"question": "Q?\n(A) a\n(B) b"}).endswith("Best option: (")
     with pytest.raises(ValueError, match="no lmms-eval prompt for benchmark 'nope'; known: nextqa"):
         lmms_eval_prompt("nope", {})
+
+
+def test_lmms_eval_doc_rebuilds_the_published_row_from_a_sample():
+    from hfs.manifests import QASample
+    from hfs.pipeline.evaluation.lmms_prompts import lmms_eval_doc
+
+    def sample(question, options, **meta):
+        return QASample("q", "", question, tuple(options), options[0], 0, "", meta)
+
+    vm = sample("How many planets are shown?", ["Seven.", "Eight.", "Nine.", "Ten."])
+    assert lmms_eval_doc("videomme", vm) == VIDEOMME_DOC
+    nq = lmms_eval_doc("nextqa", sample("why?", ["a", "b", "c", "d", "e"]))
+    assert nextqa_prompt(nq) == "why?\nA. a\nB. b\nC. c\nD. d\nE. e"
+    assert lmms_eval_doc("longvideobench", sample("Q?", ["red", "blue"])) == {"question": "Q?",
+                                                                                "candidates": ["red", "blue"]}
+    raw = "What color is the car?\n(A) Yellow\n(B) Red"
+    assert lmms_eval_doc("mlvu", sample("What color is the car?", ["Yellow", "Red"], question_raw=raw)) == {
+        "question": raw}  # the parquet's question, as published
+    assert lmms_eval_doc("mlvu", sample("What color is the car?", ["Yellow", "Red"])) == {"question": raw}
+    with pytest.raises(ValueError, match="no lmms-eval prompt for benchmark 'nope'"):
+        lmms_eval_doc("nope", vm)

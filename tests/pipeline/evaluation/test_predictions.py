@@ -54,3 +54,35 @@ def test_predictions_without_recorded_settings_are_not_resumed(tmp_path):
     with pytest.raises(PredictionSettingsError, match="made with k='not recorded'"):
         PredictionLog.check_settings(tmp_path, SETTINGS)
     PredictionLog.check_settings(tmp_path / "absent", SETTINGS)  # nothing predicted yet: nothing to refuse
+
+
+def test_records_from_before_the_protocol_was_recorded_are_hfs_ones(tmp_path):
+    """`protocol` was recorded later; every record without it was made with the hfs protocol."""
+    (tmp_path / "predictions.jsonl").write_text(json.dumps({**record("q1"), **SETTINGS}) + "\n")
+    PredictionLog.check_settings(tmp_path, {**SETTINGS, "protocol": "hfs"})
+    with pytest.raises(PredictionSettingsError,
+                       match="made with protocol='hfs', max_new_tokens='not recorded', not protocol='lmms-eval'"):
+        PredictionLog.check_settings(tmp_path, {**SETTINGS, "protocol": "lmms-eval", "max_new_tokens": 16})
+
+
+def test_generating_answerer_asks_lmms_evals_prompt():
+    from hfs.manifests import QASample
+    from hfs.pipeline.evaluation.lmms_prompts import VIDEOMME_NO_SUBTITLES, videomme_prompt
+    from hfs.pipeline.evaluation.predictions import GeneratingAnswerer
+
+    class NoModel:
+        def eval(self):
+            return self
+
+    options = ("Seven.", "Eight.")
+    with_file = QASample("q", "", "How many?", options, options[0], 0, "", {"subtitle_path": "/s/v.srt"})
+    without = QASample("q", "", "How many?", options, options[0], 0, "", {"subtitle_path": None})
+    answerer = GeneratingAnswerer(NoModel(), None, "videomme", 16)
+    doc = {"question": "How many?", "options": ["A. Seven.", "B. Eight."]}
+    assert answerer.prompt(with_file) == videomme_prompt(doc)
+    assert answerer.prompt(with_file, ["hello"]) == videomme_prompt(doc, ["hello"], with_subtitles=True)
+    assert VIDEOMME_NO_SUBTITLES in answerer.prompt(without, [])  # no subtitle file: lmms-eval says so
+    with pytest.raises(ValueError, match="no subtitle prompt for longvideobench"):
+        GeneratingAnswerer(NoModel(), None, "longvideobench", 32).prompt(with_file, ["x"])
+    with pytest.raises(ValueError, match="no lmms-eval protocol for benchmark 'nope'"):
+        GeneratingAnswerer(NoModel(), None, "nope", 16)

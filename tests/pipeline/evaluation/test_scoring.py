@@ -289,11 +289,13 @@ def test_comparison_rows_put_selectors_side_by_side():
 
     assert header == ["NExT-QA", "uniform", "hfs"]
     table = {row[0]: row[1:] for row in rows}
-    assert table["causal (C*)"] == ["66.7 (3)", "100.0 (3)"]
-    assert table["type TP"] == ["100.0 (1)", "100.0 (1)"]
+    assert table["Acc_C (causal)"] == ["66.7 (3)", "100.0 (3)"]
+    assert table["Bef&Aft (TN+TP)"] == ["50.0 (2)", "100.0 (2)"]  # eval_mc.py counts TP as TN
     assert table["overall"] == ["66.7 (6)", "100.0 (6)"]
     assert table["skipped"] == ["1", "1"]
-    assert list(table)[:3] == ["causal (C*)", "temporal (T*)", "descriptive (D*)"]
+    # eval_mc.py's columns in its order (those scored), then its groups, then Acc
+    assert list(table) == ["Why (CW)", "How (CH)", "Bef&Aft (TN+TP)", "Cnt (DC)", "Acc_C (causal)",
+                           "Acc_T (temporal)", "Acc_D (descriptive)", "overall", "skipped"]
     assert "100.0 (6)" in plain_table(header, rows).splitlines()[-2]
 
 

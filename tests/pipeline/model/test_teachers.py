@@ -443,3 +443,26 @@ def test_default_dtype_and_base_model_check():
     loading.check_base_model("Qwen/Qwen2.5-VL-7B-Instruct", "/models/Qwen2.5-VL-7B-Instruct", "adapter x")
     with pytest.raises(loading.ModelLoadError, match="adapter x was trained on 'Qwen/Qwen2.5-VL-7B-Instruct'"):
         loading.check_base_model("Qwen/Qwen2.5-VL-7B-Instruct", "OpenGVLab/InternVL3-8B-hf", "adapter x")
+
+
+def test_greedy_generation_equals_transformers_generate(teacher):
+    # the teacher's own loop (its vision path, no KV cache) against the unmodified transformers
+    # generate (its vision path and KV cache), greedy, on the same chat prompt and frames
+    from hfs.pipeline.model import prompts
+
+    text = "What is shown?\nA. a cat\nB. a dog\nAnswer with the option's letter from the given choices directly."
+    responses = teacher.generate(FRAMES, [text, text], max_new_tokens=6)
+    for frames, response in zip(FRAMES, responses):
+        chat = teacher.processor.apply_chat_template(prompts.teacher_messages(len(frames), text),
+                                                     add_generation_prompt=True, tokenize=False)
+        batch, vision = teacher.collate([teacher.encode_sample(chat, frames)])
+        with torch.no_grad():
+            out = teacher.hf_model.generate(**batch, **vision, max_new_tokens=6, do_sample=False,
+                                            eos_token_id=[teacher.tokenizer.eos_token_id,
+                                                          teacher.tokenizer.convert_tokens_to_ids("<|im_end|>")])
+        expected = teacher.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert response == expected
+    with pytest.raises(ValueError, match="texts has 1 entries for 2 samples"):
+        teacher.generate(FRAMES, [text], max_new_tokens=2)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        teacher.generate(FRAMES, [text, text], max_new_tokens=0)

@@ -30,7 +30,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--fit-videos", type=int, default=192)
     ap.add_argument("--test-videos", type=int, default=24)
     ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--k-fit", type=int, default=4, help="frames per question at the end of the fit (K_SCHEDULE's last k), also measured")
+    ap.add_argument("--k-fit", type=int, default=4, help="frames per question while fitting")
     ap.add_argument("--kinds", nargs="+", default=["colour", "shape"])
     ap.add_argument("--n-events", type=int, default=None, help="events per query-kind video (TaskConfig)")
     ap.add_argument("--shuffles", type=int, default=2)
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     teacher_dir = args.work / "teacher"
     if not (teacher_dir / "config.json").is_file():
         fit_teacher(cache, fit.samples, read_ground_truth(fit_task.train_truth), teacher_dir, steps=args.steps,
-                    seed=args.seed, shuffle_options=True)
+                    k=args.k_fit, seed=args.seed, shuffle_options=True)
     timings["fit_teacher"] = time.perf_counter() - t
     truth = read_ground_truth(test_task.test_truth)
     t = time.perf_counter()

@@ -24,30 +24,7 @@ from typing import Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fit_teacher", "teacher_accuracy", "permuted", "frames_at", "K_SCHEDULE", "fit_frames"]
-
-K_SCHEDULE: tuple[tuple[int, float], ...] = ((1, 0.3), (4, 1.0))
-"""(k, until): frames per question until that fraction of the fit's steps. The answer position
-must learn to attend to the few image tokens that show the event among ~150 prompt tokens:
-with 4 frames from the start the fit sat at chance for 2,000+ steps on new questions, with one
-frame (the event's) it reached 0.97 held-out in 250 (``benchmarks/probe_teacher_fit.py``,
-RESULTS.md 2026-12-07). So the fit starts on the answer-bearing frames alone."""
-
-
-def frames_at(step: int, steps: int, schedule=K_SCHEDULE) -> int:
-    """Frames per question at ``step`` of ``steps`` under ``schedule``."""
-    for k, until in schedule:
-        if step < until * steps:
-            return k
-    return schedule[-1][0]
-
-
-def fit_frames(truth, n: int, k: int, rng: random.Random) -> list[int]:
-    """Grid indices shown for one question while fitting: one random grid hit of each
-    answer-bearing event (all of them, whatever ``k``), then random other indices up to ``k``; sorted."""
-    hits = sorted({rng.choice(e.grid_hits) for e in truth.events if e.grid_hits})
-    others = [i for i in range(n) if i not in truth.grid_hits]
-    return sorted(hits + rng.sample(others, max(0, k - len(hits))))
+__all__ = ["fit_teacher", "teacher_accuracy", "permuted"]
 
 
 def permuted(options, answer_index: int, rng: random.Random) -> tuple[list[str], int]:
@@ -64,7 +41,7 @@ def fit_teacher(
     out_dir: str | Path,
     kind: str = "qwen2_5_vl",
     steps: int = 600,
-    schedule=K_SCHEDULE,
+    k: int = 4,
     batch_size: int = 8,
     lr: float = 2e-3,
     seed: int = 0,
@@ -76,9 +53,8 @@ def fit_teacher(
     folder (usable as ``--teacher``) in ``out_dir`` and return it.
 
     ``samples``: training ``QASample``s whose videos are in ``cache``; ``truth``: sample id →
-    ``QuestionTruth``. Each step draws ``batch_size`` questions and shows each ``fit_frames``:
-    one frame of each answer-bearing event plus random others up to ``frames_at(step)`` (1 frame,
-    then 4: ``schedule``); ``shuffle_options``:
+    ``QuestionTruth`` (its ``grid_hits``). Each step draws ``batch_size`` questions and, for
+    each, its answer-bearing grid frames plus random others up to k; ``shuffle_options``:
     its options in a fresh random order (augmentation; False keeps the manifest's order).
     ``progress(n)`` is called after each step. Deterministic from ``seed``.
     """
@@ -105,7 +81,9 @@ def fit_teacher(
             frames, times = [], []
             for s in batch:
                 n = len(cache.timestamps(s.video_id))
-                indices = fit_frames(truth[s.sample_id], n, frames_at(step, steps, schedule), rng)
+                hits = list(truth[s.sample_id].grid_hits)[:k]
+                others = [i for i in range(n) if i not in hits]
+                indices = sorted(hits + rng.sample(others, k - len(hits)))
                 frames.append(decode_jpegs(cache.frames(s.video_id, indices)))
                 stamps = cache.timestamps(s.video_id)
                 times.append([float(stamps[i]) for i in indices])

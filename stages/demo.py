@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,11 +129,13 @@ def train_and_evaluate(prepared: Prepared, run_dir: Path, results: Path, steps: 
     """Stages 4–5: ``hfs train`` with ``settings`` (on top of the tiny preset), then ``hfs evaluate``
     on the test set with k frames per question; returns the ``SelectorRow`` of each selector."""
     from hfs.pipeline.evaluation.recall import read_ground_truth, selector_rows
+    from hfs.pipeline.train.checkpoint import latest_checkpoint
     from hfs.stages import evaluate as evaluate_stage
     from hfs.stages import train as train_stage
 
     task = prepared.task
     t = _stage("train", f"hfs train, tiny preset, {steps} steps (N = 128, k = {k})")
+    before = latest_checkpoint(run_dir) if run_dir.is_dir() else None
     status = train_stage.run(cache=prepared.cache, data=[task.train_manifest], out=run_dir, preset="tiny",
                              teacher=str(prepared.teacher.resolve()), overrides=settings + (f"train.seed={seed}",),
                              resume=(run_dir / "config.json").is_file(), max_steps=steps,
@@ -140,6 +143,11 @@ def train_and_evaluate(prepared: Prepared, run_dir: Path, results: Path, steps: 
     if status:
         raise DemoError(f"hfs train exited with {status}")
     prepared.timings["train"] = time.perf_counter() - t
+    if before is not None and latest_checkpoint(run_dir) != before and results.is_dir():
+        # the run trained on: its old predictions belong to another checkpoint (hfs evaluate would refuse them)
+        log.info("the run trained further (%s -> %s): evaluating afresh into %s", before.name,
+                 latest_checkpoint(run_dir).name, results)
+        shutil.rmtree(results)
 
     t = _stage("evaluate", f"hfs evaluate on the held-out set: {', '.join(selectors)}")
     status = evaluate_stage.run(bench="nextqa", data=task.test_dir, out=results, cache=prepared.cache,

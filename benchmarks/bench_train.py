@@ -62,7 +62,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import write_json, write_synthetic_cache
+from _common import is_oom, write_json, write_synthetic_cache
 
 WORK = Path(__file__).resolve().parent / "_work" / "train"
 QUESTION = "What happens right after the woman in the red coat closes the car door?"
@@ -195,15 +195,6 @@ def preprocessing_comparison(frames: list[bytes], kind: str, repeats: int) -> di
 
 
 # --- the GPU rows: one optimiser step at paper sizes ------------------------------------------------
-
-
-def is_oom(err: BaseException) -> bool:
-    """Whether ``err`` is running out of device memory (torch's own error, or a CUDA/cuBLAS
-    allocation failure raised as a plain RuntimeError)."""
-    if isinstance(err, torch.OutOfMemoryError):
-        return True
-    text = str(err)
-    return isinstance(err, RuntimeError) and ("out of memory" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text)
 
 
 def real_loader(cache: Path, manifest: Path, B: int, steps: int, workers: int):

@@ -31,7 +31,8 @@ bench_model.py's ``PEAK_FLOPS``) and the share of the step spent decoding and pr
 frames. A setting that runs out of memory is a row with ``oom: true`` and its error, and the
 next setting runs. ``--dry-run`` builds on the meta device and counts tokens and FLOPs only;
 ``--tiny`` runs the same code path with the tiny preset's models (on the CPU: peak = resident
-set above the start, no MFU). Goals (issue 14): data wait < 5 % of the step; MFU >= 40 %;
+set above the row's start, which memory an earlier row freed hides, so a check of the path,
+not a measure; no MFU). Goals (issue 14): data wait < 5 % of the step; MFU >= 40 %;
 peak memory at micro-batch 1 within one 80 GB GPU.
 
 ``--mid`` (CPU): activation checkpointing (``train.gradient_checkpointing``) off and on, in the

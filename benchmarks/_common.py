@@ -23,6 +23,17 @@ def write_json(path: Path | None, result: dict) -> None:
     tmp.replace(path)
 
 
+def is_oom(err: BaseException) -> bool:
+    """Whether ``err`` is running out of device memory (torch's own error, or a CUDA/cuBLAS
+    allocation failure raised as a plain RuntimeError)."""
+    import torch
+
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text)
+
+
 def write_synthetic_cache(cache: Path, videos: int, n_frames: int, frame_size: tuple[int, int], features=None,
                           encoder: str = "tiny") -> list[str]:
     """A feature cache of ``videos`` videos, written by the cache's own plan and shard writer.

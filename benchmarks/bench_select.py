@@ -19,10 +19,16 @@ batches of 4, in questions per minute.
 ``--real``: the student at the paper's size (Qwen2.5-1.5B-Instruct's configuration,
 bench_model.py's ``real_configs``, random bf16 weights; the teacher is not built): median
 time of ``HFSModel.select`` for one question (N = 128, k = 16) and for batches of
-``--batch-sizes`` questions, the ``hfs`` and ``hfs-set`` selectors as `hfs evaluate` calls
-them, and a breakdown of one selection into its parts (eval-mode switch of the model, the
-question's tokens, the two adapter switches, pass A with θ1, pass B with θ2, W_v + MLP_s +
-top-k). Goal (issue): ``hfs`` under 30 ms per question at paper size on one GPU.
+``--batch-sizes`` questions (default 1 2 4), each row with its data wait (reading the
+questions' features and timestamps from a synthetic cache onto the device, as `hfs evaluate`
+reads before it selects; ``data_wait_frac`` = read / (read + select)), peak memory
+(``max_memory_allocated``; on the CPU the resident set above the start) and MFU; a batch
+that runs out of memory is a row with ``oom: true`` and the next runs. Then the ``hfs`` and
+``hfs-set`` selectors as `hfs evaluate` calls them, and a breakdown of one selection into
+its parts (eval-mode switch of the model, the question's tokens, the two adapter switches,
+pass A with θ1, pass B with θ2, W_v + MLP_s + top-k). Selection runs without gradients, so
+activation checkpointing (a training setting) changes nothing here and has no rows. Goal
+(issue): ``hfs`` under 30 ms per question at paper size on one GPU.
 ``--dry-run`` builds the student on the meta device and counts tokens and FLOPs (2·P·T,
 P without embeddings and LM head; as bench_model.py). ``--student-width`` /
 ``--student-layers`` shrink the student (paper depth is 28) so the ``--real`` code path runs
@@ -46,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import write_json, write_synthetic_cache
+from _common import is_oom, write_json, write_synthetic_cache
 
 WORK = Path(__file__).resolve().parent / "_work" / "select"
 SELECTORS = ("uniform", "random", "clip", "hfs", "hfs-set")
@@ -300,6 +306,53 @@ def peft_switch_ms(model, clock: Clock, repeats: int) -> float:
     return ms
 
 
+def real_cache(root: Path, videos: int):
+    """A cache of ``videos`` videos with random features (the --real rows read theirs from it);
+    reused when it holds enough."""
+    from hfs.cache import FeatureCache
+
+    cache = root / "cache"
+    if (root / "done").exists():
+        with FeatureCache(cache) as fc:
+            if len(fc.video_ids()) >= videos:
+                return FeatureCache(cache)
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    write_synthetic_cache(cache, videos, 128, (64, 36))  # selection reads no JPEG
+    (root / "done").touch()
+    return FeatureCache(cache)
+
+
+def time_select(model, cache, B: int, device: str, clock: Clock, repeats: int) -> dict:
+    """One row's timings: reading B questions' features and timestamps from ``cache`` onto the
+    device (the data wait of `hfs evaluate`'s selection, which reads in its own loop), then
+    ``HFSModel.select`` on them; peak memory of the select calls (CUDA:
+    ``max_memory_allocated``; CPU: resident set above the start)."""
+    import bench_model as bm
+
+    ids = sorted(cache.video_ids())[:B]
+    questions, options = [bm.QUESTION] * B, [list(bm.OPTIONS) for _ in range(B)]
+
+    def read():
+        features = torch.from_numpy(np.stack([cache.features(v) for v in ids])).to(device)
+        torch.from_numpy(np.stack([cache.timestamps(v) for v in ids])).to(device)
+        return features
+
+    wait = clock(read, repeats)
+    features = read()
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        seconds = clock(lambda: model.select(features, questions, options, k=16), repeats)
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        with bm._RSSPeak() as rss:
+            seconds = clock(lambda: model.select(features, questions, options, k=16), repeats)
+        peak = rss.extra
+    return {"ms": 1e3 * seconds, "ms_per_question": 1e3 * seconds / B, "data_wait_ms": 1e3 * wait,
+            "data_wait_frac": wait / (wait + seconds), "peak_gib": peak / 2**30}
+
+
 def real_rows(args) -> dict:
     import bench_model as bm
 
@@ -316,18 +369,28 @@ def real_rows(args) -> dict:
                           "matmul_params": params, "dtype": str(dtype).replace("torch.", "")},
               "rows": [], "selectors": [], "breakdown_ms": None}
     clock = Clock(args.device)
+    cache = None if args.dry_run else real_cache(args.work / "data_real", max(4, *args.batch_sizes))
     for B in args.batch_sizes:
         tokens = select_tokens(model, B)
         flops = 2.0 * params * (tokens["pass_a"] + tokens["pass_b"])
         row = {"path": "HFSModel.select", "batch": B, "frames": 128, "k": 16, "tokens_pass_a": tokens["pass_a"],
                "tokens_pass_b": tokens["pass_b"], "tflop": flops / 1e12}
         if not args.dry_run:
-            features = torch.randn(B, 128, 512, device=args.device)
-            questions, options = [bm.QUESTION] * B, [list(bm.OPTIONS) for _ in range(B)]
-            seconds = clock(lambda: model.select(features, questions, options, k=16), args.repeats)
-            row.update(ms=1e3 * seconds, ms_per_question=1e3 * seconds / B)
-            if args.device.startswith("cuda"):
-                row["mfu"] = flops / seconds / bm.PEAK_FLOPS
+            failure = None
+            try:
+                row.update(time_select(model, cache, B, args.device, clock, args.repeats))
+            except Exception as err:  # noqa: BLE001 - only running out of memory is a row
+                if not is_oom(err):
+                    raise
+                failure = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if failure is not None:  # outside the handler: the traceback's tensors are gone
+                log.warning("HFSModel.select, B=%d: out of memory (%s)", B, failure)
+                row.update(oom=True, error=failure)
+                if args.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+            else:
+                seconds = row["ms"] / 1e3
+                row["mfu"] = flops / seconds / bm.PEAK_FLOPS if args.device.startswith("cuda") else None
         result["rows"].append(row)
         log.info("%s", row)
     if args.dry_run:
@@ -371,13 +434,14 @@ def print_real(res: dict, title: str, dry_run: bool) -> None:
     st = res["student"]
     print(f"student: {st['layers']} layers, width {st['hidden_size']}, {st['matmul_params'] / 1e9:.3f} B matmul "
           f"parameters, {st['dtype']}\n")
-    print("| path | B | tokens A+B | TFLOP | ms | ms / question | MFU |")
-    print("|---|---|---|---|---|---|---|")
+    print("| path | B | tokens A+B | TFLOP | ms | ms / question | data wait ms | peak GiB | MFU |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in res["rows"]:
         timed = "ms" in r
         cells = [r["path"], str(r["batch"]), f"{r['tokens_pass_a']}+{r['tokens_pass_b']}", f"{r['tflop']:.3g}",
-                 f"{r['ms']:.1f}" if timed else "-", f"{r['ms_per_question']:.1f}" if timed else "-",
-                 f"{100 * r['mfu']:.1f} %" if "mfu" in r else "-"]
+                 f"{r['ms']:.1f}" if timed else ("out of memory" if r.get("oom") else "-"),
+                 f"{r['ms_per_question']:.1f}" if timed else "-", f"{r['data_wait_ms']:.2f}" if timed else "-",
+                 f"{r['peak_gib']:.2f}" if timed else "-", f"{100 * r['mfu']:.1f} %" if r.get("mfu") else "-"]
         print("| " + " | ".join(cells) + " |")
     if dry_run:
         return
@@ -416,7 +480,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-throughput", action="store_true", help="CPU: latency only, no teacher")
     ap.add_argument("--quick", action="store_true", help="CPU: 6 videos")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--work", type=Path, default=WORK, help="folder for the synthetic cache and the tiny run")
+    ap.add_argument("--work", type=Path, default=WORK, help="folder for the synthetic caches and the tiny run")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

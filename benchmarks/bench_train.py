@@ -2,8 +2,9 @@
 outside model compute (reading, JPEG decoding, the teacher's image preprocessing).
 
     python benchmarks/bench_train.py [--quick] [--steps 16] [--workers 0 2] [--json out.json]
-    python benchmarks/bench_train.py --real --device cuda [--batch-sizes 1 2] [--json out.json]
+    python benchmarks/bench_train.py --real --device cuda [--batch-sizes 1 2 4] [--checkpointing both] [--json out.json]
     python benchmarks/bench_train.py --real --dry-run
+    python benchmarks/bench_train.py --real --tiny --device cpu --teachers qwen2_5_vl --frame-size 64 36
     python benchmarks/bench_train.py --mid [--steps 3] [--json out.json]
 
 Default (CPU): the real loop of ``hfs train`` (stages/train.py, in this process) with the
@@ -18,11 +19,21 @@ published processors' settings is timed both ways: the tensor path the step uses
 a ratio.
 
 ``--real --device cuda``: the paper's sizes with random bf16 weights (bench_model.py's
-configs): one full optimiser step (bf16 autocast, forward, backward, clip, AdamW) on 128
-frames of 448×252 JPEGs, k_sel = 16: step time, peak memory, MFU (FLOPs as in
-bench_model.py) and the share of the step spent decoding and preprocessing frames.
-Goals (issue 14): data wait < 5 % of the step; MFU >= 40 %; peak memory at micro-batch 1
-within one 80 GB GPU.
+configs): optimiser steps (bf16 autocast, forward, backward, clip, AdamW) on 128 frames of
+448×252 JPEGs, k_sel = 16, one row per teacher × activation checkpointing (off, then on, in
+the same run; ``--checkpointing``) × micro-batch (``--batch-sizes``, default 1 2 4). The
+micro-batches are read as ``hfs train`` reads them: ``QADataset`` + ``collate`` over a
+synthetic cache in ``--loader-workers`` DataLoader workers (default 2, the config's). Per row:
+median step time over ``--repeats`` steps after one warm-up, data wait (the time the step
+waited for its batch, as ``metrics.jsonl``'s ``data_wait_frac``), peak memory
+(``max_memory_allocated`` over the timed steps), MFU (FLOPs as in bench_model.py, over
+bench_model.py's ``PEAK_FLOPS``) and the share of the step spent decoding and preprocessing
+frames. A setting that runs out of memory is a row with ``oom: true`` and its error, and the
+next setting runs. ``--dry-run`` builds on the meta device and counts tokens and FLOPs only;
+``--tiny`` runs the same code path with the tiny preset's models (on the CPU: peak = resident
+set above the row's start, which memory an earlier row freed hides, so a check of the path,
+not a measure; no MFU). Goals (issue 14): data wait < 5 % of the step; MFU >= 40 %;
+peak memory at micro-batch 1 within one 80 GB GPU.
 
 ``--mid`` (CPU): activation checkpointing (``train.gradient_checkpointing``) off and on, in the
 same run. A mid-size random pair built here (``MID_TEXT``: a 512-wide, 8-layer Qwen2 student
@@ -52,7 +63,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import write_json, write_synthetic_cache
+from _common import is_oom, write_json, write_synthetic_cache
 
 WORK = Path(__file__).resolve().parent / "_work" / "train"
 QUESTION = "What happens right after the woman in the red coat closes the car door?"
@@ -187,51 +198,129 @@ def preprocessing_comparison(frames: list[bytes], kind: str, repeats: int) -> di
 # --- the GPU rows: one optimiser step at paper sizes ------------------------------------------------
 
 
+def real_loader(cache: Path, manifest: Path, B: int, steps: int, workers: int):
+    """Micro-batches of ``B`` questions for ``steps`` steps, read as ``hfs train`` reads them:
+    ``QADataset`` over the cache (features and the JPEG bytes of all N frames) and ``collate``,
+    in ``workers`` DataLoader worker processes."""
+    from hfs.cache import FeatureCache
+    from hfs.pipeline.train.data import QADataset, collate, training_samples
+
+    with FeatureCache(cache) as fc:
+        samples, _ = training_samples([manifest], fc)
+    n = samples.num_rows
+    batches = [[(s * B + j) % n for j in range(B)] for s in range(steps)]
+    return torch.utils.data.DataLoader(QADataset(samples, cache), batch_sampler=batches, collate_fn=collate,
+                                       num_workers=workers, prefetch_factor=2 if workers else None)
+
+
+def time_steps(model, trainable, optimizer, loader, device: str) -> dict:
+    """One optimiser step per micro-batch of ``loader`` (the first a warm-up): median step
+    time, the data wait inside it (waiting on the DataLoader, as ``hfs train`` measures it),
+    and the peak memory (CUDA: ``max_memory_allocated``; CPU: resident set above the start)."""
+    import bench_model as bm
+
+    cuda = device.startswith("cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    steps, waits = [], []
+    with contextlib.ExitStack() as stack:
+        rss = None if cuda else stack.enter_context(bm._RSSPeak())
+        stack.callback(optimizer.zero_grad, set_to_none=True)  # also after running out of memory
+        for i, tb in enumerate(_timed_iter(loader, waits)):
+            if i == 1 and cuda:
+                torch.cuda.reset_peak_memory_stats()  # the warm-up step's allocator growth left out
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                terms, _ = model(tb.batch, step=0, steps_per_epoch=100, generator=torch.Generator().manual_seed(i))
+            terms.total.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            if cuda:
+                torch.cuda.synchronize()
+            steps.append(time.perf_counter() - waits[-1][0])
+    peak = torch.cuda.max_memory_allocated() if cuda else rss.extra
+    timed = list(zip(steps, (w for _, w in waits)))
+    timed = timed[1:] or timed  # the first step is warm-up
+    return {"step_s": statistics.median(s for s, _ in timed), "data_wait_s": statistics.median(w for _, w in timed),
+            "data_wait_frac": sum(w for _, w in timed) / sum(s for s, _ in timed), "peak_gib": peak / 2**30,
+            "timed_steps": len(timed), "step_s_all": steps}
+
+
+def _timed_iter(loader, waits: list):
+    """``loader``'s items; appends (start, seconds waited) for each to ``waits``: the step's
+    clock starts when the loop asks for its batch."""
+    it = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        waits.append((t0, time.perf_counter() - t0))
+        yield item
+
+
 def real_rows(args) -> list[dict]:
+    """One row per (teacher, activation checkpointing, micro-batch); a setting that runs out of
+    memory is a row with ``oom`` and the next setting runs."""
+    import gc
+
     import bench_model as bm
 
     rows = []
     device = "meta" if args.dry_run else args.device
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    w, h = args.frame_size
+    if not args.dry_run:
+        cache, manifest = make_cache(args.work / f"data_real_{max(args.batch_sizes)}_{w}x{h}",
+                                     max(4, max(args.batch_sizes)), 128, (w, h))
     for kind in args.teachers:
-        model = bm.build_real(kind, device, torch.bfloat16)
+        model = bm.build_tiny(kind, device) if args.tiny else bm.build_real(kind, device, dtype)
         model.train()
         params = bm.param_counts(model)
         trainable = [p for ps in model.trainable_parameters().values() for p in ps]
         for p in trainable:  # as HFSModel.build leaves them with peft >= 0.19: float32
             p.data = p.data.float()
         optimizer = None if args.dry_run else torch.optim.AdamW(trainable, lr=1e-5, weight_decay=0.01)
-        for B in args.batch_sizes:
-            batch = bm.make_batch(B, 128, (448, 252))
-            tokens = bm.token_counts(model, batch)
-            flops = bm.step_flops(params, tokens, "train")
-            row = {"teacher": kind, "micro_batch": B, "frames": 128, "k_sel": model.cfg.selection.k,
-                   **{f"tokens_{k}": v for k, v in tokens.items()}, "tflop": flops / 1e12}
-            if not args.dry_run:
-                work = StepWork(cuda=True)
-
-                def step():
-                    optimizer.zero_grad(set_to_none=True)
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        terms, _ = model(batch, step=0, steps_per_epoch=100, generator=torch.Generator().manual_seed(0))
-                    terms.total.backward()
-                    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-                    optimizer.step()
-
-                try:
-                    with work.installed():
-                        seconds, peak = bm.measure(step, args.device, args.repeats)
-                    calls = args.repeats + 1  # measure() runs one warm-up call
-                    row.update(step_s=seconds, peak_gib=peak / 1024, mfu=flops / seconds / bm.PEAK_FLOPS,
-                               decode_frac=work.seconds["decode"] / calls / seconds,
-                               preprocess_frac=work.seconds["preprocess"] / calls / seconds)
-                except torch.OutOfMemoryError as err:
-                    log.warning("%s B=%d: out of memory (%s)", kind, B, str(err).splitlines()[0])
-                    row["oom"] = True
-                    torch.cuda.empty_cache()
-            rows.append(row)
-            log.info("%s", row)
+        for checkpointing in args.checkpointing:
+            model.set_gradient_checkpointing(checkpointing)
+            for B in args.batch_sizes:
+                batch = bm.make_batch(B, 128, (w, h))
+                tokens = bm.token_counts(model, batch)
+                flops = bm.step_flops(params, tokens, "train")
+                row = {"teacher": kind, "gradient_checkpointing": checkpointing, "micro_batch": B, "frames": 128,
+                       "frame_size": [w, h], "k_sel": model.cfg.selection.k,
+                       **{f"tokens_{k}": v for k, v in tokens.items()}, "tflop": flops / 1e12}
+                if not args.dry_run:
+                    work = StepWork(cuda=args.device.startswith("cuda"))
+                    loader = real_loader(cache, manifest, B, args.repeats + 1, args.loader_workers)
+                    failure = None
+                    try:
+                        with work.installed():
+                            row.update(time_steps(model, trainable, optimizer, loader, args.device))
+                    except Exception as err:  # noqa: BLE001 - only running out of memory is a row
+                        if not is_oom(err):
+                            raise
+                        failure = str(err).splitlines()[0] if str(err) else type(err).__name__
+                    if failure is not None:  # outside the handler: the traceback's tensors are gone
+                        log.warning("%s, checkpointing %s, B=%d: out of memory (%s)", kind,
+                                    "on" if checkpointing else "off", B, failure)
+                        row.update(oom=True, error=failure)
+                        optimizer.zero_grad(set_to_none=True)
+                    else:
+                        calls = args.repeats + 1
+                        seconds = row["step_s"]
+                        row.update(mfu=flops / seconds / bm.PEAK_FLOPS if args.device.startswith("cuda") else None,
+                                   decode_frac=work.seconds["decode"] / calls / seconds,
+                                   preprocess_frac=work.seconds["preprocess"] / calls / seconds)
+                    del loader
+                    gc.collect()
+                    if args.device.startswith("cuda"):
+                        torch.cuda.empty_cache()
+                rows.append(row)
+                log.info("%s", row)
         model = optimizer = None  # free this teacher before the next one is built
-        if not args.dry_run:
+        gc.collect()
+        if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
     return rows
 
@@ -379,13 +468,16 @@ def print_cpu(rows: list[dict], prep: list[dict], title: str) -> None:
 
 def print_real(rows: list[dict], title: str) -> None:
     print(f"\n### {title}\n")
-    print("| teacher | B | teacher tok | TFLOP | step ms | peak GiB | MFU | decode | preprocess |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| teacher | checkpointing | B | teacher tok | TFLOP | step ms | data wait | peak GiB | MFU | decode | "
+          "preprocess |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         timed = "step_s" in r
-        cells = [r["teacher"], str(r["micro_batch"]), str(r["tokens_teacher_lm"]), f"{r['tflop']:.3g}",
+        cells = [r["teacher"], "on" if r["gradient_checkpointing"] else "off", str(r["micro_batch"]),
+                 str(r["tokens_teacher_lm"]), f"{r['tflop']:.3g}",
                  f"{1e3 * r['step_s']:.0f}" if timed else ("out of memory" if r.get("oom") else "-"),
-                 f"{r['peak_gib']:.1f}" if timed else "-", _pct(r["mfu"]) if timed else "-",
+                 _pct(r["data_wait_frac"]) if timed else "-", f"{r['peak_gib']:.1f}" if timed else "-",
+                 _pct(r["mfu"]) if timed and r["mfu"] is not None else "-",
                  _pct(r["decode_frac"]) if timed else "-", _pct(r["preprocess_frac"]) if timed else "-"]
         print("| " + " | ".join(cells) + " |")
 
@@ -403,13 +495,29 @@ def print_mid(rows: list[dict], title: str) -> None:
               f"step time x{on['step_s'] / off['step_s']:.2f}; same losses: {on['total'] == off['total']}")
 
 
+def bm_peak_flops() -> float:
+    """The peak the MFU column divides by (bench_model.py's)."""
+    import bench_model as bm
+
+    return bm.PEAK_FLOPS
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", action="store_true", help="paper sizes on a GPU (random bf16 weights), one optimiser step")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda[:i] with --real")
     ap.add_argument("--dry-run", action="store_true", help="--real: build on the meta device, count tokens and FLOPs")
     ap.add_argument("--teachers", nargs="+", default=["qwen2_5_vl", "internvl"], choices=["qwen2_5_vl", "internvl"])
-    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2], help="--real: micro-batch sizes")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2, 4], help="--real: micro-batch sizes")
+    ap.add_argument("--checkpointing", choices=["off", "on", "both"], default="both",
+                    help="--real: activation checkpointing (train.gradient_checkpointing) off, on, or both in turn")
+    ap.add_argument("--loader-workers", type=int, default=2,
+                    help="--real: DataLoader workers feeding the steps (train.num_workers' default)")
+    ap.add_argument("--frame-size", nargs=2, type=int, default=[448, 252], metavar=("W", "H"),
+                    help="--real: teacher JPEG size in the synthetic cache (the cache's default longest side is 448)")
+    ap.add_argument("--tiny", action="store_true", help="--real: the tiny preset's models instead of the paper's "
+                                                        "(the --real code path on the CPU)")
+    ap.add_argument("--work", type=Path, default=WORK, help="--real: folder for the synthetic cache")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (after one warm-up)")
     ap.add_argument("--steps", type=int, default=16, help="CPU: optimiser steps per row (2 of them warm-up)")
     ap.add_argument("--workers", nargs="+", type=int, default=[0, 2], help="CPU: DataLoader workers, one row each")
@@ -435,13 +543,18 @@ def main(argv=None) -> dict:
         write_json(args.json, result)
         print_mid(rows, f"bench_train --mid (CPU, {torch.get_num_threads()} threads)")
         return result
-    if args.real and not args.dry_run and not args.device.startswith("cuda"):
-        ap.error("--real needs --device cuda (the 7-8B teachers do not fit a CPU run); use --dry-run to count")
+    if args.real and not args.dry_run and not args.device.startswith("cuda") and not args.tiny:
+        ap.error("--real needs --device cuda (the 7-8B teachers do not fit a CPU run); use --dry-run to count, "
+                 "or --tiny for the code path on the CPU")
+    args.checkpointing = {"off": [False], "on": [True], "both": [False, True]}[args.checkpointing]
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error("--device cuda but torch sees no GPU")
     result: dict = {"bench": "train", "real": args.real, "dry_run": args.dry_run, "device": args.device}
     if args.real:
-        result["device_name"] = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "meta (dry run)"
+        result["device_name"] = (torch.cuda.get_device_name(0) if args.device.startswith("cuda") else
+                                 "meta (dry run)" if args.dry_run else f"cpu, {torch.get_num_threads()} threads")
+        result.update(models="tiny" if args.tiny else "paper", peak_flops=bm_peak_flops(),
+                      loader_workers=args.loader_workers, repeats=args.repeats)
         result["rows"] = rows = real_rows(args)
         write_json(args.json, result)
         print_real(rows, f"bench_train --real ({result['device_name']})")

@@ -396,8 +396,11 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
                     if value is not None:
                         sums[key] = sums.get(key, 0.0) + value / accumulation
             grad_norms = grad_norm_metrics(norms, train.clip_mode)
-            bad = not all(math.isfinite(x) for x in losses)
-            bad = procs.all_agree(bad or not math.isfinite(grad_norms["grad_norm"]))
+            bad = not all(math.isfinite(x) for x in losses) or not math.isfinite(grad_norms["grad_norm"])
+            keys = sorted(sums)
+            # one all-reduce: skip when any process saw a non-finite value, and the logged means
+            bad, (*values, wait) = procs.agree_and_mean(bad, [sums[k] for k in keys] + [data_wait])
+            means = dict(zip(keys, values))
             if bad:
                 skipped_steps += 1
                 if procs.main:
@@ -406,9 +409,6 @@ def _train(procs: Processes, cfg, checkpoint, cache_dir: Path, data: list[Path],
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-            keys = sorted(sums)
-            *values, wait = procs.mean([sums[k] for k in keys] + [data_wait])  # one all-reduce
-            means = dict(zip(keys, values))
             elapsed = time.perf_counter() - t_step
             if procs.main:
                 record = {

@@ -61,6 +61,19 @@ class Processes:
         dist.all_reduce(t)
         return (t / self.world).tolist()
 
+    def agree_and_mean(self, flag: bool, values: list[float]) -> tuple[bool, list[float]]:
+        """``all_agree(flag)`` and ``mean(values)`` in one all-reduce (one wait for the
+        device per optimiser step): the flag travels as a count of the processes that raised it."""
+        if not self.ddp:
+            return flag, values
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0, *values], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        count, *sums = t.tolist()
+        return count > 0, [x / self.world for x in sums]
+
     def gather(self, obj: Any) -> list[Any]:
         """``obj`` of every process, in rank order (the same list in every process)."""
         if not self.ddp:

@@ -363,8 +363,18 @@ def _agree(rank: int, port: int, results) -> None:
                       MASTER_PORT=str(port))
     from hfs.pipeline.train.distributed import Processes
 
+    import torch.distributed as dist
+
     procs = Processes("cpu")
-    results[rank] = (procs.all_agree(rank == 1), procs.all_agree(False), procs.mean([float(rank), 2.0]))
+    calls = []
+    all_reduce = dist.all_reduce
+    dist.all_reduce = lambda *a, **k: calls.append(1) or all_reduce(*a, **k)
+    step = (procs.agree_and_mean(rank == 1, [float(rank), 2.0, float("nan") if rank else 1.0]),
+            procs.agree_and_mean(False, [float(rank)]))
+    dist.all_reduce = all_reduce
+    step = [(flag, [round(x, 6) if x == x else "nan" for x in values]) for flag, values in step]
+    results[rank] = (procs.all_agree(rank == 1), procs.all_agree(False), procs.mean([float(rank), 2.0]), step,
+                     len(calls))
     procs.close()
 
 
@@ -378,7 +388,9 @@ def test_every_process_agrees_to_skip_when_one_sees_a_non_finite_loss():
         port = s.getsockname()[1]
     results = mp.Manager().dict()
     mp.start_processes(_agree, args=(port, results), nprocs=2, start_method="spawn")
-    assert dict(results) == {0: (True, False, [0.5, 2.0]), 1: (True, False, [0.5, 2.0])}
+    # the loop's step: the skip flag and the logged means in one all-reduce each time
+    step = [(True, [0.5, 2.0, "nan"]), (False, [0.5])]
+    assert dict(results) == {0: (True, False, [0.5, 2.0], step, 2), 1: (True, False, [0.5, 2.0], step, 2)}
 
 
 def test_the_score_function_estimator_and_the_paper_path_train(colour_task, tmp_path):

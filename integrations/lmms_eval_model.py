@@ -97,11 +97,12 @@ class HfsQwen2_5_VL(Qwen2_5_VL):
 
     def _log_counts(self) -> None:
         selected, fell_back = sum(self.selected_counts.values()), sum(self.fallback_counts.values())
-        per_task = ", ".join(f"{task} {self.selected_counts[task]}/{self.selected_counts[task] + self.fallback_counts[task]}"
-                             for task in sorted(set(self.selected_counts) | set(self.fallback_counts)))
-        message = ("hfs frames for %d of %d questions (%s); %d without a selection in %s got lmms-eval's sampling"
-                   % (selected, selected + fell_back, per_task, fell_back, self.selections.source))
-        (log.warning if fell_back else log.info)(message)
+        tasks = sorted(set(self.selected_counts) | set(self.fallback_counts))
+        per_task = ", ".join(f"{t} {self.selected_counts[t]}/{self.selected_counts[t] + self.fallback_counts[t]}"
+                             for t in tasks)
+        (log.warning if fell_back else log.info)(
+            "hfs frames for %d of %d questions (%s); %d without a selection in %s got lmms-eval's sampling",
+            selected, selected + fell_back, per_task, fell_back, self.selections.source)
 
 
 def video_urls(messages: Sequence[Any]) -> list:
@@ -149,5 +150,6 @@ def decode_selection(video: Any, selection: Selection) -> list[Image.Image]:
                 frames[target] = image
     except DecodeError as err:
         raise SelectionsError(f"{path}: cannot decode the frames of {selection.benchmark} question "
-                              f"{selection.question_id} ({err}); check the video file lmms-eval's task points to") from err
+                              f"{selection.question_id} ({err}); check the video file lmms-eval's task points to"
+                              ) from err
     return frames

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (pip install -e '.[lmms-eval]'; "
-                                        "make install leaves it out: it needs av<16)")
+                                        "make install leaves it out: it needs av<16 and filelock<4)")
 pytest.importorskip("qwen_vl_utils", reason="qwen-vl-utils is not installed (pip install -e '.[lmms-eval]')")
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -100,3 +100,82 @@ def test_model_hfs_refuses_a_missing_selections_file(tmp_path):
         HfsQwen2_5_VL(pretrained="unused")
     with pytest.raises(SelectionsError, match=r"nope\.jsonl not found"):
         HfsQwen2_5_VL(pretrained="unused", selections=str(tmp_path / "nope.jsonl"))
+
+
+TASK_YAML = """\
+dataset_path: parquet
+dataset_kwargs:
+  data_files:
+    test: {parquet}
+task: videomme_local
+test_split: test
+output_type: generate_until
+doc_to_visual: !function utils.videomme_doc_to_visual
+doc_to_text: !function utils.videomme_doc_to_text
+doc_to_target: "answer"
+generation_kwargs:
+  max_new_tokens: 4
+  temperature: 0
+  top_p: 1.0
+  num_beams: 1
+  do_sample: false
+process_results: !function utils.videomme_process_results
+metric_list:
+  - metric: videomme_perception_score
+    aggregation: !function utils.videomme_aggregate_results
+    higher_is_better: true
+lmms_eval_specific_kwargs:
+  default:
+    pre_prompt: ""
+    post_prompt: "\\nAnswer with the option's letter from the given choices directly."
+metadata:
+  - version: 0.0
+"""
+
+TASK_UTILS = """\
+from lmms_eval.tasks.videomme.utils import (videomme_aggregate_results, videomme_doc_to_text,  # noqa: F401
+                                            videomme_doc_to_visual, videomme_process_results)
+"""
+
+
+def test_lmms_eval_command_line_with_model_hfs(layout, tmp_path):
+    """`lmms-eval --model hfs` on a local copy of Video-MME's layout (its videos under
+    $HF_HOME/videomme/data, its rows in a parquet; the task is lmms-eval's videomme with that
+    parquet for the Hub dataset): lmms-eval's own figures, and the counts of the model's frames."""
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hfs.pipeline.model.tiny import tiny_model_path
+
+    video, selections = layout
+    hf_home = tmp_path / "hf"
+    (hf_home / "videomme" / "data").mkdir(parents=True)
+    for name in ("abc", "def"):
+        (hf_home / "videomme" / "data" / f"{name}.mp4").write_bytes(video.read_bytes())
+    rows = [dict(video_id=q[:3], duration="short", domain="Knowledge", sub_category="Humanity & History", url="",
+                 videoID=v, question_id=q, task_type="Counting Problem", question="Which colour comes first?",
+                 options=["A. Red", "B. Green", "C. Blue", "D. White"], answer="A")
+            for v, q in (("abc", "001-1"), ("abc", "001-2"), ("def", "002-1"))]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "test.parquet")
+    task = tmp_path / "tasks" / "videomme_local"
+    task.mkdir(parents=True)
+    (task / "videomme_local.yaml").write_text(TASK_YAML.format(parquet=tmp_path / "test.parquet"))
+    (task / "utils.py").write_text(TASK_UTILS)
+
+    model_args = (f"pretrained={tiny_model_path('tiny-qwen2_5_vl')},selections={selections},device_map=cpu,"
+                  "min_pixels=3136,max_pixels=12544,max_num_frames=4")
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "hfs", "--model_args", model_args,
+                          "--tasks", "videomme_local", "--include_path", str(tmp_path / "tasks"), "--device", "cpu",
+                          "--batch_size", "1", "--output_path", str(tmp_path / "out")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    output = res.stdout + res.stderr
+    assert res.returncode == 0, output[-4000:]
+    assert "hfs frames for 1 of 3 questions (videomme_local 1/3); 2 without a selection" in output
+    results = json.loads(next((tmp_path / "out").rglob("*_results.json")).read_text())["results"]
+    assert 0 <= results["videomme_local"]["videomme_perception_score,none"] <= 100

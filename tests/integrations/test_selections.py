@@ -53,7 +53,8 @@ def test_video_key_is_the_file_name_without_extension():
 def test_lookup_by_task_question_id_and_video(index):
     """Each benchmark's row field names the question; the video is matched by file name under
     whatever folder lmms-eval keeps it (Video-MME's .MP4/.mkv variants included)."""
-    assert index.lookup("videomme", {"question_id": "001-2", "videoID": "abc"}, "/c/videomme/data/abc.MP4").timestamps_s == (5.0, 6.0)
+    found = index.lookup("videomme", {"question_id": "001-2", "videoID": "abc"}, "/c/videomme/data/abc.MP4")
+    assert found.timestamps_s == (5.0, 6.0)
     assert index.lookup("videomme_w_subtitle", {"question_id": "001-1"}, "/c/data/abc.mkv").timestamps_s == (3.0, 4.0)
     assert index.lookup("longvideobench_val_v", {"id": "86CxyhFV9MI_0"}, "/c/videos/86CxyhFV9MI.mp4") is not None
     # NExT-QA's qid is per video: the video tells the two questions 4 apart (an int in the parquet)

@@ -126,13 +126,13 @@ def with_frames(doc_to_messages: Callable, selection: Selection, video: Any) -> 
     """``doc_to_messages`` whose video entry is the selection's frames (decoded when called)."""
 
     def messages_with_frames(doc, *args, **kwargs):
-        messages = doc_to_messages(doc, *args, **kwargs)
         frames = decode_selection(video, selection)
-        for message in messages:
-            for part in message.get("content") or ():
-                if isinstance(part, dict) and part.get("type") == "video":
-                    part["url"] = frames
-        return messages
+        # new dicts: a task's messages may be its config's own list, not made per call
+        def part_with_frames(part):
+            return {**part, "url": frames} if isinstance(part, dict) and part.get("type") == "video" else part
+
+        return [{**message, "content": [part_with_frames(p) for p in message.get("content") or ()]}
+                for message in doc_to_messages(doc, *args, **kwargs)]
 
     return messages_with_frames
 

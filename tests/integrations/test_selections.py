@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hfs.integrations.selections import SelectionIndex, SelectionsError, benchmark_of_task, video_key
+from hfs.integrations.selections import (QUESTION_ID_FIELDS, SelectionIndex, SelectionsError, benchmark_of_task,
+                                         video_key)
 
 
 def line(benchmark, question_id, video_path, timestamps=(1.0, 2.0), **more) -> dict:
@@ -97,3 +98,46 @@ def test_refusals_name_the_file_and_line(tmp_path):
     with pytest.raises(SelectionsError, match=r"twice\.jsonl: two lines for videomme question 1 of a\.mp4"):
         SelectionIndex.read(write(tmp_path / "twice.jsonl", [line("videomme", "1", "a.mp4", (1.0,)),
                                                               line("videomme", "1", "a.mp4", (2.0,))]))
+
+
+# lmms-eval's task for each benchmark, and the video path its doc_to_visual builds from the row
+# (lmms_eval/tasks/*/utils.py, 0.7.3), under some folder of its own
+LMMS_TASKS = {
+    "videomme": ("videomme", lambda row: f"/hf/videomme/data/{row['videoID']}.mp4"),
+    "nextqa": ("nextqa_mc_test", lambda row: f"/hf/nextqa/NExTVideo/{row['video']}.mp4"),
+    "longvideobench": ("longvideobench_val_v", lambda row: f"/hf/longvideobench/videos/{row['video_path']}"),
+    "mlvu": ("mlvu_dev", lambda row: f"/hf/mlvu/dev/{row['video_name']}"),
+}
+
+
+@pytest.mark.parametrize("bench", list(LMMS_TASKS))
+def test_hfs_select_lines_found_from_lmms_eval_rows(bench, tmp_path):
+    """The contract with `hfs select`: for each benchmark's parquet (the rows lmms-eval's task
+    reads as its docs), the lines written as `hfs select` writes them (the reader's question id
+    and video key) are found from the rows, each row its own question's line."""
+    import pyarrow.parquet as pq
+    from benchmark_layouts import write_layout
+
+    from hfs.manifests.benchmarks import get_benchmark
+    from hfs.pipeline.demo.videos import solid, write_scene_video
+
+    videos = [tmp_path / f"src{i}.mp4" for i in range(2)]
+    for i, video in enumerate(videos):
+        write_scene_video(video, [(4, solid((40 * i, 80, 120)))], fps=4, size=(32, 32))
+    root = tmp_path / bench
+    write_layout(bench, "parquet", root, videos)
+    benchmark = get_benchmark(bench)
+    read = benchmark.read(root)
+    keys = {v.video_id: v.key for v in read.videos}
+    index = SelectionIndex.read(write(tmp_path / "sel.jsonl", [
+        line(bench, benchmark.question_id(s), keys[s.video_id], (float(i),)) for i, s in enumerate(read.samples)]))
+
+    task, video_of = LMMS_TASKS[bench]
+    (parquet,) = root.rglob("*.parquet")
+    rows = pq.read_table(parquet).to_pylist()
+    hits = [(row, f) for row in rows if (f := index.lookup(task, row, video_of(row))) is not None]
+    assert len(read.samples) == 3 and len(hits) == 3  # the malformed row and the missing video have no line
+    assert sorted(f.timestamps_s for _, f in hits) == [(0.0,), (1.0,), (2.0,)]  # each its own line
+    for row, f in hits:
+        assert f.question_id == str(row[QUESTION_ID_FIELDS[bench]])
+        assert video_key(f.video_path) == video_key(video_of(row))

@@ -2,7 +2,7 @@
 
 ``selections``        finds a question's line in an `hfs select` file (pure Python, no harness needed)
 ``lmms_eval_model``   an lmms-eval model, ``hfs``: lmms-eval's Qwen2.5-VL fed those frames
-                      (needs the optional extra, ``pip install 'hfs[lmms-eval]'``)
+                      (needs the optional extra, ``pip install -e '.[lmms-eval]'``)
 
 ``lmms_eval_models`` below is the entry point lmms-eval loads from the group ``lmms_eval.models``
 (pyproject.toml): it names the class by its path, so lmms-eval imports the model (and the

@@ -1,6 +1,6 @@
 """lmms-eval's model ``hfs``: its Qwen2.5-VL, shown the frames an `hfs select` file chose.
 
-    pip install 'hfs[lmms-eval]'
+    pip install -e '.[lmms-eval]'    # from a checkout of hfs
     lmms-eval --model hfs --model_args pretrained=Qwen/Qwen2.5-VL-7B-Instruct,selections=sel.jsonl \\
         --tasks videomme,longvideobench_val_v,mlvu_dev,nextqa_mc_test
 
@@ -23,8 +23,8 @@ with a warning; the counts are logged when the requests are done.
 
 ``--model_args``: lmms-eval's Qwen2.5-VL's (``pretrained``, ``max_num_frames``, ``max_pixels``,
 ...) and ``selections`` (the `hfs select` JSONL file; from a trained run, select with
-``hfs select --selector hfs --run runs/NAME`` first). The lmms-eval model of the simple
-interface (``--force_simple``) is not provided.
+``hfs select --selector hfs --run runs/NAME`` first). No model of lmms-eval's simple interface
+is registered: ``--force_simple`` still gets this chat model.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ room                   job                                                      
                        checkpoints, worker processes
 ``evaluation/``        ``selectors/`` (uniform, random, clip, hfs, hfs-set), prediction  decode, extract,
                        logs, benchmark scoring, event recall against ground truth,        model, train
-                       ``report/`` (the HTML page)
+                       ``report/`` (the HTML page), lmms-eval's prompts and parsers,
+                       ``lmms_plugin/`` (lmms-eval's model ``hfs``, an optional extra)
 ``demo/``              synthetic videos, the synthetic task and its ground truth, the     any room
                        stand-in teacher fitted for ``hfs demo``
 =====================  =================================================================  ==================

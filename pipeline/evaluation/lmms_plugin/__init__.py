@@ -12,7 +12,7 @@ Qwen2.5-VL code under it) only when ``--model hfs`` is asked for.
 from __future__ import annotations
 
 LMMS_EVAL_MODEL_ID = "hfs"
-LMMS_EVAL_CLASS_PATH = "hfs.integrations.lmms_eval_model.HfsQwen2_5_VL"
+LMMS_EVAL_CLASS_PATH = "hfs.pipeline.evaluation.lmms_plugin.lmms_eval_model.HfsQwen2_5_VL"
 
 
 def lmms_eval_models():

@@ -53,7 +53,7 @@ def test_model_hfs_feeds_the_selected_frames(layout, monkeypatch, caplog):
     from lmms_eval.api.instance import Instance
     from lmms_eval.models import get_model
 
-    from hfs.integrations.lmms_eval_model import HfsQwen2_5_VL
+    from hfs.pipeline.evaluation.lmms_plugin.lmms_eval_model import HfsQwen2_5_VL
     from hfs.pipeline.model.tiny import tiny_model_path
 
     video, selections = layout
@@ -80,7 +80,7 @@ def test_model_hfs_feeds_the_selected_frames(layout, monkeypatch, caplog):
     requests = [Instance("generate_until", (f"ctx {i}", doc_to_messages, {"max_new_tokens": 3, "temperature": 0}, i,
                                             "videomme", "test"), i, {"task": "videomme", "doc_id": i, "repeats": 1})
                 for i in range(len(docs))]
-    with caplog.at_level(logging.INFO, logger="hfs.integrations.lmms_eval_model"):
+    with caplog.at_level(logging.INFO, logger="hfs.pipeline.evaluation.lmms_plugin.lmms_eval_model"):
         answers = model.generate_until(requests)
 
     assert len(answers) == 2 and all(isinstance(a.text, str) for a in answers)
@@ -93,8 +93,8 @@ def test_model_hfs_feeds_the_selected_frames(layout, monkeypatch, caplog):
 
 
 def test_model_hfs_refuses_a_missing_selections_file(tmp_path):
-    from hfs.integrations.lmms_eval_model import HfsQwen2_5_VL
-    from hfs.integrations.selections import SelectionsError
+    from hfs.pipeline.evaluation.lmms_plugin.lmms_eval_model import HfsQwen2_5_VL
+    from hfs.pipeline.evaluation.lmms_plugin.selections import SelectionsError
 
     with pytest.raises(SelectionsError, match="needs selections=FILE"):
         HfsQwen2_5_VL(pretrained="unused")

@@ -38,7 +38,7 @@ from typing import Any, List, Optional
 from lmms_eval.models.chat.qwen2_5_vl import Qwen2_5_VL
 from PIL import Image
 
-from hfs.integrations.selections import Selection, SelectionIndex, SelectionsError
+from hfs.pipeline.evaluation.lmms_plugin.selections import Selection, SelectionIndex, SelectionsError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hfs.integrations.selections import (QUESTION_ID_FIELDS, SelectionIndex, SelectionsError, benchmark_of_task,
+from hfs.pipeline.evaluation.lmms_plugin.selections import (QUESTION_ID_FIELDS, SelectionIndex, SelectionsError, benchmark_of_task,
                                          video_key)
 
 

@@ -58,21 +58,6 @@ def test_a_rerun_resumes_and_redoes_nothing(demo):
     assert (out / "results" / "predictions.jsonl").read_text() == before
 
 
-def test_a_rerun_with_more_steps_trains_on_and_evaluates_afresh(demo, tmp_path):
-    """hfs evaluate refuses predictions made with another checkpoint; the demo starts its results
-    over when its run trained further (it used to stop with "hfs evaluate exited with 2")."""
-    import shutil
-
-    out = tmp_path / "out"
-    shutil.copytree(demo[0], out)
-    more = [a if a != "150" else "155" for a in REDUCED]
-    res = CliRunner().invoke(app, ["demo", "--out", str(out), *more], env={"COLUMNS": "200"})
-    assert res.exit_code == 0, res.output
-    records = [json.loads(line) for line in (out / "results" / "predictions.jsonl").read_text().splitlines()]
-    runs = {r["run"] for r in records if r.get("run")}
-    assert records and runs and all("step-00000155" in run for run in runs), runs
-
-
 def test_training_raises_hfs_event_recall_above_its_initialisation(demo):
     """The same seed before and after training: the learned selector finds more answer-bearing frames."""
     from hfs.cache import FeatureCache
@@ -97,3 +82,16 @@ def test_training_raises_hfs_event_recall_above_its_initialisation(demo):
         recall[name] = event_recall(chosen, truth)
     assert recall["trained"].recall > recall["init"].recall, recall
     assert recall["trained"].mean_hits > recall["init"].mean_hits + 0.5, recall
+
+
+def test_a_rerun_with_more_steps_trains_on_and_evaluates_afresh(demo):
+    """hfs evaluate refuses predictions made with another checkpoint; the demo starts its results
+    over when its run trained further (it used to stop with "hfs evaluate exited with 2"). Last in
+    this module: it trains the shared demo on."""
+    out = demo[0]
+    more = [a if a != "150" else "155" for a in REDUCED]
+    res = CliRunner().invoke(app, ["demo", "--out", str(out), *more], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    records = [json.loads(line) for line in (out / "results" / "predictions.jsonl").read_text().splitlines()]
+    runs = {r["run"] for r in records if r.get("run")}
+    assert records and runs and all("step-00000155" in run for run in runs), runs

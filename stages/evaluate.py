@@ -182,13 +182,15 @@ def prediction_settings(k: int, answering: dict, seed: int, protocol: str = "hfs
     """What a prediction depends on besides its question, selector and subtitle setting, written
     into every prediction record: k, the answering teacher, the run's saved model (the resolved
     checkpoint, so a run trained further is another run), the random selector's seed (and of
-    lmms-eval's random fallback), the protocol and, for ``lmms-eval``, ``max_new_tokens``."""
+    lmms-eval's random fallback), the protocol and, for ``lmms-eval``, ``max_new_tokens`` and
+    ``frames_as`` ("video": the frames as one video, as lmms-eval's Qwen2.5-VL wrapper passes them)."""
     model_dir = answering["model_dir"]
     settings = {"k": k, "teacher": teacher_label(answering),
                 "run": str(Path(model_dir).resolve()) if model_dir is not None else None, "seed": seed,
                 "protocol": protocol}
     if protocol == "lmms-eval":
         settings["max_new_tokens"] = max_new_tokens
+        settings["frames_as"] = "video"  # earlier lmms-eval predictions showed the frames as images
     return settings
 
 
@@ -248,6 +250,8 @@ def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: li
     work = [w for w in (Work(s, sel, sub) for sel in selectors for sub in subtitle_settings for s in mine)
             if (w.selector, w.sample.sample_id, w.subtitles) not in predictions.done]
     if settings.get("protocol") == "lmms-eval":
+        if answering_teacher.video_input_refusal:
+            raise EvaluateError(answering_teacher.video_input_refusal)
         # lmms-eval draws its random fallback from Python's random seeded once; here one stream per process
         answerer = GeneratingAnswerer(answering_teacher, cache, bench, settings["max_new_tokens"],
                                       rng=random.Random(settings["seed"] + procs.rank))

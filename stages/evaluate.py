@@ -194,6 +194,32 @@ def prediction_settings(k: int, answering: dict, seed: int, protocol: str = "hfs
     return settings
 
 
+def lmms_eval_subtitle_lines(data):
+    """``subtitle_lines(sample, timestamps_s)`` of ``--protocol lmms-eval`` (Video-MME): lmms-eval's
+    rule, the lines at its 32 frames spread evenly over the video whatever frames the selector chose
+    (``subtitles.sample_lmms_eval_subtitle_lines``); [] for a video without a subtitle file (the
+    prompt then says "No subtitles available"). A video's frame rate and frame count come from
+    `hfs.pipeline.decode.probe` (lmms-eval asks OpenCV), once per video."""
+    from functools import lru_cache
+
+    from hfs.manifests.benchmarks.subtitles import sample_lmms_eval_subtitle_lines
+    from hfs.pipeline.decode import probe
+
+    paths = {v.video_id: v.path for v in data.videos}
+
+    @lru_cache(maxsize=None)
+    def rate_and_count(video_id: str) -> tuple[float, int]:
+        info = probe(paths[video_id])
+        return info.fps, info.n_frames if info.n_frames is not None else int(info.duration * info.fps)
+
+    def lines(sample, timestamps_s) -> list[str]:
+        if not sample.meta.get("subtitle_path"):
+            return []
+        return sample_lmms_eval_subtitle_lines(sample, *rate_and_count(sample.video_id))
+
+    return lines
+
+
 def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: list[str], run_dir,
               answering: dict, settings: dict, preset, subtitles: bool, limit, batch_size: int, workers, scheduler,
               progress: bool, truth=None, strict: bool = False) -> int:
@@ -257,9 +283,12 @@ def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: li
                                       rng=random.Random(settings["seed"] + procs.rank))
     else:
         answerer = TeacherAnswerer(answering_teacher, cache)
+    subtitle_lines = data.subtitle_lines
+    if settings.get("protocol") == "lmms-eval" and subtitles:
+        subtitle_lines = lmms_eval_subtitle_lines(data)
     with ProgressBar("evaluate", len(work), enabled=progress and procs.main) as bar:
         answer_questions(work, cache, ctx, answerer, predictions,
-                         subtitle_lines=data.subtitle_lines, batch_size=batch_size, on_done=bar.advance)
+                         subtitle_lines=subtitle_lines, batch_size=batch_size, on_done=bar.advance)
     procs.barrier()
     if not procs.main:
         return 0

@@ -3,7 +3,8 @@
 Reads the benchmark's files (``hfs.manifests.benchmarks``), extracts the videos the cache
 does not hold yet (Stage 1, the same Dask fan-out), then for every selector and question
 selects k frames and asks the teacher for the option letter (``pipeline/evaluation/predictions.py``;
-``--protocol lmms-eval``: lmms-eval's prompt, greedy generation and answer parser),
+``--protocol lmms-eval``: lmms-eval's prompt, the frames as one video, greedy generation,
+answer parser and Video-MME subtitle rule),
 writing ``predictions.jsonl`` as it goes (a rerun skips what is already predicted; one with
 other settings — k, teacher, run, seed — is refused, exit 2) and finally ``scores.json``
 with the benchmark's own breakdown, printed as one table with the selectors side by side.

@@ -62,6 +62,7 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
         benchmark_data = read_benchmark(bench, Path(data), strict)
         _check_selectors(selectors, run_dir, truth)
         answering = _answering_model(run_dir, teacher, preset)
+        _check_video_input(protocol, answering)
         settings = prediction_settings(k, answering, seed, protocol, max_new_tokens)
         PredictionLog.check_settings(out, settings)  # before any video is extracted or model loaded
         procs = Processes(device)
@@ -169,7 +170,17 @@ def _answering_model(run_dir, teacher: Optional[str], preset: Optional[str]) -> 
         name = name or teacher_class(kind).default_model
         materialise_models(teacher=name)
         return {"source": "base", "kind": kind, "name": name, "model_dir": model_dir}
-    return {"source": "run", "model_dir": model_dir}
+    return {"source": "run", "kind": cfg.teacher.kind, "model_dir": model_dir}
+
+
+def _check_video_input(protocol: str, answering: dict) -> None:
+    """``--protocol lmms-eval`` shows the frames as one video, as lmms-eval's model wrapper does: a
+    teacher that cannot is refused here, before any video is extracted or model loaded."""
+    from hfs.pipeline.model.teachers.base import list_teachers, teacher_class
+
+    kind = answering.get("kind")
+    if protocol == "lmms-eval" and kind in list_teachers() and teacher_class(kind).video_input_refusal:
+        raise EvaluateError(teacher_class(kind).video_input_refusal)
 
 
 def teacher_label(answering: dict) -> str:

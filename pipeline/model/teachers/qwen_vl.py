@@ -190,7 +190,10 @@ class QwenVLTeacher(Teacher):
 
         Step 1 resizes with torchvision's antialiased bicubic in place of PIL's: at most 2 grey levels
         apart (measured on 448x252, 112x56 and 1280x720 frames, mean 0.005); steps 2 and 3 are the
-        same torchvision calls (steps 3 and 4 are checked against the processor in the tests).
+        same torchvision calls (steps 3 and 4 are checked against the processor in the tests). With
+        lmms-eval's bounds step 2 leaves a frame within [256·28², 768·28²] pixels, which Qwen2.5-VL's
+        video processor keeps as it is whether it holds its own bounds or the wrapper's
+        ``AutoProcessor.from_pretrained(..., min_pixels, max_pixels)``.
         """
         check_frames(frames)
         frames = frames.contiguous()

@@ -76,5 +76,6 @@ def test_evaluate_takes_the_lines_whatever_the_selected_frames(tmp_path, monkeyp
 
 
 def test_a_time_line_lmms_eval_cannot_read_fails_clearly():
-    with pytest.raises(SubtitleError, match=r"x\.srt: lmms-eval cannot read the time line '00:00:01\.5 --> 00:00:02,000'"):
+    bad_line = r"x\.srt: lmms-eval cannot read the time line '00:00:01\.5 --> 00:00:02,000'"
+    with pytest.raises(SubtitleError, match=bad_line):
         lmms_eval_srt_cues("1\n00:00:01.5 --> 00:00:02,000\ntext\n", "x.srt")

@@ -3,7 +3,8 @@
 Reads the benchmark's files (``hfs.manifests.benchmarks``), extracts the videos the cache
 does not hold yet (Stage 1, the same Dask fan-out), then for every selector and question
 selects k frames and asks the teacher for the option letter (``pipeline/evaluation/predictions.py``;
-``--protocol lmms-eval``: lmms-eval's prompt, greedy generation and answer parser),
+``--protocol lmms-eval``: lmms-eval's prompt, the frames as one video, greedy generation,
+answer parser and Video-MME subtitle rule),
 writing ``predictions.jsonl`` as it goes (a rerun skips what is already predicted; one with
 other settings — k, teacher, run, seed — is refused, exit 2) and finally ``scores.json``
 with the benchmark's own breakdown, printed as one table with the selectors side by side.
@@ -61,6 +62,7 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
         benchmark_data = read_benchmark(bench, Path(data), strict)
         _check_selectors(selectors, run_dir, truth)
         answering = _answering_model(run_dir, teacher, preset)
+        _check_video_input(protocol, answering)
         settings = prediction_settings(k, answering, seed, protocol, max_new_tokens)
         PredictionLog.check_settings(out, settings)  # before any video is extracted or model loaded
         procs = Processes(device)
@@ -168,7 +170,17 @@ def _answering_model(run_dir, teacher: Optional[str], preset: Optional[str]) -> 
         name = name or teacher_class(kind).default_model
         materialise_models(teacher=name)
         return {"source": "base", "kind": kind, "name": name, "model_dir": model_dir}
-    return {"source": "run", "model_dir": model_dir}
+    return {"source": "run", "kind": cfg.teacher.kind, "model_dir": model_dir}
+
+
+def _check_video_input(protocol: str, answering: dict) -> None:
+    """``--protocol lmms-eval`` shows the frames as one video, as lmms-eval's model wrapper does: a
+    teacher that cannot is refused here, before any video is extracted or model loaded."""
+    from hfs.pipeline.model.teachers.base import list_teachers, teacher_class
+
+    kind = answering.get("kind")
+    if protocol == "lmms-eval" and kind in list_teachers() and teacher_class(kind).video_input_refusal:
+        raise EvaluateError(teacher_class(kind).video_input_refusal)
 
 
 def teacher_label(answering: dict) -> str:
@@ -182,14 +194,42 @@ def prediction_settings(k: int, answering: dict, seed: int, protocol: str = "hfs
     """What a prediction depends on besides its question, selector and subtitle setting, written
     into every prediction record: k, the answering teacher, the run's saved model (the resolved
     checkpoint, so a run trained further is another run), the random selector's seed (and of
-    lmms-eval's random fallback), the protocol and, for ``lmms-eval``, ``max_new_tokens``."""
+    lmms-eval's random fallback), the protocol and, for ``lmms-eval``, ``max_new_tokens`` and
+    ``frames_as`` ("video": the frames as one video, as lmms-eval's Qwen2.5-VL wrapper passes them)."""
     model_dir = answering["model_dir"]
     settings = {"k": k, "teacher": teacher_label(answering),
                 "run": str(Path(model_dir).resolve()) if model_dir is not None else None, "seed": seed,
                 "protocol": protocol}
     if protocol == "lmms-eval":
         settings["max_new_tokens"] = max_new_tokens
+        settings["frames_as"] = "video"  # earlier lmms-eval predictions showed the frames as images
     return settings
+
+
+def lmms_eval_subtitle_lines(data):
+    """``subtitle_lines(sample, timestamps_s)`` of ``--protocol lmms-eval`` (Video-MME): lmms-eval's
+    rule, the lines at its 32 frames spread evenly over the video whatever frames the selector chose
+    (``subtitles.sample_lmms_eval_subtitle_lines``); [] for a video without a subtitle file (the
+    prompt then says "No subtitles available"). A video's frame rate and frame count come from
+    `hfs.pipeline.decode.probe` (lmms-eval asks OpenCV), once per video."""
+    from functools import lru_cache
+
+    from hfs.manifests.benchmarks.subtitles import sample_lmms_eval_subtitle_lines
+    from hfs.pipeline.decode import probe
+
+    paths = {v.video_id: v.path for v in data.videos}
+
+    @lru_cache(maxsize=None)
+    def rate_and_count(video_id: str) -> tuple[float, int]:
+        info = probe(paths[video_id])
+        return info.fps, info.n_frames if info.n_frames is not None else int(info.duration * info.fps)
+
+    def lines(sample, timestamps_s) -> list[str]:
+        if not sample.meta.get("subtitle_path"):
+            return []
+        return sample_lmms_eval_subtitle_lines(sample, *rate_and_count(sample.video_id))
+
+    return lines
 
 
 def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: list[str], run_dir,
@@ -248,14 +288,19 @@ def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: li
     work = [w for w in (Work(s, sel, sub) for sel in selectors for sub in subtitle_settings for s in mine)
             if (w.selector, w.sample.sample_id, w.subtitles) not in predictions.done]
     if settings.get("protocol") == "lmms-eval":
+        if answering_teacher.video_input_refusal:
+            raise EvaluateError(answering_teacher.video_input_refusal)
         # lmms-eval draws its random fallback from Python's random seeded once; here one stream per process
         answerer = GeneratingAnswerer(answering_teacher, cache, bench, settings["max_new_tokens"],
                                       rng=random.Random(settings["seed"] + procs.rank))
     else:
         answerer = TeacherAnswerer(answering_teacher, cache)
+    subtitle_lines = data.subtitle_lines
+    if settings.get("protocol") == "lmms-eval" and subtitles:
+        subtitle_lines = lmms_eval_subtitle_lines(data)
     with ProgressBar("evaluate", len(work), enabled=progress and procs.main) as bar:
         answer_questions(work, cache, ctx, answerer, predictions,
-                         subtitle_lines=data.subtitle_lines, batch_size=batch_size, on_done=bar.advance)
+                         subtitle_lines=subtitle_lines, batch_size=batch_size, on_done=bar.advance)
     procs.barrier()
     if not procs.main:
         return 0

@@ -268,7 +268,7 @@ def _mlvu_json(root: Path) -> Layout:
     release = root / "MLVU"
     write_text(release, "json/1_plotQA.json", json.dumps([
         mlvu_record("movie_a.mp4"),
-        mlvu_record("movie_a.mp4", answer="Purple"),  # malformed: not a candidate
+        {**mlvu_record("movie_a.mp4"), "candidates": None},  # malformed: no candidates (choice_bench.py fails on it)
         mlvu_record("movie_b.mp4", answer="Red"),
     ], indent=2))
     write_text(release, "json/2_needle.json", json.dumps([

@@ -14,7 +14,15 @@ Views (the first found is read; `view=` forces one):
   `question_type` (e.g. "plotQA"; "findNeedle" for the needle task). The
   data folder may be the repository root (holding `MLVU/`) or `MLVU/` itself.
   JUNJIE99/MLVU `evaluation/multiple_choice_evaluation/choice_bench.py` is the
-  official scorer.
+  official scorer, and the right option is the one it takes (`choice_bench_index`): the
+  last candidate whose text equals the answer exactly. Eight rows of the release need
+  that rule (checked against JUNJIE99/MLVU `data/`): five whose answer is two of the
+  candidates (1_plotQA 335, 387, 493, 6_anomaly_reco 66, 7_topic_reasoning 163: the last
+  one is right, a prediction of the other is wrong), 7_topic_reasoning 26 whose four
+  candidates and answer are all empty (D is right), and 2_needle 34 and 338 whose answer
+  is none of the candidates (choice_bench's answer letter is then "@", which no
+  prediction matches: the question counts and is always wrong, `answer_index` None).
+  Each carries `meta["answer_rule"]` saying which.
 - **parquet** — `sy1998/MLVU_dev` (https://huggingface.co/datasets/sy1998/MLVU_dev,
   file `mlvu/test-00000-of-00001.parquet`), what lmms-eval's `mlvu_dev`
   task reads (`lmms_eval/tasks/mlvu/{mlvu_dev.yaml,utils.py}`). Columns:
@@ -62,6 +70,32 @@ from hfs.manifests.formats import RecordError, split_options
 from hfs.manifests.records import QASample
 
 logger = logging.getLogger(__name__)
+
+def choice_bench_index(answer, candidates) -> tuple[int | None, str | None]:
+    """The right option of an MLVU JSON row as choice_bench.py's ``qa_template`` finds it, and a note
+    when the row needs its rule (else None).
+
+    ``qa_template`` walks the candidates and keeps the index of every one equal to the answer (exact
+    text, no ``break``), so the LAST equal candidate is right; none equal leaves its index at -1, the
+    answer letter ``chr(ord('A') - 1)`` = "@", which ``check_ans`` never matches: such a question is
+    scored, always wrong (index None here). RowError for what choice_bench.py cannot read: candidates
+    not a list of at least 2 strings (an empty string is a candidate, as there), an answer not a string.
+    """
+    if not isinstance(candidates, (list, tuple)) or not all(isinstance(c, str) for c in candidates):
+        raise RowError(f"'candidates' must be a list of texts, got {candidates!r}"[:200])
+    if len(candidates) < 2:
+        raise RowError(f"'candidates' has {len(candidates)} option(s); a multiple-choice question needs at least 2")
+    if not isinstance(answer, str):
+        raise RowError(f"'answer' must be a candidate's text, got {answer!r}")
+    equal = [i for i, c in enumerate(candidates) if c == answer]
+    if not equal:
+        return None, (f"answer {answer[:60]!r} is none of the candidates: choice_bench.py scores it wrong "
+                      "whatever the prediction")
+    if len(equal) > 1:
+        letters = ", ".join(chr(ord("A") + i) for i in equal)
+        return equal[-1], f"answer {answer[:60]!r} is candidates {letters}: choice_bench.py takes the last"
+    return equal[0], None
+
 
 TASK_FILES = {  # JSON file stem / video folder -> task name (lmms-eval's task_type)
     "1_plotQA": "plotQA",
@@ -130,13 +164,17 @@ class MLVU(Benchmark):
             stem = os.path.splitext(os.path.basename(file))[0]
             task = TASK_FILES[stem]
             k = counters[file] = counters.get(file, -1) + 1  # position in the file's list, bad rows included
-            options = options_field(row.get("candidates"), "candidates")
+            candidates = row.get("candidates")
             answer = row.get("answer")
-            index = text_index(answer, options)
+            index, rule = choice_bench_index(answer, candidates)
             meta = {"task": task, "question_type": row.get("question_type"), "duration_s": float_field(row, "duration"),
                     "answer_raw": answer}
-            sample = QASample(f"{task}_{k}", "", text_field(row, "question"), options, options[index], index,
-                              f"{file}:{number}", meta)
+            if rule is not None:
+                meta["answer_rule"] = rule
+                logger.info("MLVU %s_%d (%s:%d): %s", task, k, file, number, rule)
+            options = tuple(c.strip() for c in candidates)
+            sample = QASample(f"{task}_{k}", "", text_field(row, "question"), options,
+                              None if index is None else options[index], index, f"{file}:{number}", meta)
             return sample, [os.path.join(video_root, stem, text_field(row, "video"))]
 
         def rows(file):

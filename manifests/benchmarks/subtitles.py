@@ -227,3 +227,77 @@ def sample_subtitle_lines(sample, timestamps_s: Sequence[float], window_s: float
         return []
     cues = _cached_cues(path, float(meta.get("subtitle_offset_s") or 0.0), meta.get("duration_s"))
     return lines_near(cues, timestamps_s, window_s)
+
+
+# -- lmms-eval's Video-MME rule (``--protocol lmms-eval``) ------------------------------------------
+
+LMMS_EVAL_SUBTITLE_FRAMES = 32
+"""``frame_num`` of lmms-eval's ``videomme_w_subtitle`` task (its YAML's default model kwargs)."""
+
+_LMMS_EVAL_FONT = re.compile(r'<font color="white" size=".72c">(.*?)</font>')
+"""The pattern lmms-eval takes a cue's text with; a cue it does not match gives no line."""
+
+
+def lmms_eval_srt_cues(text: str, what: str = "subtitle file") -> dict[tuple[float, float], str]:
+    """An SRT document as lmms-eval reads it (``load_subtitles`` in lmms_eval/tasks/videomme/utils.py):
+    blocks split at blank lines ("\\n\\n"), each of 3 lines or more taken as index, time line
+    ("HH:MM:SS,mmm --> HH:MM:SS,mmm") and text lines joined by spaces, markup kept; keyed by
+    (start, end) seconds, so a later cue with the same times replaces an earlier one in its place.
+    SubtitleError (naming ``what``) where lmms-eval's own reading would raise."""
+    cues: dict[tuple[float, float], str] = {}
+    for section in text.split("\n\n"):
+        if not section.strip():
+            continue
+        lines = section.split("\n")
+        if len(lines) < 3:
+            continue
+        try:
+            start, end = (_lmms_eval_srt_time(t) for t in lines[1].split(" --> "))
+        except ValueError as err:
+            raise SubtitleError(f"{what}: lmms-eval cannot read the time line {lines[1]!r} ({err})") from None
+        cues[(start, end)] = " ".join(lines[2:])
+    return cues
+
+
+def _lmms_eval_srt_time(text: str) -> float:
+    """``parse_subtitle_time``: "HH:MM:SS,mmm" -> seconds (the milliseconds as written / 1000)."""
+    h, m, s_ms = text.split(":")
+    s, ms = s_ms.split(",")
+    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
+
+
+def lmms_eval_subtitle_lines(cues: Mapping[tuple[float, float], str], fps: float, total_frames: int,
+                             frame_num: int = LMMS_EVAL_SUBTITLE_FRAMES) -> list[str]:
+    """The subtitle lines lmms-eval's ``videomme_doc_to_text_subtitle`` writes, whatever frames the
+    model is shown: cue times become frame numbers ``int(t·fps)``; a cue is kept when one of the
+    ``frame_num`` frames ``np.linspace(0, total_frames - 1, frame_num, dtype=int)`` falls in
+    [start, end); kept cues come in the order of ``list(set(indices))`` (as lmms-eval, reproduced by
+    doing the same), each as the first ``<font color="white" size=".72c">…</font>`` text in it
+    (a cue without one gives no line)."""
+    import numpy as np
+
+    spans = [(int(start * fps), int(end * fps), text) for (start, end), text in cues.items()]
+    sampled = np.linspace(0, total_frames - 1, frame_num, dtype=int).tolist()
+    hits = [idx for frame in sampled for idx, span in enumerate(spans) if span[0] <= frame < span[1]]
+    lines = []
+    for idx in list(set(hits)):
+        found = _LMMS_EVAL_FONT.findall(spans[idx][2])
+        if found:
+            lines.append(found[0])
+    return lines
+
+
+def sample_lmms_eval_subtitle_lines(sample, fps: float, total_frames: int,
+                                    frame_num: int = LMMS_EVAL_SUBTITLE_FRAMES) -> list[str] | None:
+    """`lmms_eval_subtitle_lines` of a Video-MME question's SRT (``meta["subtitle_path"]``), None when
+    the video has no subtitle file (lmms-eval then writes "No subtitles available"). ``fps`` and
+    ``total_frames``: the video's (lmms-eval asks OpenCV's CAP_PROP_FPS and CAP_PROP_FRAME_COUNT)."""
+    path = sample.meta.get("subtitle_path")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SubtitleError(f"{path}: cannot read ({err})") from err
+    return lmms_eval_subtitle_lines(lmms_eval_srt_cues(text, str(path)), fps, total_frames, frame_num)

@@ -18,7 +18,9 @@ Subtitles are SRT with each cue's text in `<font color="white"
 size=".72c">...</font>`, cues overlapping (`subtitles.parse_srt`). lmms-eval's
 "with subtitles" prompt keeps the cues that cover a sampled frame; here the
 sampled frames are the selector's, and `BenchmarkData.subtitle_lines(sample,
-timestamps_s)` returns those lines (window rule in `subtitles`).
+timestamps_s)` returns those lines (window rule in `subtitles`). Under `hfs evaluate
+--protocol lmms-eval` the lines are lmms-eval's own, at its 32 evenly spaced frames whatever the
+selector chose (`subtitles.sample_lmms_eval_subtitle_lines`).
 
 Breakdown (lmms-eval `videomme_aggregate_results`, the paper's Table 1):
 accuracy per duration (short, medium, long) and overall, in two settings —

@@ -68,7 +68,7 @@ def videomme_prompt(doc: Mapping, subtitle_lines: Sequence[str] | None = None, *
     "This video's subtitles are listed below: " and the subtitle text first (``subtitle_lines``
     joined by newlines; None: the video has no subtitle file, "No subtitles available"), and
     "The best answer is:" last (that task's post prompt is not used). Which lines lmms-eval
-    picks (those at 32 frames uniform over the video) is its own rule, not made here.
+    picks (those at 32 frames uniform over the video) is `subtitles.sample_lmms_eval_subtitle_lines`.
     """
     question = str(doc["question"]) + "\n" + "\n".join(str(o) for o in doc["options"])
     if not with_subtitles:

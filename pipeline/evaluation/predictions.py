@@ -223,7 +223,8 @@ class GeneratingAnswerer:
     """The teacher answering as lmms-eval asks it (``hfs evaluate --protocol lmms-eval``).
 
     Per question: lmms-eval's prompt text of the benchmark (``lmms_prompts``; Video-MME "with
-    subtitles" takes the lines given), the selected frames as images (no times in the text),
+    subtitles" takes the lines given), the selected frames as ONE video, as lmms-eval's model wrapper
+    passes them (``Teacher.generate(as_video=True)``; a teacher that cannot is refused here),
     greedy generation of at most ``max_new_tokens`` (``Teacher.generate``), and lmms-eval's
     answer parser (``lmms_parsers``); ``rng`` draws NExT-QA's and LongVideoBench's random
     fallback for an unparseable response.
@@ -234,6 +235,8 @@ class GeneratingAnswerer:
 
         if bench not in LMMS_EVAL_PARSERS:
             raise ValueError(f"no lmms-eval protocol for benchmark {bench!r}; known: {', '.join(LMMS_EVAL_PARSERS)}")
+        if teacher.video_input_refusal:
+            raise ValueError(teacher.video_input_refusal)
         self.teacher = teacher.eval()
         self.cache = cache
         self.bench = bench
@@ -264,7 +267,7 @@ class GeneratingAnswerer:
         device = self.teacher.device
         frames = [decode_jpegs(self.cache.frames(s.video_id, idx), device=device) for s, idx in zip(samples, indices)]
         texts = [self.prompt(s, subtitles[b] if subtitles is not None else None) for b, s in enumerate(samples)]
-        responses = self.teacher.generate(frames, texts, self.max_new_tokens)
+        responses = self.teacher.generate(frames, texts, self.max_new_tokens, as_video=True)
         parsed = [parse_answer(self.bench, r, s.options, rng=self.rng) for r, s in zip(responses, samples)]
         extras = [{"response": r, "parsed": p.letter, "random_fallback": p.random_fallback}
                   for r, p in zip(responses, parsed)]

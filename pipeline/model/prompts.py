@@ -100,3 +100,9 @@ def teacher_messages(num_images: int, text: str) -> list[dict]:
     content: list[dict] = [{"type": "image"} for _ in range(num_images)]
     content.append({"type": "text", "text": text})
     return [{"role": "user", "content": content}]
+
+
+def teacher_video_messages(text: str) -> list[dict]:
+    """One user turn with a single video slot (the selected frames as one clip) followed by
+    `text`: the order lmms-eval's default ``doc_to_messages`` gives a video task (visuals, then text)."""
+    return [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}]

@@ -292,7 +292,7 @@ def test_mlvu_json_view(tmp_path):
     root = tmp_path / "MLVU"
     plot_text = json.dumps([
         mlvu_record("movie101_66.mp4"),
-        mlvu_record("movie101_66.mp4", answer="Purple"),  # malformed: not a candidate
+        {**mlvu_record("movie101_66.mp4"), "candidates": None},  # malformed: no candidates
         mlvu_record("movie101_63.mp4", answer="Red"),
     ], indent=2)
     second_record_line = [i for i, line in enumerate(plot_text.split("\n"), start=1) if line == "  {"][1]
@@ -317,7 +317,7 @@ def test_mlvu_json_view(tmp_path):
     assert plot0.meta["duration_s"] == 246.0
     assert data.videos[0].key == "MLVU/video/1_plotQA/movie101_66.mp4"
     (bad,) = data.bad
-    assert bad.line == second_record_line and "'Purple' is none of the 4 options" in bad.reason
+    assert bad.line == second_record_line and "'candidates' must be a list of texts, got None" in bad.reason
     assert data.missing[0].sample.meta["task"] == "needle"
 
 

@@ -563,6 +563,7 @@ def test_lmms_eval_protocol_generates_parses_and_records_the_response(tmp_path, 
     assert {r["sample_id"] for r in records} == set(layout.answerable)
     for r in records:
         assert (r["protocol"], r["max_new_tokens"], r["option_logits"]) == ("lmms-eval", expected_tokens, None)
+        assert r["frames_as"] == "video"  # the frames went in as one video, as lmms-eval's Qwen2.5-VL gets them
         assert isinstance(r["response"], str) and isinstance(r["random_fallback"], bool)
         sample = samples[r["sample_id"]]
         if not r["random_fallback"]:
@@ -575,3 +576,13 @@ def test_lmms_eval_protocol_generates_parses_and_records_the_response(tmp_path, 
     # the same folder under the other protocol is refused, not mixed in
     refused = " ".join(invoke(args[:-2] + ["--protocol", "hfs"], expect=2).split())
     assert "protocol='lmms-eval'" in refused
+
+
+def test_lmms_eval_protocol_refuses_an_internvl_teacher_before_any_work(tmp_path, source_videos):
+    layout = write_layout("nextqa", "parquet", tmp_path / "data", source_videos)
+    out = tmp_path / "out"
+    output = invoke(["evaluate", "--bench", "nextqa", "--data", str(layout.root), "--out", str(out), "--preset",
+                     "tiny", "--workers", "0", "--no-progress", "--device", "cpu", "--k", "2", "--protocol",
+                     "lmms-eval", "--teacher", "internvl3"], expect=2)
+    assert "--protocol lmms-eval is not implemented for InternVL" in " ".join(output.split())
+    assert not (out / "cache").exists()  # refused before any video was extracted

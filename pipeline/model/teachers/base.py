@@ -190,6 +190,9 @@ class Teacher(nn.Module):
 
     model_type: ClassVar[str]
     default_model: ClassVar[str]
+    video_input_refusal: ClassVar[str | None] = "this teacher has no video input"
+    """None where `encode_video_sample` passes the frames as one video as lmms-eval's model wrapper
+    does (``--protocol lmms-eval``); else why not, the error `hfs evaluate` stops with."""
     max_tiles: int = 1
     """Image tiles per frame (TeacherConfig.max_tiles) for teachers that tile frames
     (InternVL: 1 = the whole frame as one tile, n > 1 = up to n tiles plus a thumbnail);
@@ -346,6 +349,20 @@ class Teacher(nn.Module):
         """Extra keyword arguments of the inner multimodal model's forward (e.g. grids)."""
         return {}
 
+    def encode_video_sample(self, chat_text: str, frames: Tensor) -> EncodedSample:
+        """One sample whose k frames are ONE video (the ``lmms-eval`` protocol, `generate(as_video=True)`),
+        laid out as the lmms-eval model wrapper of this model would hand it to the processor.
+
+        chat_text: the chat-templated prompt with one video placeholder.
+        Teachers whose lmms-eval wrapper does not pass a video refuse, saying what it does instead.
+        """
+        raise NotImplementedError(f"{type(self).__name__}: {self.video_input_refusal}")
+
+    def video_features(self, vision: dict[str, Tensor]):
+        """Video token embeddings (frozen encoder, no grad) of `encode_video_sample`'s vision tensors:
+        what the model takes as `mm_encoder_outputs["video"].pooler_output`."""
+        raise NotImplementedError(f"{type(self).__name__}: {self.video_input_refusal}")
+
     # -- forward --------------------------------------------------------------------------------
 
     def build_prompt(self, num_frames: int, question: str, options, timestamps, subtitles=None) -> str:
@@ -449,7 +466,8 @@ class Teacher(nn.Module):
         )
 
     @torch.no_grad()
-    def generate(self, frames: list[Tensor], texts: list[str], max_new_tokens: int) -> list[str]:
+    def generate(self, frames: list[Tensor], texts: list[str], max_new_tokens: int,
+                 as_video: bool = False) -> list[str]:
         """Greedy generation (the ``lmms-eval`` protocol): per sample b, the chat-templated prompt of
         ``frames[b]`` (uint8 [k, 3, H, W], as in `forward`, every gate 1) followed by ``texts[b]``
         as it is (no option list or frame times added), answered token by token with the
@@ -459,6 +477,9 @@ class Teacher(nn.Module):
         and without a KV cache: each step runs the language model over the whole sequence
         through the same path as `forward` (precomputed image features), so the frames are
         read exactly as there; slow for long answers, which lmms-eval's tasks cap at 16-32 tokens.
+
+        ``as_video``: the frames go in as ONE video, as lmms-eval's model wrapper passes them
+        (`encode_video_sample`; one video slot before the text), instead of k images.
         """
         if len(frames) != len(texts):
             raise ValueError(f"texts has {len(texts)} entries for {len(frames)} samples")
@@ -469,15 +490,22 @@ class Teacher(nn.Module):
         responses = []
         for b, (sample_frames, text) in enumerate(zip(frames, texts)):
             check_frames(sample_frames, f"frames of sample {b}")
-            messages = prompts.teacher_messages(len(sample_frames), text)
-            chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            sample = self.encode_sample(chat, sample_frames)
-            batch, vision = self.collate([sample])
-            gates = torch.ones(len(sample_frames), device=self.device)
-            features = self.image_features(vision, sample.units_per_frame, gates)
+            if as_video:
+                messages = prompts.teacher_video_messages(text)
+                chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                sample = self.encode_video_sample(chat, sample_frames)
+                batch, vision = self.collate([sample])
+                features, modality = self.video_features(vision), "video"
+            else:
+                messages = prompts.teacher_messages(len(sample_frames), text)
+                chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                sample = self.encode_sample(chat, sample_frames)
+                batch, vision = self.collate([sample])
+                gates = torch.ones(len(sample_frames), device=self.device)
+                features, modality = self.image_features(vision, sample.units_per_frame, gates), "image"
             generated: list[int] = []
             for _ in range(max_new_tokens):
-                _, last = self._language_model(batch, vision, features)
+                _, last = self._language_model(batch, vision, features, modality)
                 token = int(head(last[0, -1]).float().argmax())
                 if token in stop:
                     break
@@ -506,8 +534,9 @@ class Teacher(nn.Module):
             if timestamps is not None and len(timestamps[b]) != k:
                 raise ValueError(f"sample {b} has {len(timestamps[b])} timestamps for {k} frames")
 
-    def _language_model(self, batch, vision, features) -> tuple[Tensor, Tensor]:
-        """Inner multimodal model on precomputed (gated) image features.
+    def _language_model(self, batch, vision, features, modality: str = "image") -> tuple[Tensor, Tensor]:
+        """Inner multimodal model on precomputed (gated) image features (``modality="video"``: the
+        video features of `video_features`).
 
         Returns (hidden_states[HIDDEN_LAYER], last normed hidden state), each [B, L, dh].
         """
@@ -516,7 +545,7 @@ class Teacher(nn.Module):
         outputs = self.hf_model.model(
             **batch,
             **self.language_model_inputs(batch, vision),
-            mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
+            mm_encoder_outputs={modality: BaseModelOutputWithPooling(pooler_output=features)},
             output_hidden_states=True,
             use_cache=False,
         )

@@ -77,6 +77,13 @@ class InternVLTeacher(Teacher):
 
     model_type = "internvl"
     default_model = "OpenGVLab/InternVL3-8B-hf"
+    video_input_refusal = (
+        "--protocol lmms-eval is not implemented for InternVL: lmms-eval 0.7.3's InternVL3 wrapper "
+        "(lmms_eval/models/simple/internvl3.py) runs the remote-code checkpoint's own `chat` (its system "
+        "prompt and template), the frames as images tiled up to max(1, min(max_num, total_max_num // frames)) "
+        "with a thumbnail, and 'Frame1: <image>\\n...' before the question, none of which this -hf teacher "
+        "reproduces; use --protocol hfs, or a Qwen2.5-VL teacher"
+    )
 
     @staticmethod
     def model_class_loader():

@@ -13,6 +13,14 @@ makes them, but as tensor ops on the frames' device: `smart_resize` to
 multiples of patch·merge within [min_pixels, max_pixels], antialiased resize,
 fused rescale + normalise in float32, and the flattened patch layout
 [t·h·w, 3·T·P·P] with the still frame repeated over the temporal patch T.
+
+Under ``--protocol lmms-eval`` (`generate(as_video=True)`) the k frames are ONE video instead,
+as lmms-eval 0.7.3's Qwen2.5-VL wrapper (``lmms_eval/models/chat/qwen2_5_vl.py``) hands a
+video to qwen-vl-utils 0.0.14's ``fetch_video`` and then to the processor; the frames are
+passed the way hfs's lmms-eval plugin passes them there (a list of frames,
+``pipeline/evaluation/lmms_plugin``): `preprocess_video` says step by step what happens.
+The video is one `<|video_pad|>` run of (k/T)·h·w/merge² tokens with `video_grid_thw`
+(k/T, h, w) and `second_per_grid_ts` T/2.
 """
 
 from __future__ import annotations
@@ -24,6 +32,19 @@ from torch import Tensor
 
 from hfs.pipeline.model.frames import check_frames, rescale_and_normalize, resize_frames, size_field
 from hfs.pipeline.model.teachers.base import EncodedSample, Teacher, register_teacher, token_runs
+
+LMMS_EVAL_MIN_PIXELS = 256 * 28 * 28
+"""lmms-eval's Qwen2.5-VL ``min_pixels`` default (``lmms_eval/models/simple/qwen2_5_vl.py``)."""
+LMMS_EVAL_MAX_PIXELS = 1605632
+"""lmms-eval's Qwen2.5-VL ``max_pixels`` default."""
+QWEN_VL_UTILS_FACTOR = 28
+"""qwen-vl-utils' resize factor: its default image_patch_size 14 x SPATIAL_MERGE_SIZE 2."""
+QWEN_VL_UTILS_VIDEO_MAX_PIXELS = 768 * 28 * 28
+"""qwen-vl-utils' per-frame cap of a video (VIDEO_MAX_TOKEN_NUM · factor²)."""
+QWEN_VL_UTILS_TOTAL_PIXELS = 128000 * 28 * 28 * 0.9
+"""qwen-vl-utils' whole-video pixel budget (MODEL_SEQ_LEN · factor² · 0.9, MODEL_SEQ_LEN's default)."""
+QWEN_VL_UTILS_FRAME_LIST_FPS = 2.0
+"""qwen-vl-utils' ``sample_fps`` of a video given as a list of frames (its default, 2 a second)."""
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -45,6 +66,20 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h_bar, w_bar
 
 
+def patchify_video(pixels: Tensor, patch: int, merge: int, temporal: int) -> Tensor:
+    """float [n, C, H, W] (one video, n a multiple of T) -> [(n/T)·(H/P)·(W/P), C·T·P·P], as
+    `Qwen2VLVideoProcessor.patchify` lays it out: T consecutive frames share a patch row."""
+    n, channels, height, width = pixels.shape
+    if n % temporal:
+        raise ValueError(f"a video of {n} frames does not split into temporal patches of {temporal}")
+    grid_h, grid_w = height // patch, width // patch
+    patches = pixels.reshape(n // temporal, temporal, channels, grid_h // merge, merge, patch,
+                             grid_w // merge, merge, patch)
+    # [t, h/merge, w/merge, merge, merge, C, T, P, P]
+    patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return patches.reshape(n // temporal * grid_h * grid_w, channels * temporal * patch * patch)
+
+
 def patchify(pixels: Tensor, patch: int, merge: int, temporal: int) -> Tensor:
     """float [k, C, H, W] -> [k·(H/P)·(W/P), C·T·P·P]: each frame's patches in merge-window order
     (a merge x merge block of patches is contiguous), each still patch repeated T times."""
@@ -63,6 +98,11 @@ class QwenVLTeacher(Teacher):
 
     model_type = "qwen2_5_vl"
     default_model = "Qwen/Qwen2.5-VL-7B-Instruct"
+    video_input_refusal = None
+    video_min_pixels: int = LMMS_EVAL_MIN_PIXELS
+    """``min_pixels`` lmms-eval's wrapper gives qwen-vl-utils for a video (its model_args default)."""
+    video_max_pixels: int = LMMS_EVAL_MAX_PIXELS
+    """``max_pixels`` lmms-eval's wrapper gives qwen-vl-utils for a video (its model_args default)."""
 
     @staticmethod
     def model_class_loader():
@@ -133,6 +173,103 @@ class QwenVLTeacher(Teacher):
             units_per_frame=[1] * len(frames),
         )
 
+    def preprocess_video(self, frames: Tensor) -> tuple[Tensor, Tensor, float]:
+        """uint8 frames [k, 3, H, W] as ONE video -> (pixel_values_videos [(n/T)·h·w, 3·T·P·P] float32
+        on the frames' device, video_grid_thw [1, 3] int64 on the CPU, second_per_grid_ts).
+
+        The steps of lmms-eval's Qwen2.5-VL wrapper with the frames given as a list, as tensor ops:
+        1. qwen-vl-utils ``fetch_image`` per frame: `smart_resize` (factor 28) within the wrapper's
+           [min_pixels, max_pixels], bicubic resize (PIL's default filter);
+        2. ``fetch_video``: an odd count padded with the last frame (FRAME_FACTOR 2), then the clip
+           resized again, bicubic with antialias, `smart_resize` within [min_pixels, min(max_pixels,
+           max(min(768·28², budget / n · 2), 1.05·min_pixels))];
+        3. the processor's video processor: its own `smart_resize` (factor patch·merge, its config's
+           size; the cap per frame only where its config sets ``cap_pixels_per_frame``), fused
+           rescale + normalise, frames padded to a multiple of T and patchified T at a time;
+        4. the clip's fps is qwen-vl-utils' 2.0 for a frame list, so ``second_per_grid_ts`` = T / 2.
+
+        Step 1 resizes with torchvision's antialiased bicubic in place of PIL's: at most 2 grey levels
+        apart (measured on 448x252, 112x56 and 1280x720 frames, mean 0.005); steps 2 and 3 are the
+        same torchvision calls (steps 3 and 4 are checked against the processor in the tests). With
+        lmms-eval's bounds step 2 leaves a frame within [256·28², 768·28²] pixels, which Qwen2.5-VL's
+        video processor keeps as it is whether it holds its own bounds or the wrapper's
+        ``AutoProcessor.from_pretrained(..., min_pixels, max_pixels)``.
+        """
+        check_frames(frames)
+        frames = frames.contiguous()
+        # 1. fetch_image, per frame
+        height, width = smart_resize(*frames.shape[-2:], QWEN_VL_UTILS_FACTOR, self.video_min_pixels,
+                                     self.video_max_pixels)
+        frames = resize_frames(frames, height, width, "bicubic")
+        # 2. fetch_video
+        if pad := -len(frames) % 2:
+            frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])
+        n = len(frames)
+        cap = max(min(QWEN_VL_UTILS_VIDEO_MAX_PIXELS, QWEN_VL_UTILS_TOTAL_PIXELS / n * 2),
+                  int(self.video_min_pixels * 1.05))
+        height, width = smart_resize(height, width, QWEN_VL_UTILS_FACTOR, self.video_min_pixels,
+                                     min(self.video_max_pixels, cap))
+        if (height, width) != tuple(frames.shape[-2:]):
+            frames = resize_frames(frames, height, width, "bicubic")
+        # 3. the video processor
+        vp = self.processor.video_processor
+        patch, merge, temporal = vp.patch_size, vp.merge_size, vp.temporal_patch_size
+        if vp.do_resize:
+            min_pixels = size_field(vp.size, "shortest_edge") or getattr(vp, "min_pixels", None)
+            max_pixels = size_field(vp.size, "longest_edge") or getattr(vp, "max_pixels", None)
+            if not min_pixels or not max_pixels:
+                raise ValueError(f"the Qwen video processor config has no min/max pixels (size={vp.size})")
+            if getattr(vp, "cap_pixels_per_frame", None):
+                total = int(getattr(vp, "max_video_tokens", 128000) * (patch * merge) ** 2 * 0.9)
+                max_pixels = max(min(max_pixels, total * temporal // n), int(min_pixels * 1.05))
+            target = smart_resize(height, width, patch * merge, min_pixels, max_pixels)
+            if target != (height, width):
+                frames = resize_frames(frames, *target, vp.resample)
+        pixels = rescale_and_normalize(
+            frames, vp.do_rescale, vp.rescale_factor, vp.do_normalize, vp.image_mean, vp.image_std
+        )
+        if pad := -len(pixels) % temporal:
+            pixels = torch.cat([pixels, pixels[-1:].expand(pad, -1, -1, -1)])
+        height, width = pixels.shape[-2:]
+        if height % (patch * merge) or width % (patch * merge):
+            raise ValueError(f"frames of {width}x{height} pixels do not split into {patch * merge}-pixel merge windows")
+        grid = torch.tensor([[len(pixels) // temporal, height // patch, width // patch]], dtype=torch.long)
+        # 4. timing
+        return patchify_video(pixels, patch, merge, temporal), grid, temporal / QWEN_VL_UTILS_FRAME_LIST_FPS
+
+    def encode_video_sample(self, chat_text: str, frames: Tensor) -> EncodedSample:
+        """One sample whose uint8 frames [k, 3, H, W] are one video: the chat text's single
+        `<|video_pad|>` becomes t·h·w/merge² of them, as `Qwen2_5_VLProcessor` writes it.
+
+        frame_spans: the whole video's run once (its tokens are not per frame: T frames share one)."""
+        pixel_values, grid, seconds = self.preprocess_video(frames)
+        processor = self.processor
+        merge = self.hf_model.config.vision_config.spatial_merge_size
+        count = int(grid.prod()) // merge**2
+        text = self.expand_image_placeholders(chat_text, processor.video_token, [processor.video_token * count])
+        ids = self.tokenize_prompt(text)
+        spans = token_runs(ids, self.hf_model.config.video_token_id)
+        if [end - start for start, end in spans] != [count]:
+            raise RuntimeError(f"video token runs {[e - s for s, e in spans]} do not match video_grid_thw "
+                               f"{grid.tolist()} ({count} tokens in one run)")
+        return EncodedSample(
+            input_ids=ids,
+            prompt_len=len(ids),
+            frame_spans=spans,
+            vision={"pixel_values_videos": pixel_values, "video_grid_thw": grid,
+                    "second_per_grid_ts": torch.tensor([seconds])},
+            extra={"mm_token_type_ids": self.token_type_ids(ids)},
+            units_per_frame=[1],
+        )
+
+    def video_features(self, vision: dict[str, Tensor]):
+        """Merged patch embeddings of each video from the frozen vision tower."""
+        with torch.no_grad():
+            outputs = self.hf_model.model.get_video_features(
+                vision["pixel_values_videos"], vision["video_grid_thw"], return_dict=True
+            )
+        return outputs.pooler_output
+
     def image_features(self, vision: dict[str, Tensor], units_per_frame: list[int], gates: Tensor):
         """Per-image merged patch embeddings from the frozen vision tower, each times its gate."""
         with torch.no_grad():
@@ -144,5 +281,7 @@ class QwenVLTeacher(Teacher):
         return tuple(f * g for f, g in zip(features, gates))
 
     def language_model_inputs(self, batch: dict[str, Tensor], vision: dict[str, Tensor]) -> dict:
-        """`image_grid_thw` lets the model build 3-D positions from input_ids and mm_token_type_ids."""
-        return {"image_grid_thw": vision["image_grid_thw"]}
+        """`image_grid_thw` (or `video_grid_thw` and `second_per_grid_ts`) let the model build 3-D
+        positions from input_ids and mm_token_type_ids."""
+        names = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+        return {name: vision[name] for name in names if name in vision}

@@ -71,9 +71,16 @@ def test_generating_answerer_asks_lmms_evals_prompt():
     from hfs.pipeline.evaluation.predictions import GeneratingAnswerer
 
     class NoModel:
+        video_input_refusal = None
+
         def eval(self):
             return self
 
+    class NoVideo(NoModel):
+        video_input_refusal = "no video input here"
+
+    with pytest.raises(ValueError, match="no video input here"):  # lmms-eval's wrappers take the frames as a video
+        GeneratingAnswerer(NoVideo(), None, "videomme", 16)
     options = ("Seven.", "Eight.")
     with_file = QASample("q", "", "How many?", options, options[0], 0, "", {"subtitle_path": "/s/v.srt"})
     without = QASample("q", "", "How many?", options, options[0], 0, "", {"subtitle_path": None})

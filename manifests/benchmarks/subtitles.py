@@ -381,3 +381,29 @@ def lmms_eval_lvb_prompt_prefix(items: Sequence[int | str]) -> str:
     ``longvideobench_doc_to_text`` joins the items with newlines, a frame written "<image>", and the
     wrapper deletes every "<image>" (its images all go before the text), leaving the newlines."""
     return "\n".join("" if isinstance(item, int) else item for item in items)
+
+
+def sample_lmms_eval_lvb_prefix(sample, max_num_frames: int = LMMS_EVAL_LVB_FRAMES) -> str:
+    """The interleaved prefix lmms-eval's ``longvideobench_val_i`` writes for a LongVideoBench question
+    (``longvideobench_doc_to_text``) as its Qwen2.5-VL wrapper sends it (`lmms_eval_lvb_prompt_prefix`):
+    the question's subtitle file (``meta["subtitle_path"]``, JSON) interleaved (`lvb_interleave`)
+    with the task's frame times over ``meta["duration_s"]``, shifted by ``meta["subtitle_offset_s"]``.
+    SubtitleError naming the question or the file where lmms-eval's own reading would fail (no
+    subtitle file, no duration, a file that is not LongVideoBench subtitle JSON)."""
+    meta = sample.meta
+    path, duration = meta.get("subtitle_path"), meta.get("duration_s")
+    if not path:
+        raise SubtitleError(f"question {sample.sample_id!r}: no subtitle file (longvideobench_val_i reads one)")
+    if duration is None:
+        raise SubtitleError(f"question {sample.sample_id!r}: no duration (longvideobench_val_i places frames by it)")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            cues = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SubtitleError(f"{path}: cannot read ({err})") from err
+    try:
+        items = lvb_interleave(lmms_eval_lvb_frame_times(float(duration), max_num_frames), cues,
+                               float(meta.get("subtitle_offset_s") or 0.0), float(duration))
+    except ValueError as err:
+        raise SubtitleError(f"{path}: not LongVideoBench subtitle JSON: {err}") from None
+    return lmms_eval_lvb_prompt_prefix(items)

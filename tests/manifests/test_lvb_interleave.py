@@ -5,9 +5,18 @@ midpoint. Expected orders worked out by hand from that code."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from hfs.manifests.benchmarks.subtitles import lmms_eval_lvb_frame_times, lmms_eval_lvb_prompt_prefix, lvb_interleave
+from hfs.manifests import QASample
+from hfs.manifests.benchmarks.subtitles import (
+    SubtitleError,
+    lmms_eval_lvb_frame_times,
+    lmms_eval_lvb_prompt_prefix,
+    lvb_interleave,
+    sample_lmms_eval_lvb_prefix,
+)
 
 FRAMES = [0.0, 2.0, 4.0, 6.0]  # lmms_eval_lvb_frame_times(8.0, 4)
 CUES = [  # on the source video's timeline; the clip starts at 10 s
@@ -59,3 +68,35 @@ def test_a_frame_on_a_cue_edge_is_not_inside_it():
 def test_bad_cues_are_named(cues, message):
     with pytest.raises(ValueError, match=message):
         lvb_interleave(FRAMES, cues, 0.0, 8.0)
+
+
+def test_sample_prefix_reads_the_questions_file_at_the_tasks_frame_times(tmp_path):
+    path = tmp_path / "v_en.json"
+    path.write_text(json.dumps(CUES), encoding="utf-8")
+    meta = {"subtitle_path": str(path), "duration_s": 8.0, "subtitle_offset_s": 10.0}
+    sample = QASample("q1", "v", "?", ("a", "b"), "a", 0, "", meta)
+    # 8 s is not longer than 16 s: frames at 0..7 s, one a second; worked out by hand:
+    # "a" (0.5–1.5, midpoint 1.0): frames 0, 1 first; frame 1 s lies inside: kept (with 4 frames it was not);
+    # "b" (midpoint 1.95, widened 1.45–2.45): no frame first, frame 2 inside: kept;
+    # "c" (3–5.5, midpoint 4.25): frames 2, 3, 4 first, kept; "e" (midpoint 6.0): frames 5, 6 first, kept; frame 7
+    assert lvb_interleave(lmms_eval_lvb_frame_times(8.0), CUES, 10.0, 8.0) == [
+        0, 1, "a", "b", 2, 3, 4, "c", 5, 6, "e", 7]
+    assert sample_lmms_eval_lvb_prefix(sample) == "\n\na\nb\n\n\n\nc\n\n\ne\n"
+
+
+@pytest.mark.parametrize(("meta", "message"), [
+    ({"subtitle_path": None, "duration_s": 8.0}, "question 'q1': no subtitle file"),
+    ({"subtitle_path": "x.json", "duration_s": None}, "question 'q1': no duration"),
+    ({"subtitle_path": "/nonexistent/x.json", "duration_s": 8.0}, "/nonexistent/x.json: cannot read"),
+])
+def test_sample_prefix_refuses_what_lmms_eval_could_not_read(meta, message):
+    with pytest.raises(SubtitleError, match=message):
+        sample_lmms_eval_lvb_prefix(QASample("q1", "v", "?", ("a", "b"), "a", 0, "", meta))
+
+
+def test_sample_prefix_names_a_file_that_is_not_cue_json(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"not": "a list"}), encoding="utf-8")
+    sample = QASample("q1", "v", "?", ("a", "b"), "a", 0, "", {"subtitle_path": str(path), "duration_s": 8.0})
+    with pytest.raises(SubtitleError, match="bad.json: not LongVideoBench subtitle JSON: expected a list"):
+        sample_lmms_eval_lvb_prefix(sample)

@@ -95,9 +95,11 @@ def _check_protocol(protocol: str, bench: str, subtitles: bool, max_new_tokens: 
             raise EvaluateError("--max-new-tokens: only --protocol lmms-eval generates; hfs reads option logits")
         return None
     if subtitles and bench == "longvideobench":
-        raise EvaluateError("--protocol lmms-eval --subtitles: lmms-eval's LongVideoBench subtitle task interleaves "
-                            "subtitles with frames (longvideobench_val_i), which is not implemented; "
-                            "run without --subtitles, or with --protocol hfs")
+        # the cue rule and the text are here (subtitles.lvb_interleave, lmms_prompts.longvideobench_prompt)
+        raise EvaluateError("--protocol lmms-eval --subtitles: lmms-eval's LongVideoBench subtitle task "
+                            "(longvideobench_val_i) shows its Qwen2.5-VL wrapper the frames as separate images, "
+                            "all before the interleaved subtitle text, not as one video as this protocol does; "
+                            "that frame input is not implemented; run without --subtitles, or with --protocol hfs")
     if max_new_tokens is not None:
         return max_new_tokens
     return LMMS_EVAL_MAX_NEW_TOKENS.get(bench) or LMMS_EVAL_WRAPPER_MAX_NEW_TOKENS

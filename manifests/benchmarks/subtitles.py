@@ -301,3 +301,109 @@ def sample_lmms_eval_subtitle_lines(sample, fps: float, total_frames: int,
     except (OSError, UnicodeDecodeError) as err:
         raise SubtitleError(f"{path}: cannot read ({err})") from err
     return lmms_eval_subtitle_lines(lmms_eval_srt_cues(text, str(path)), fps, total_frames, frame_num)
+
+
+# -- LongVideoBench's interleaved rule (lmms-eval ``longvideobench_val_i``) -------------------------
+
+LMMS_EVAL_LVB_FRAMES = 16
+"""``max_num_frames`` of lmms-eval's ``longvideobench_val_i`` task (its YAML sets none; 16 is the default)."""
+
+
+def lmms_eval_lvb_frame_times(duration_s: float, max_num_frames: int = LMMS_EVAL_LVB_FRAMES) -> list[float]:
+    """``compute_frame_timestamps`` (lmms_eval/tasks/longvideobench/utils.py): the times, in seconds
+    on the clip's timeline, its interleaving places frames at: ``max_num_frames`` evenly spaced from
+    0 (``duration / n · i``), or one a second (0, 1, …, ``int(duration) - 1``) for a clip no longer
+    than ``max_num_frames`` seconds."""
+    if duration_s > max_num_frames:
+        return [duration_s / max_num_frames * i for i in range(max_num_frames)]
+    return [float(i) for i in range(int(duration_s))]
+
+
+def _lvb_cue_span(cue: Any, offset_s: float, duration_s: float, k: int) -> tuple[float, float, str]:
+    """(start, end, text) of one raw LongVideoBench cue as ``insert_subtitles_into_frames`` reads it:
+    times minus ``offset_s``; a "timestamp" cue whose end is not a float (null, or an integer) ends
+    at ``duration_s`` before the offset is subtracted, as the loader does; the text as written."""
+    if not isinstance(cue, Mapping):
+        raise ValueError(f"cue {k} is not an object")
+    if "timestamp" in cue:
+        span = cue.get("timestamp")
+        if not isinstance(span, (list, tuple)) or len(span) != 2:
+            raise ValueError(f"cue {k}: 'timestamp' must be [start, end], got {span!r}")
+        start = _seconds(span[0], f"cue {k} start")
+        end = span[1] if isinstance(span[1], float) else duration_s
+        text = cue.get("text")
+    elif "start" in cue:
+        start, end = _seconds(cue.get("start"), f"cue {k} start"), _seconds(cue.get("end"), f"cue {k} end")
+        text = cue.get("line")
+    else:
+        raise ValueError(f"cue {k} has neither 'timestamp' nor 'start'")
+    if not isinstance(text, str):
+        raise ValueError(f"cue {k}: the text must be a string, got {text!r}")
+    return start - offset_s, end - offset_s, text
+
+
+def lvb_interleave(frame_times_s: Sequence[float], cues: Any, offset_s: float,
+                   duration_s: float) -> list[int | str]:
+    """LongVideoBench's interleaving of frames and subtitles, ``insert_subtitles_into_frames`` of
+    github.com/longvideobench/LongVideoBench ``longvideobench_dataset.py`` as lmms-eval 0.7.3 copies
+    it: frame ``i`` (an int, the index into ``frame_times_s``, which must be in time order) and cue
+    texts (str), in the loader's order.
+
+    ``cues``: the subtitle file's JSON list, raw (either form, see the module docstring). For each
+    cue in the file's order: first every frame not placed yet whose time is <= the cue's midpoint
+    (start + end) / 2, then the cue's text when some frame time lies strictly inside the cue, a cue
+    shorter than 1 s counting as the 1 s around its midpoint; a cue no frame lies inside is left
+    out. The frames after the last cue's midpoint close the list. Texts are kept as written
+    (no markup cleaning, empty ones too), as the loader does. ValueError naming the first bad cue.
+    The benchmark's loader places frames at their decoded times (frame index / fps); lmms-eval's
+    text at ``lmms_eval_lvb_frame_times``, which is what to pass to follow lmms-eval.
+    """
+    if not isinstance(cues, list):
+        raise ValueError(f"expected a list of cues, got {type(cues).__name__}")
+    items: list[int | str] = []
+    placed = 0
+    for k, cue in enumerate(cues):
+        start, end, text = _lvb_cue_span(cue, offset_s, duration_s, k)
+        middle = (start + end) / 2
+        while placed < len(frame_times_s) and frame_times_s[placed] <= middle:
+            items.append(placed)
+            placed += 1
+        if end - start < 1:  # widened to 1 s around the midpoint
+            start, end = middle - 0.5, middle + 0.5
+        if any(start < t < end for t in frame_times_s):
+            items.append(text)
+    items.extend(range(placed, len(frame_times_s)))
+    return items
+
+
+def lmms_eval_lvb_prompt_prefix(items: Sequence[int | str]) -> str:
+    """The text lmms-eval's Qwen2.5-VL wrapper sends of an interleaved list (`lvb_interleave`):
+    ``longvideobench_doc_to_text`` joins the items with newlines, a frame written "<image>", and the
+    wrapper deletes every "<image>" (its images all go before the text), leaving the newlines."""
+    return "\n".join("" if isinstance(item, int) else item for item in items)
+
+
+def sample_lmms_eval_lvb_prefix(sample, max_num_frames: int = LMMS_EVAL_LVB_FRAMES) -> str:
+    """The interleaved prefix lmms-eval's ``longvideobench_val_i`` writes for a LongVideoBench question
+    (``longvideobench_doc_to_text``) as its Qwen2.5-VL wrapper sends it (`lmms_eval_lvb_prompt_prefix`):
+    the question's subtitle file (``meta["subtitle_path"]``, JSON) interleaved (`lvb_interleave`)
+    with the task's frame times over ``meta["duration_s"]``, shifted by ``meta["subtitle_offset_s"]``.
+    SubtitleError naming the question or the file where lmms-eval's own reading would fail (no
+    subtitle file, no duration, a file that is not LongVideoBench subtitle JSON)."""
+    meta = sample.meta
+    path, duration = meta.get("subtitle_path"), meta.get("duration_s")
+    if not path:
+        raise SubtitleError(f"question {sample.sample_id!r}: no subtitle file (longvideobench_val_i reads one)")
+    if duration is None:
+        raise SubtitleError(f"question {sample.sample_id!r}: no duration (longvideobench_val_i places frames by it)")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            cues = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SubtitleError(f"{path}: cannot read ({err})") from err
+    try:
+        items = lvb_interleave(lmms_eval_lvb_frame_times(float(duration), max_num_frames), cues,
+                               float(meta.get("subtitle_offset_s") or 0.0), float(duration))
+    except ValueError as err:
+        raise SubtitleError(f"{path}: not LongVideoBench subtitle JSON: {err}") from None
+    return lmms_eval_lvb_prompt_prefix(items)

@@ -11,7 +11,8 @@ commit 75571cfe0fa3); the tests compare against strings made by those functions.
 Its answer parsers are in ``lmms_parsers``; greedy generation is ``Teacher.generate``;
 ``lmms_eval_doc`` rebuilds a ``doc`` from our ``QASample``. Not here yet: the frames as lmms-eval's
 model wrapper passes them, its subtitle-line rule (Video-MME takes the subtitle lines as given) and LongVideoBench's
-interleaved-subtitle task (``longvideobench_val_i``).
+interleaved-subtitle text (``longvideobench_val_i``: ``longvideobench_prompt`` takes the prefix made by
+``subtitles.sample_lmms_eval_lvb_prefix``).
 """
 
 from __future__ import annotations
@@ -78,13 +79,17 @@ def videomme_prompt(doc: Mapping, subtitle_lines: Sequence[str] | None = None, *
             + VIDEOMME_SUBTITLES_POST_PROMPT)
 
 
-def longvideobench_prompt(doc: Mapping, pre_prompt: str = "", post_prompt: str = LONGVIDEOBENCH_POST_PROMPT) -> str:
+def longvideobench_prompt(doc: Mapping, pre_prompt: str = "", post_prompt: str = LONGVIDEOBENCH_POST_PROMPT,
+                          interleaved_prefix: str | None = None) -> str:
     """LongVideoBench (task ``longvideobench_val_v``): lmms_eval/tasks/longvideobench/utils.py,
     ``longvideobench_doc_to_text`` without interleaved subtitles. ``doc``: ``question`` and
     ``option0`` … ``option4`` (the parquet's columns, "N/A" past the last option), or
     ``candidates`` (the JSON release's list, the same options).
 
     The question, then "A. …" for each option, one a line, then the post prompt on its own line.
+    With ``interleaved_prefix`` (task ``longvideobench_val_i``: frames and subtitles interleaved,
+    ``subtitles.lvb_interleave`` written by ``subtitles.lmms_eval_lvb_prompt_prefix``) that text and
+    a newline come before the question.
     """
     if "candidates" in doc and "option0" not in doc:
         candidates = [str(c) for c in doc["candidates"]]
@@ -92,6 +97,8 @@ def longvideobench_prompt(doc: Mapping, pre_prompt: str = "", post_prompt: str =
         candidates = [doc.get(f"option{i}") for i in range(5)]
         candidates = [c for c in candidates if c != "N/A"]
     question = str(doc["question"]) + "\n" + "\n".join(f"{chr(ord('A') + i)}. {c}" for i, c in enumerate(candidates))
+    if interleaved_prefix is not None:
+        return f"{pre_prompt}{interleaved_prefix}\n{question}\n{post_prompt}"
     return f"{pre_prompt}{question}\n{post_prompt}"
 
 

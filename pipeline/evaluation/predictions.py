@@ -252,7 +252,8 @@ class GeneratingAnswerer:
         if subtitles is not None:
             if self.bench != "videomme":
                 raise ValueError(f"the lmms-eval protocol has no subtitle prompt for {self.bench} here "
-                                 "(LongVideoBench's interleaved task is not implemented)")
+                                 "(LongVideoBench's interleaved task shows the frames as images, which this "
+                                 "answerer does not; its text is subtitles.lvb_interleave)")
             has_file = sample.meta.get("subtitle_path") is not None
             return videomme_prompt(doc, subtitles if has_file else None, with_subtitles=True)
         return lmms_eval_prompt(self.bench, doc)

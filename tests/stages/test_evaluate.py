@@ -477,7 +477,8 @@ def small_layout(tmp_path_factory, source_videos) -> Layout:
     (["--subtitles"], "--subtitles: nextqa has no subtitles"),
     (["--max-new-tokens", "4"], "--max-new-tokens: only --protocol lmms-eval generates"),
     (["--bench", "longvideobench", "--subtitles", "--protocol", "lmms-eval"],
-     "--protocol lmms-eval --subtitles: lmms-eval's LongVideoBench subtitle task interleaves"),
+     "--protocol lmms-eval --subtitles: lmms-eval's LongVideoBench subtitle task (longvideobench_val_i) shows "
+     "its Qwen2.5-VL wrapper the frames as separate images"),
     (["--protocol", "nope"], "--protocol nope: unknown; known: hfs, lmms-eval"),
 ])
 def test_evaluate_refuses_what_it_cannot_do_with_exit_2(small_layout, tmp_path, extra, message):

@@ -135,26 +135,15 @@ def parse_lvb_cues(data: Any, offset_s: float = 0.0, duration_s: float | None = 
     """
     if not isinstance(data, list):
         raise ValueError(f"expected a list of cues, got {type(data).__name__}")
+
+    def open_end(end: Any, k: int) -> float:  # an open cue lasts to the clip's end (on the source timeline)
+        if end is not None:
+            return _seconds(end, f"cue {k} end")
+        return duration_s + offset_s if duration_s is not None else math.inf
+
     cues = []
     for k, item in enumerate(data):
-        if not isinstance(item, Mapping):
-            raise ValueError(f"cue {k} is not an object")
-        if "timestamp" in item:
-            span, text = item.get("timestamp"), item.get("text")
-            if not isinstance(span, (list, tuple)) or len(span) != 2:
-                raise ValueError(f"cue {k}: 'timestamp' must be [start, end], got {span!r}")
-            start = _seconds(span[0], f"cue {k} start")
-            if span[1] is not None:
-                end = _seconds(span[1], f"cue {k} end")
-            else:  # an open cue lasts to the clip's end (on the source timeline until the offset is removed)
-                end = duration_s + offset_s if duration_s is not None else math.inf
-        elif "start" in item:
-            start, end = _seconds(item.get("start"), f"cue {k} start"), _seconds(item.get("end"), f"cue {k} end")
-            text = item.get("line")
-        else:
-            raise ValueError(f"cue {k} has neither 'timestamp' nor 'start'")
-        if not isinstance(text, str):
-            raise ValueError(f"cue {k}: the text must be a string, got {text!r}")
+        start, end, text = _lvb_raw_cue(item, k, open_end)
         body = clean_text(text)
         start, end = start - offset_s, end - offset_s
         if body and end > 0:
@@ -319,18 +308,17 @@ def lmms_eval_lvb_frame_times(duration_s: float, max_num_frames: int = LMMS_EVAL
     return [float(i) for i in range(int(duration_s))]
 
 
-def _lvb_cue_span(cue: Any, offset_s: float, duration_s: float, k: int) -> tuple[float, float, str]:
-    """(start, end, text) of one raw LongVideoBench cue as ``insert_subtitles_into_frames`` reads it:
-    times minus ``offset_s``; a "timestamp" cue whose end is not a float (null, or an integer) ends
-    at ``duration_s`` before the offset is subtracted, as the loader does; the text as written."""
+def _lvb_raw_cue(cue: Any, k: int, timestamp_end) -> tuple[float, float, str]:
+    """(start, end, text) of raw LongVideoBench cue number ``k`` (either JSON form), on the source
+    timeline: a "timestamp" cue's end is ``timestamp_end(raw end, k)`` (the readers differ there),
+    a "start"/"end" cue's its "end". Raises ValueError naming the cue."""
     if not isinstance(cue, Mapping):
         raise ValueError(f"cue {k} is not an object")
     if "timestamp" in cue:
         span = cue.get("timestamp")
         if not isinstance(span, (list, tuple)) or len(span) != 2:
             raise ValueError(f"cue {k}: 'timestamp' must be [start, end], got {span!r}")
-        start = _seconds(span[0], f"cue {k} start")
-        end = span[1] if isinstance(span[1], float) else duration_s
+        start, end = _seconds(span[0], f"cue {k} start"), timestamp_end(span[1], k)
         text = cue.get("text")
     elif "start" in cue:
         start, end = _seconds(cue.get("start"), f"cue {k} start"), _seconds(cue.get("end"), f"cue {k} end")
@@ -339,6 +327,14 @@ def _lvb_cue_span(cue: Any, offset_s: float, duration_s: float, k: int) -> tuple
         raise ValueError(f"cue {k} has neither 'timestamp' nor 'start'")
     if not isinstance(text, str):
         raise ValueError(f"cue {k}: the text must be a string, got {text!r}")
+    return start, end, text
+
+
+def _lvb_cue_span(cue: Any, offset_s: float, duration_s: float, k: int) -> tuple[float, float, str]:
+    """(start, end, text) of one raw LongVideoBench cue as ``insert_subtitles_into_frames`` reads it:
+    times minus ``offset_s``; a "timestamp" cue whose end is not a float (null, or an integer) ends
+    at ``duration_s`` before the offset is subtracted, as the loader does; the text as written."""
+    start, end, text = _lvb_raw_cue(cue, k, lambda end, _: end if isinstance(end, float) else duration_s)
     return start - offset_s, end - offset_s, text
 
 

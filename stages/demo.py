@@ -143,10 +143,10 @@ def train_and_evaluate(prepared: Prepared, run_dir: Path, results: Path, steps: 
     if status:
         raise DemoError(f"hfs train exited with {status}")
     prepared.timings["train"] = time.perf_counter() - t
-    if before is not None and latest_checkpoint(run_dir) != before and results.is_dir():
+    after = latest_checkpoint(run_dir)
+    if before is not None and after != before and results.is_dir():
         # the run trained on: its old predictions belong to another checkpoint (hfs evaluate would refuse them)
-        log.info("the run trained further (%s -> %s): evaluating afresh into %s", before.name,
-                 latest_checkpoint(run_dir).name, results)
+        log.info("the run trained further (%s -> %s): evaluating afresh into %s", before.name, after.name, results)
         shutil.rmtree(results)
 
     t = _stage("evaluate", f"hfs evaluate on the held-out set: {', '.join(selectors)}")

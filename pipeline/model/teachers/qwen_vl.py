@@ -72,6 +72,14 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h_bar, w_bar
 
 
+def fetch_image_resize(frames: Tensor, min_pixels: int, max_pixels: int) -> Tensor:
+    """uint8 frames [k, 3, H, W] resized as qwen-vl-utils' ``fetch_image`` resizes each image: to
+    `smart_resize` (factor 28) within [min_pixels, max_pixels], bicubic (PIL's default filter; here
+    torchvision's antialiased bicubic, at most 2 grey levels apart), a frame of that size kept as it is."""
+    height, width = smart_resize(*frames.shape[-2:], QWEN_VL_UTILS_FACTOR, min_pixels, max_pixels)
+    return resize_frames(frames, height, width, "bicubic")
+
+
 def patchify_video(pixels: Tensor, patch: int, merge: int, temporal: int) -> Tensor:
     """float [n, C, H, W] (one video, n a multiple of T) -> [(n/T)·(H/P)·(W/P), C·T·P·P], as
     `Qwen2VLVideoProcessor.patchify` lays it out: T consecutive frames share a patch row."""
@@ -151,17 +159,12 @@ class QwenVLTeacher(Teacher):
         hands a task's images (``doc_to_visual``'s PIL frames, no per-image bounds) to qwen-vl-utils
         and then to its processor; returns what `preprocess_frames` returns.
 
-        1. qwen-vl-utils ``fetch_image``: `smart_resize` (factor 28) within its defaults [4·28², 16384·28²],
-           bicubic resize (PIL's default filter; a frame already of that size is kept as it is);
+        1. qwen-vl-utils ``fetch_image`` (`fetch_image_resize`) within its defaults [4·28², 16384·28²];
         2. the processor, loaded with the wrapper's ``min_pixels``/``max_pixels``: `preprocess_frames`
            within those bounds.
-        Step 1 resizes with torchvision's antialiased bicubic in place of PIL's, as `preprocess_video` does.
         """
         check_frames(frames)
-        height, width = smart_resize(*frames.shape[-2:], QWEN_VL_UTILS_FACTOR, QWEN_VL_UTILS_IMAGE_MIN_PIXELS,
-                                     QWEN_VL_UTILS_IMAGE_MAX_PIXELS)
-        if (height, width) != tuple(frames.shape[-2:]):
-            frames = resize_frames(frames.contiguous(), height, width, "bicubic")
+        frames = fetch_image_resize(frames.contiguous(), QWEN_VL_UTILS_IMAGE_MIN_PIXELS, QWEN_VL_UTILS_IMAGE_MAX_PIXELS)
         return self.preprocess_frames(frames, (self.lmms_min_pixels, self.lmms_max_pixels))
 
     def token_type_ids(self, ids: Tensor) -> Tensor:
@@ -234,9 +237,8 @@ class QwenVLTeacher(Teacher):
         check_frames(frames)
         frames = frames.contiguous()
         # 1. fetch_image, per frame
-        height, width = smart_resize(*frames.shape[-2:], QWEN_VL_UTILS_FACTOR, self.lmms_min_pixels,
-                                     self.lmms_max_pixels)
-        frames = resize_frames(frames, height, width, "bicubic")
+        frames = fetch_image_resize(frames, self.lmms_min_pixels, self.lmms_max_pixels)
+        height, width = frames.shape[-2:]
         # 2. fetch_video
         if pad := -len(frames) % 2:
             frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])

@@ -3,8 +3,8 @@
 Reads the benchmark's files (``hfs.manifests.benchmarks``), extracts the videos the cache
 does not hold yet (Stage 1, the same Dask fan-out), then for every selector and question
 selects k frames and asks the teacher for the option letter (``pipeline/evaluation/predictions.py``;
-``--protocol lmms-eval``: lmms-eval's prompt, the frames as one video, greedy generation,
-answer parser and Video-MME subtitle rule),
+``--protocol lmms-eval``: lmms-eval's prompt, the frames as its Qwen2.5-VL wrapper is shown them,
+greedy generation, answer parser and subtitle rules),
 writing ``predictions.jsonl`` as it goes (a rerun skips what is already predicted; one with
 other settings — k, teacher, run, seed — is refused, exit 2) and finally ``scores.json``
 with the benchmark's own breakdown, printed as one table with the selectors side by side.
@@ -60,10 +60,12 @@ def run(bench: str, data: Path, out: Path, cache: Optional[Path] = None, selecto
         _check_benchmark(bench, data, subtitles)
         max_new_tokens = _check_protocol(protocol, bench, subtitles, max_new_tokens)
         benchmark_data = read_benchmark(bench, Path(data), strict)
+        if protocol == "lmms-eval" and subtitles and bench == "longvideobench":
+            _check_lmms_eval_lvb_subtitles(benchmark_data, limit)
         _check_selectors(selectors, run_dir, truth)
         answering = _answering_model(run_dir, teacher, preset)
         _check_video_input(protocol, answering)
-        settings = prediction_settings(k, answering, seed, protocol, max_new_tokens)
+        settings = prediction_settings(k, answering, seed, protocol, max_new_tokens, bench)
         PredictionLog.check_settings(out, settings)  # before any video is extracted or model loaded
         procs = Processes(device)
         return _evaluate(procs, bench, benchmark_data, Path(out), Path(cache) if cache else Path(out) / "cache",
@@ -94,12 +96,6 @@ def _check_protocol(protocol: str, bench: str, subtitles: bool, max_new_tokens: 
         if max_new_tokens is not None:
             raise EvaluateError("--max-new-tokens: only --protocol lmms-eval generates; hfs reads option logits")
         return None
-    if subtitles and bench == "longvideobench":
-        # the cue rule and the text are here (subtitles.lvb_interleave, lmms_prompts.longvideobench_prompt)
-        raise EvaluateError("--protocol lmms-eval --subtitles: lmms-eval's LongVideoBench subtitle task "
-                            "(longvideobench_val_i) shows its Qwen2.5-VL wrapper the frames as separate images, "
-                            "all before the interleaved subtitle text, not as one video as this protocol does; "
-                            "that frame input is not implemented; run without --subtitles, or with --protocol hfs")
     if max_new_tokens is not None:
         return max_new_tokens
     return LMMS_EVAL_MAX_NEW_TOKENS.get(bench) or LMMS_EVAL_WRAPPER_MAX_NEW_TOKENS
@@ -136,10 +132,14 @@ def _refuse_under_strict(problems: Sequence[str], fix: str) -> None:
     """EvaluateError listing ``problems`` (the first ``STRICT_SHOWN``, then a count), if any."""
     if not problems:
         return
-    shown = "; ".join(problems[:STRICT_SHOWN])
+    raise EvaluateError(f"--strict: {len(problems)} question(s) cannot be scored: {_listed(problems)}. To go on, "
+                        f"{fix}, or run without --strict to score the rest and count these as skipped")
+
+
+def _listed(problems: Sequence[str]) -> str:
+    """``problems`` joined by "; ", the first ``STRICT_SHOWN`` named and the rest counted."""
     more = f"; and {len(problems) - STRICT_SHOWN} more" if len(problems) > STRICT_SHOWN else ""
-    raise EvaluateError(f"--strict: {len(problems)} question(s) cannot be scored: {shown}{more}. To go on, {fix}, "
-                        "or run without --strict to score the rest and count these as skipped")
+    return "; ".join(problems[:STRICT_SHOWN]) + more
 
 
 def _check_selectors(selectors: Sequence[str], run_dir, truth=None) -> None:
@@ -176,8 +176,9 @@ def _answering_model(run_dir, teacher: Optional[str], preset: Optional[str]) -> 
 
 
 def _check_video_input(protocol: str, answering: dict) -> None:
-    """``--protocol lmms-eval`` shows the frames as one video, as lmms-eval's model wrapper does: a
-    teacher that cannot is refused here, before any video is extracted or model loaded."""
+    """``--protocol lmms-eval`` shows the frames as lmms-eval's model wrapper is shown them (one video,
+    or separate images before the text): a teacher that cannot is refused here, before any video is
+    extracted or model loaded."""
     from hfs.pipeline.model.teachers.base import list_teachers, teacher_class
 
     kind = answering.get("kind")
@@ -192,33 +193,60 @@ def teacher_label(answering: dict) -> str:
 
 
 def prediction_settings(k: int, answering: dict, seed: int, protocol: str = "hfs",
-                        max_new_tokens: Optional[int] = None) -> dict:
+                        max_new_tokens: Optional[int] = None, bench: Optional[str] = None) -> dict:
     """What a prediction depends on besides its question, selector and subtitle setting, written
     into every prediction record: k, the answering teacher, the run's saved model (the resolved
     checkpoint, so a run trained further is another run), the random selector's seed (and of
     lmms-eval's random fallback), the protocol and, for ``lmms-eval``, ``max_new_tokens`` and
-    ``frames_as`` ("video": the frames as one video, as lmms-eval's Qwen2.5-VL wrapper passes them)."""
+    ``frames_as``, how lmms-eval's Qwen2.5-VL wrapper is shown ``bench``'s frames
+    (`predictions.lmms_eval_frames_as`: "video", or LongVideoBench's per subtitle setting)."""
+    from hfs.pipeline.evaluation.predictions import lmms_eval_frames_as
+
     model_dir = answering["model_dir"]
     settings = {"k": k, "teacher": teacher_label(answering),
                 "run": str(Path(model_dir).resolve()) if model_dir is not None else None, "seed": seed,
                 "protocol": protocol}
     if protocol == "lmms-eval":
         settings["max_new_tokens"] = max_new_tokens
-        settings["frames_as"] = "video"  # earlier lmms-eval predictions showed the frames as images
+        # earlier lmms-eval predictions showed the frames as images, and LongVideoBench's all as one video
+        settings["frames_as"] = lmms_eval_frames_as(bench)
     return settings
 
 
-def lmms_eval_subtitle_lines(data):
-    """``subtitle_lines(sample, timestamps_s)`` of ``--protocol lmms-eval`` (Video-MME): lmms-eval's
-    rule, the lines at its 32 frames spread evenly over the video whatever frames the selector chose
+def _check_lmms_eval_lvb_subtitles(data, limit: Optional[int]) -> None:
+    """``--protocol lmms-eval --subtitles`` on LongVideoBench: EvaluateError naming each question
+    whose subtitle file lmms-eval's ``longvideobench_val_i`` could not read (it reads one for every
+    question), before any video is extracted or model loaded."""
+    from hfs.manifests.benchmarks.subtitles import SubtitleError, sample_lmms_eval_lvb_items
+
+    problems = []
+    for sample in data.samples[:limit] if limit else data.samples:
+        try:
+            sample_lmms_eval_lvb_items(sample)
+        except SubtitleError as err:
+            problems.append(str(err))
+    if problems:
+        raise EvaluateError(f"--protocol lmms-eval --subtitles: lmms-eval's longvideobench_val_i reads every "
+                            f"question's subtitle file, and {len(problems)} cannot be read: {_listed(problems)}. Put "
+                            "them under the benchmark's subtitles/ (tar -xf subtitles.tar), or run without "
+                            "--subtitles, or with --protocol hfs (a question without a file gets no lines)")
+
+
+def lmms_eval_subtitle_lines(data, bench: str):
+    """``subtitle_lines(sample, timestamps_s)`` of ``--protocol lmms-eval``: lmms-eval's rule, whatever
+    frames the selector chose. Video-MME: the lines at its 32 frames spread evenly over the video
     (``subtitles.sample_lmms_eval_subtitle_lines``); [] for a video without a subtitle file (the
     prompt then says "No subtitles available"). A video's frame rate and frame count come from
-    `hfs.pipeline.decode.probe` (lmms-eval asks OpenCV), once per video."""
+    `hfs.pipeline.decode.probe` (lmms-eval asks OpenCV), once per video. LongVideoBench: the cue
+    texts ``longvideobench_val_i`` interleaves with its 16 frames (``subtitles.sample_lmms_eval_lvb_items``;
+    `GeneratingAnswerer.prompt` writes the interleaving itself)."""
     from functools import lru_cache
 
-    from hfs.manifests.benchmarks.subtitles import sample_lmms_eval_subtitle_lines
+    from hfs.manifests.benchmarks.subtitles import sample_lmms_eval_lvb_items, sample_lmms_eval_subtitle_lines
     from hfs.pipeline.decode import probe
 
+    if bench == "longvideobench":
+        return lambda sample, timestamps_s: [x for x in sample_lmms_eval_lvb_items(sample) if isinstance(x, str)]
     paths = {v.video_id: v.path for v in data.videos}
 
     @lru_cache(maxsize=None)
@@ -299,7 +327,7 @@ def _evaluate(procs, bench: str, data, out: Path, cache_dir: Path, selectors: li
         answerer = TeacherAnswerer(answering_teacher, cache)
     subtitle_lines = data.subtitle_lines
     if settings.get("protocol") == "lmms-eval" and subtitles:
-        subtitle_lines = lmms_eval_subtitle_lines(data)
+        subtitle_lines = lmms_eval_subtitle_lines(data, bench)
     with ProgressBar("evaluate", len(work), enabled=progress and procs.main) as bar:
         answer_questions(work, cache, ctx, answerer, predictions,
                          subtitle_lines=subtitle_lines, batch_size=batch_size, on_done=bar.advance)

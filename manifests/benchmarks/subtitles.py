@@ -296,6 +296,8 @@ def sample_lmms_eval_subtitle_lines(sample, fps: float, total_frames: int,
 
 LMMS_EVAL_LVB_FRAMES = 16
 """``max_num_frames`` of lmms-eval's ``longvideobench_val_i`` task (its YAML sets none; 16 is the default)."""
+LMMS_EVAL_LVB_IMAGE = "<image>"
+"""How ``longvideobench_doc_to_text`` writes a frame in its interleaved text."""
 
 
 def lmms_eval_lvb_frame_times(duration_s: float, max_num_frames: int = LMMS_EVAL_LVB_FRAMES) -> list[float]:
@@ -373,17 +375,19 @@ def lvb_interleave(frame_times_s: Sequence[float], cues: Any, offset_s: float,
 
 
 def lmms_eval_lvb_prompt_prefix(items: Sequence[int | str]) -> str:
-    """The text lmms-eval's Qwen2.5-VL wrapper sends of an interleaved list (`lvb_interleave`):
-    ``longvideobench_doc_to_text`` joins the items with newlines, a frame written "<image>", and the
-    wrapper deletes every "<image>" (its images all go before the text), leaving the newlines."""
-    return "\n".join("" if isinstance(item, int) else item for item in items)
+    """The interleaved text of `lvb_interleave`'s list as ``longvideobench_doc_to_text`` writes it:
+    the items joined with newlines, a frame written "<image>". lmms-eval 0.7.3's Qwen2.5-VL chat
+    wrapper (``lmms_eval/models/chat/qwen2_5_vl.py``, what ``--model qwen2_5_vl`` resolves to) sends
+    this text as it is, after all the images (``ConfigurableMessagesTask._auto_doc_to_messages``):
+    "<image>" is plain text to Qwen, not an image slot (its simple wrapper, ``--force_simple``,
+    deletes the markers instead)."""
+    return "\n".join(LMMS_EVAL_LVB_IMAGE if isinstance(item, int) else item for item in items)
 
 
-def sample_lmms_eval_lvb_prefix(sample, max_num_frames: int = LMMS_EVAL_LVB_FRAMES) -> str:
-    """The interleaved prefix lmms-eval's ``longvideobench_val_i`` writes for a LongVideoBench question
-    (``longvideobench_doc_to_text``) as its Qwen2.5-VL wrapper sends it (`lmms_eval_lvb_prompt_prefix`):
-    the question's subtitle file (``meta["subtitle_path"]``, JSON) interleaved (`lvb_interleave`)
-    with the task's frame times over ``meta["duration_s"]``, shifted by ``meta["subtitle_offset_s"]``.
+def sample_lmms_eval_lvb_items(sample, max_num_frames: int = LMMS_EVAL_LVB_FRAMES) -> tuple[int | str, ...]:
+    """`lvb_interleave` of a LongVideoBench question as lmms-eval's ``longvideobench_val_i`` makes it
+    (``longvideobench_doc_to_text``): the question's subtitle file (``meta["subtitle_path"]``, JSON)
+    at the task's frame times over ``meta["duration_s"]``, shifted by ``meta["subtitle_offset_s"]``.
     SubtitleError naming the question or the file where lmms-eval's own reading would fail (no
     subtitle file, no duration, a file that is not LongVideoBench subtitle JSON)."""
     meta = sample.meta
@@ -392,14 +396,25 @@ def sample_lmms_eval_lvb_prefix(sample, max_num_frames: int = LMMS_EVAL_LVB_FRAM
         raise SubtitleError(f"question {sample.sample_id!r}: no subtitle file (longvideobench_val_i reads one)")
     if duration is None:
         raise SubtitleError(f"question {sample.sample_id!r}: no duration (longvideobench_val_i places frames by it)")
+    return _lmms_eval_lvb_items(str(path), float(duration), float(meta.get("subtitle_offset_s") or 0.0),
+                                max_num_frames)
+
+
+@functools.lru_cache(maxsize=64)
+def _lmms_eval_lvb_items(path: str, duration: float, offset: float, max_num_frames: int) -> tuple[int | str, ...]:
+    """`sample_lmms_eval_lvb_items` of one file, cached: an evaluation asks once per question and setting."""
     try:
         with open(path, encoding="utf-8") as handle:
             cues = json.load(handle)
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise SubtitleError(f"{path}: cannot read ({err})") from err
     try:
-        items = lvb_interleave(lmms_eval_lvb_frame_times(float(duration), max_num_frames), cues,
-                               float(meta.get("subtitle_offset_s") or 0.0), float(duration))
+        return tuple(lvb_interleave(lmms_eval_lvb_frame_times(duration, max_num_frames), cues, offset, duration))
     except ValueError as err:
         raise SubtitleError(f"{path}: not LongVideoBench subtitle JSON: {err}") from None
-    return lmms_eval_lvb_prompt_prefix(items)
+
+
+def sample_lmms_eval_lvb_prefix(sample, max_num_frames: int = LMMS_EVAL_LVB_FRAMES) -> str:
+    """The interleaved prefix lmms-eval's ``longvideobench_val_i`` writes for a LongVideoBench question
+    (`lmms_eval_lvb_prompt_prefix` of `sample_lmms_eval_lvb_items`); SubtitleError as there."""
+    return lmms_eval_lvb_prompt_prefix(sample_lmms_eval_lvb_items(sample, max_num_frames))

@@ -9,9 +9,9 @@ docstrings name the lmms-eval file each function follows (EvolvingLMMs-Lab/lmms-
 commit 75571cfe0fa3); the tests compare against strings made by those functions.
 
 Its answer parsers are in ``lmms_parsers``; greedy generation is ``Teacher.generate``;
-``lmms_eval_doc`` rebuilds a ``doc`` from our ``QASample``. Not here yet: the frames as lmms-eval's
-model wrapper passes them, its subtitle-line rule (Video-MME takes the subtitle lines as given) and LongVideoBench's
-interleaved-subtitle text (``longvideobench_val_i``: ``longvideobench_prompt`` takes the prefix made by
+``lmms_eval_doc`` rebuilds a ``doc`` from our ``QASample``. Not here: the frames as lmms-eval's
+model wrapper is shown them (``predictions.GeneratingAnswerer``), its subtitle-line rules (Video-MME
+takes the subtitle lines as given, ``longvideobench_prompt`` the interleaved prefix made by
 ``subtitles.sample_lmms_eval_lvb_prefix``).
 """
 

@@ -42,6 +42,7 @@ __all__ = [
     "PredictionLog",
     "GeneratingAnswerer",
     "TeacherAnswerer",
+    "lmms_eval_frames_as",
     "answer_questions",
 ]
 
@@ -219,15 +220,27 @@ class TeacherAnswerer:
         return logits, logits.argmax(-1).tolist()
 
 
+def lmms_eval_frames_as(bench: str) -> str | dict[str, str]:
+    """How lmms-eval's Qwen2.5-VL wrapper is shown a question's frames (`Teacher.generate`'s
+    ``frames_as``), the ``frames_as`` setting of ``--protocol lmms-eval``: "video", the frames as ONE
+    video, as every task's ``doc_to_visual`` gives a video file; LongVideoBench per subtitle setting,
+    since ``longvideobench_val_i``'s gives 16 images instead ("images_first": separate images, all
+    before the text, as ``_auto_doc_to_messages`` lays them out)."""
+    if bench == "longvideobench":
+        return {"without_subtitles": "video", "with_subtitles": "images_first"}
+    return "video"
+
+
 class GeneratingAnswerer:
     """The teacher answering as lmms-eval asks it (``hfs evaluate --protocol lmms-eval``).
 
     Per question: lmms-eval's prompt text of the benchmark (``lmms_prompts``; Video-MME "with
-    subtitles" takes the lines given), the selected frames as ONE video, as lmms-eval's model wrapper
-    passes them (``Teacher.generate(as_video=True)``; a teacher that cannot is refused here),
-    greedy generation of at most ``max_new_tokens`` (``Teacher.generate``), and lmms-eval's
-    answer parser (``lmms_parsers``); ``rng`` draws NExT-QA's and LongVideoBench's random
-    fallback for an unparseable response.
+    subtitles" takes the lines given, LongVideoBench's reads its own interleaving,
+    ``subtitles.sample_lmms_eval_lvb_prefix``), the selected frames as lmms-eval's model wrapper
+    is shown them (`lmms_eval_frames_as`: one video, or k images before the text; a teacher that
+    cannot is refused here), greedy generation of at most ``max_new_tokens`` (``Teacher.generate``),
+    and lmms-eval's answer parser (``lmms_parsers``); ``rng`` draws NExT-QA's and LongVideoBench's
+    random fallback for an unparseable response.
     """
 
     def __init__(self, teacher, cache, bench: str, max_new_tokens: int, rng=None) -> None:
@@ -242,33 +255,51 @@ class GeneratingAnswerer:
         self.bench = bench
         self.max_new_tokens = max_new_tokens
         self.rng = rng
+        self.frames_as = lmms_eval_frames_as(bench)
+
+    def frames_as_in(self, with_subtitles: bool) -> str:
+        """`Teacher.generate`'s ``frames_as`` in one subtitle setting."""
+        if isinstance(self.frames_as, str):
+            return self.frames_as
+        return self.frames_as["with_subtitles" if with_subtitles else "without_subtitles"]
 
     def prompt(self, sample: QASample, subtitles: list[str] | None = None) -> str:
-        """lmms-eval's prompt text of ``sample`` (with ``subtitles``: Video-MME's subtitle prompt, which
-        says "No subtitles available" for a video without a subtitle file)."""
-        from hfs.pipeline.evaluation.lmms_prompts import lmms_eval_doc, lmms_eval_prompt, videomme_prompt
+        """lmms-eval's prompt text of ``sample``; with ``subtitles`` (the "with subtitles" setting):
+        Video-MME's subtitle prompt of those lines, which says "No subtitles available" for a video
+        without a subtitle file, or LongVideoBench's ``longvideobench_val_i`` text, its frames and
+        subtitles interleaved at its own frame times whatever the lines given (SubtitleError where
+        lmms-eval could not read the question's file)."""
+        from hfs.manifests.benchmarks.subtitles import sample_lmms_eval_lvb_prefix
+        from hfs.pipeline.evaluation.lmms_prompts import (
+            lmms_eval_doc,
+            lmms_eval_prompt,
+            longvideobench_prompt,
+            videomme_prompt,
+        )
 
         doc = lmms_eval_doc(self.bench, sample)
-        if subtitles is not None:
-            if self.bench != "videomme":
-                raise ValueError(f"the lmms-eval protocol has no subtitle prompt for {self.bench} here "
-                                 "(LongVideoBench's interleaved task shows the frames as images, which this "
-                                 "answerer does not; its text is subtitles.lvb_interleave)")
-            has_file = sample.meta.get("subtitle_path") is not None
-            return videomme_prompt(doc, subtitles if has_file else None, with_subtitles=True)
-        return lmms_eval_prompt(self.bench, doc)
+        if subtitles is None:
+            return lmms_eval_prompt(self.bench, doc)
+        if self.bench == "longvideobench":
+            return longvideobench_prompt(doc, interleaved_prefix=sample_lmms_eval_lvb_prefix(sample))
+        if self.bench != "videomme":
+            raise ValueError(f"the lmms-eval protocol has no subtitle prompt for {self.bench}")
+        has_file = sample.meta.get("subtitle_path") is not None
+        return videomme_prompt(doc, subtitles if has_file else None, with_subtitles=True)
 
     def __call__(self, samples: Sequence[QASample], indices: Sequence[Sequence[int]],
                  timestamps: Sequence[Sequence[float]], subtitles: Sequence[list[str] | None] | None = None):
         """(None: no option logits, the parsed letter of each sample or None when lmms-eval's parser
-        found none, per sample ``{"response", "parsed", "random_fallback"}``)."""
+        found none, per sample ``{"response", "parsed", "random_fallback"}``). The samples of a call
+        share one subtitle setting (``subtitles`` None: without)."""
         from hfs.pipeline.evaluation.lmms_parsers import parse_answer
         from hfs.pipeline.model.frames import decode_jpegs
 
         device = self.teacher.device
         frames = [decode_jpegs(self.cache.frames(s.video_id, idx), device=device) for s, idx in zip(samples, indices)]
         texts = [self.prompt(s, subtitles[b] if subtitles is not None else None) for b, s in enumerate(samples)]
-        responses = self.teacher.generate(frames, texts, self.max_new_tokens, as_video=True)
+        responses = self.teacher.generate(frames, texts, self.max_new_tokens,
+                                          frames_as=self.frames_as_in(subtitles is not None))
         parsed = [parse_answer(self.bench, r, s.options, rng=self.rng) for r, s in zip(responses, samples)]
         extras = [{"response": r, "parsed": p.letter, "random_fallback": p.random_fallback}
                   for r, p in zip(responses, parsed)]

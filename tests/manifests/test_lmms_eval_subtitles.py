@@ -67,7 +67,7 @@ def test_evaluate_takes_the_lines_whatever_the_selected_frames(tmp_path, monkeyp
         fps=10.0, n_frames=311, duration=31.1))
     data = SimpleNamespace(videos=[SimpleNamespace(video_id="v", path="/videos/v.mp4")])
     sample = QASample("q1", "v", "?", ("a", "b"), "a", 0, "", {"subtitle_path": str(srt)})
-    lines = stage_lines(data)
+    lines = stage_lines(data, "videomme")
     assert lines(sample, [1.7]) == EXPECTED  # the hfs rule would give "short" at 1.7 s
     assert lines(sample, [0.0, 30.5]) == EXPECTED
     assert probed == ["/videos/v.mp4"]  # probed once per video

@@ -15,6 +15,7 @@ from hfs.manifests.benchmarks.subtitles import (
     lmms_eval_lvb_frame_times,
     lmms_eval_lvb_prompt_prefix,
     lvb_interleave,
+    sample_lmms_eval_lvb_items,
     sample_lmms_eval_lvb_prefix,
 )
 
@@ -37,8 +38,9 @@ def test_frame_times_are_compute_frame_timestamps():
 def test_interleave_order_by_hand():
     items = lvb_interleave(FRAMES, CUES, offset_s=10.0, duration_s=8.0)
     assert items == [0, "b", 1, 2, "c", 3, "e"]
-    # longvideobench_doc_to_text joins with "\n", a frame as "<image>"; the Qwen2.5-VL wrapper deletes "<image>"
-    assert lmms_eval_lvb_prompt_prefix(items) == "\nb\n\n\nc\n\ne"
+    # longvideobench_doc_to_text joins with "\n", a frame as "<image>"; lmms-eval's Qwen2.5-VL chat wrapper
+    # sends that text as it is (the images all go before it)
+    assert lmms_eval_lvb_prompt_prefix(items) == "<image>\nb\n<image>\n<image>\nc\n<image>\ne"
 
 
 def test_frames_after_the_last_cue_close_the_list_and_no_cues_gives_frames_only():
@@ -81,7 +83,9 @@ def test_sample_prefix_reads_the_questions_file_at_the_tasks_frame_times(tmp_pat
     # "c" (3–5.5, midpoint 4.25): frames 2, 3, 4 first, kept; "e" (midpoint 6.0): frames 5, 6 first, kept; frame 7
     assert lvb_interleave(lmms_eval_lvb_frame_times(8.0), CUES, 10.0, 8.0) == [
         0, 1, "a", "b", 2, 3, 4, "c", 5, 6, "e", 7]
-    assert sample_lmms_eval_lvb_prefix(sample) == "\n\na\nb\n\n\n\nc\n\n\ne\n"
+    assert sample_lmms_eval_lvb_items(sample) == (0, 1, "a", "b", 2, 3, 4, "c", 5, 6, "e", 7)
+    assert sample_lmms_eval_lvb_prefix(sample) == (
+        "<image>\n<image>\na\nb\n<image>\n<image>\n<image>\nc\n<image>\n<image>\ne\n<image>")
 
 
 @pytest.mark.parametrize(("meta", "message"), [

@@ -476,9 +476,6 @@ def small_layout(tmp_path_factory, source_videos) -> Layout:
     (["--bench", "nope"], "unknown benchmark 'nope'; known: nextqa, videomme, longvideobench, mlvu"),
     (["--subtitles"], "--subtitles: nextqa has no subtitles"),
     (["--max-new-tokens", "4"], "--max-new-tokens: only --protocol lmms-eval generates"),
-    (["--bench", "longvideobench", "--subtitles", "--protocol", "lmms-eval"],
-     "--protocol lmms-eval --subtitles: lmms-eval's LongVideoBench subtitle task (longvideobench_val_i) shows "
-     "its Qwen2.5-VL wrapper the frames as separate images"),
     (["--protocol", "nope"], "--protocol nope: unknown; known: hfs, lmms-eval"),
 ])
 def test_evaluate_refuses_what_it_cannot_do_with_exit_2(small_layout, tmp_path, extra, message):
@@ -586,4 +583,117 @@ def test_lmms_eval_protocol_refuses_an_internvl_teacher_before_any_work(tmp_path
                      "tiny", "--workers", "0", "--no-progress", "--device", "cpu", "--k", "2", "--protocol",
                      "lmms-eval", "--teacher", "internvl3"], expect=2)
     assert "--protocol lmms-eval is not implemented for InternVL" in " ".join(output.split())
+    assert not (out / "cache").exists()  # refused before any video was extracted
+
+
+LVB_TASK_POST_PROMPT = "Answer with the option's letter from the given choices directly.\n"
+LVB_VAL_I_TEXTS = {  # longvideobench_val_i's text of each question of the LongVideoBench json layout, by hand:
+    # lvbVidA (3 s, so frames at 0, 1, 2 s, one a second): "a red screen" 0–1.5 s, midpoint 0.75, frame 0 first,
+    # frame 1 inside; "then a circle" 1.5–end (null: the duration, 3 s), midpoint 2.25, frames 1, 2 first,
+    # frame 2 inside. "<image>" stays in the text: the chat wrapper shows the images before it
+    "lvbVidA_0": ("<image>\na red screen\n<image>\n<image>\nthen a circle\n"
+                  "In the scene where ..., what happens? (lvbVidA_0)\n"
+                  "A. opt a\nB. opt b\nC. opt c\nD. opt d\nE. opt e\n" + LVB_TASK_POST_PROMPT),
+    "lvbVidA_1": ("<image>\na red screen\n<image>\n<image>\nthen a circle\n"
+                  "In the scene where ..., what happens? (lvbVidA_1)\n"
+                  "A. opt a\nB. opt b\nC. opt c\nD. opt d\n" + LVB_TASK_POST_PROMPT),
+    # lvbVidB (2 s: frames at 0, 1 s): "a blue screen" 0.5–1.2 s, midpoint 0.85, frame 0 first; shorter than
+    # 1 s, so widened to 0.35–1.35 s, where frame 1 lies: kept; frame 1 closes the list
+    "lvbVidB_0": ("<image>\na blue screen\n<image>\n"
+                  "In the scene where ..., what happens? (lvbVidB_0)\n"
+                  "A. opt a\nB. opt b\nC. opt c\nD. opt d\nE. opt e\n" + LVB_TASK_POST_PROMPT),
+}
+LVB_FRAMES_AS = {"without_subtitles": "video", "with_subtitles": "images_first"}
+
+
+def test_lmms_eval_protocol_lvb_with_subtitles_shows_the_frames_as_images_before_the_interleaved_text(
+        tmp_path, source_videos, monkeypatch):
+    """longvideobench_val_i under lmms-eval 0.7.3's Qwen2.5-VL chat wrapper: the selector's k frames as k
+    separate images, in the selected order, before the task's text (its frames and subtitles interleaved at
+    its own frame times, then the question); the setting without subtitles (longvideobench_val_v) keeps the
+    frames as one video. Before, this combination was refused."""
+    import torch
+
+    from hfs.cache import FeatureCache
+    from hfs.pipeline.model.frames import decode_jpegs
+    from hfs.pipeline.model.teachers.base import Teacher
+    from hfs.pipeline.model.teachers.qwen_vl import QwenVLTeacher
+
+    layout = write_layout("longvideobench", "json", tmp_path / "data", source_videos)
+    (layout.root / "subtitles" / "lvbVidB_en.json").write_text(
+        json.dumps([{"start": "00:00:00.500", "end": "00:00:01.200", "line": "a blue screen"}]))
+    calls, chats = [], []
+    generate, encode = Teacher.generate, QwenVLTeacher.encode_images_first_sample
+
+    def recording_generate(self, frames, texts, max_new_tokens, frames_as=None):
+        calls.append(([f.cpu().clone() for f in frames], list(texts), frames_as))
+        return generate(self, frames, texts, max_new_tokens, frames_as=frames_as)
+
+    def recording_encode(self, chat_text, frames):
+        chats.append(chat_text)
+        return encode(self, chat_text, frames)
+
+    monkeypatch.setattr(Teacher, "generate", recording_generate)
+    monkeypatch.setattr(QwenVLTeacher, "encode_images_first_sample", recording_encode)
+    out = tmp_path / "out"
+    args = ["evaluate", "--bench", "longvideobench", "--data", str(layout.root), "--out", str(out), "--preset",
+            "tiny", "--workers", "0", "--no-progress", "--device", "cpu", "--k", "3", "--protocol", "lmms-eval",
+            "--subtitles", "--max-new-tokens", "2", "--selector", "uniform", "--selector", "random"]
+    invoke(args)
+
+    records = read_jsonl(out / "predictions.jsonl")
+    assert {(r["selector"], r["sample_id"], r.get("subtitles", False)) for r in records} == {
+        (sel, q, sub) for sel in ("uniform", "random") for q in layout.answerable for sub in (False, True)}
+    by_key = {(r["selector"], r["sample_id"], r.get("subtitles", False)): r for r in records}
+    for r in records:
+        assert (r["protocol"], r["frames_as"], r["max_new_tokens"]) == ("lmms-eval", LVB_FRAMES_AS, 2)
+    cache = FeatureCache(out / "cache")
+    shown = {}
+    for frames, texts, frames_as in calls:
+        assert frames_as == ("images_first" if texts[0] in LVB_VAL_I_TEXTS.values() else "video")
+        for sample_frames, text in zip(frames, texts):
+            shown.setdefault(text, []).append(sample_frames)
+    without = {qid: text[text.index("In the scene"):] for qid, text in LVB_VAL_I_TEXTS.items()}  # val_v's text
+    for (selector, qid, with_subs), r in by_key.items():
+        text = LVB_VAL_I_TEXTS[qid] if with_subs else without[qid]  # the exact text, whatever frames were selected
+        if with_subs:
+            assert r["subtitle_lines"] == {"lvbVidA_0": 2, "lvbVidA_1": 2, "lvbVidB_0": 1}[qid]  # the cues kept
+        assert len(r["indices"]) == 3
+        selected = decode_jpegs(cache.frames(r["video_id"], r["indices"]))
+        # the k selected frames in the selected order (as k images before the text with subtitles)
+        assert any(f.shape == selected.shape and torch.equal(f, selected) for f in shown[text]), (selector, qid)
+    assert set(shown) == {*LVB_VAL_I_TEXTS.values(), *without.values()}
+    assert sum(len(t) for t in shown.values()) == 12  # 2 selectors x 3 questions x 2 settings, each once
+    # the chat the teacher tokenizes: 3 image slots, then the text as it is
+    for chat in chats:
+        text = next(t for t in LVB_VAL_I_TEXTS.values() if t in chat)
+        assert chat.count("<|vision_start|><|image_pad|><|vision_end|>") == 3
+        assert chat.rindex("<|vision_end|>") < chat.index(text)
+    assert len(chats) == 6
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores["selectors"]["uniform"]) == {"without_subtitles", "with_subtitles"}
+    assert scores["selectors"]["uniform"]["with_subtitles"]["overall"]["n"] == 3
+
+    # a rerun with the same settings answers nothing again; one into a folder whose records showed the frames
+    # otherwise (as LongVideoBench's were before: all as one video) is refused, naming both values
+    monkeypatch.setattr(Teacher, "generate", lambda *a, **k: pytest.fail("a finished question was answered again"))
+    invoke(args)
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "predictions.jsonl").write_text("".join(json.dumps({**r, "frames_as": "video"}) + "\n"
+                                                     for r in records))
+    refused = " ".join(invoke([*args[:6], str(older), *args[7:]], expect=2).split())
+    assert f"{older / 'predictions.jsonl'} holds predictions made with frames_as='video', not frames_as=" in refused
+    assert "'with_subtitles': 'images_first'" in refused
+
+
+def test_lmms_eval_protocol_lvb_with_subtitles_refuses_a_question_without_a_subtitle_file(tmp_path, source_videos):
+    """lmms-eval's longvideobench_val_i reads every question's subtitle file (lvbVidB has none here)."""
+    layout = write_layout("longvideobench", "json", tmp_path / "data", source_videos)
+    out = tmp_path / "out"
+    output = invoke(["evaluate", "--bench", "longvideobench", "--data", str(layout.root), "--out", str(out),
+                     "--preset", "tiny", "--workers", "0", "--no-progress", "--device", "cpu", "--protocol",
+                     "lmms-eval", "--subtitles"], expect=2)
+    assert ("--protocol lmms-eval --subtitles: lmms-eval's longvideobench_val_i reads every question's subtitle "
+            "file, and 1 cannot be read: question 'lvbVidB_0': no subtitle file") in " ".join(output.split())
     assert not (out / "cache").exists()  # refused before any video was extracted

@@ -54,6 +54,10 @@ logger = logging.getLogger(__name__)
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 """peft `target_modules` regex (full match): the language model's linear layers only."""
 
+FRAMES_AS = (None, "video", "images_first")
+"""`Teacher.generate`'s ways of showing the frames: k images as in training (None), or as lmms-eval's
+model wrapper shows a video task's frames ("video") or an image task's ("images_first")."""
+
 HIDDEN_LAYER = -2
 """Index into `hidden_states` (embeddings, layer 1, …, layer L normed) for H_t and h_con:
 -2 is the output of decoder layer L-1, the second-to-last layer (Eq. 18)."""
@@ -433,11 +437,20 @@ class Teacher(nn.Module):
         return {}
 
     def encode_video_sample(self, chat_text: str, frames: Tensor) -> EncodedSample:
-        """One sample whose k frames are ONE video (the ``lmms-eval`` protocol, `generate(as_video=True)`),
+        """One sample whose k frames are ONE video (the ``lmms-eval`` protocol, `generate(frames_as="video")`),
         laid out as the lmms-eval model wrapper of this model would hand it to the processor.
 
         chat_text: the chat-templated prompt with one video placeholder.
         Teachers whose lmms-eval wrapper does not pass a video refuse, saying what it does instead.
+        """
+        raise NotImplementedError(f"{type(self).__name__}: {self.video_input_refusal}")
+
+    def encode_images_first_sample(self, chat_text: str, frames: Tensor) -> EncodedSample:
+        """One sample whose k frames are k separate images before the text (the ``lmms-eval`` protocol's
+        ``frames_as="images_first"``), each resized as the lmms-eval model wrapper of this model resizes
+        a task's images (`encode_sample` resizes as this project's teacher was trained).
+
+        chat_text: the chat-templated prompt with one image placeholder per frame, then the text.
         """
         raise NotImplementedError(f"{type(self).__name__}: {self.video_input_refusal}")
 
@@ -614,7 +627,7 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def generate(self, frames: list[Tensor], texts: list[str], max_new_tokens: int,
-                 as_video: bool = False) -> list[str]:
+                 frames_as: str | None = None) -> list[str]:
         """Greedy generation (the ``lmms-eval`` protocol): per sample b, the chat-templated prompt of
         ``frames[b]`` (uint8 [k, 3, H, W], as in `forward`, every gate 1) followed by ``texts[b]``
         as it is (no option list or frame times added), answered token by token with the
@@ -625,19 +638,23 @@ class Teacher(nn.Module):
         through the same path as `forward` (precomputed image features), so the frames are
         read exactly as there; slow for long answers, which lmms-eval's tasks cap at 16-32 tokens.
 
-        ``as_video``: the frames go in as ONE video, as lmms-eval's model wrapper passes them
-        (`encode_video_sample`; one video slot before the text), instead of k images.
+        ``frames_as``: None, k images before the text as in `forward`; ``"video"``, the frames as ONE
+        video, as lmms-eval's model wrapper passes a video task's (`encode_video_sample`; one video
+        slot before the text); ``"images_first"``, k images before the text resized as lmms-eval's
+        model wrapper resizes an image task's (`encode_images_first_sample`).
         """
         if len(frames) != len(texts):
             raise ValueError(f"texts has {len(texts)} entries for {len(frames)} samples")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if frames_as not in FRAMES_AS:
+            raise ValueError(f"frames_as must be one of {FRAMES_AS}, got {frames_as!r}")
         stop = {end_of_turn_id(self.tokenizer), self.tokenizer.eos_token_id} - {None}
         head = self.hf_model.get_output_embeddings()
         responses = []
         for b, (sample_frames, text) in enumerate(zip(frames, texts)):
             check_frames(sample_frames, f"frames of sample {b}")
-            if as_video:
+            if frames_as == "video":
                 messages = prompts.teacher_video_messages(text)
                 chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
                 sample = self.encode_video_sample(chat, sample_frames)
@@ -646,7 +663,8 @@ class Teacher(nn.Module):
             else:
                 messages = prompts.teacher_messages(len(sample_frames), text)
                 chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-                sample = self.encode_sample(chat, sample_frames)
+                encode = self.encode_sample if frames_as is None else self.encode_images_first_sample
+                sample = encode(chat, sample_frames)
                 batch, vision = self.collate([sample])
                 gates = torch.ones(len(sample_frames), device=self.device)
                 features, modality = self.image_features(vision, sample.units_per_frame, gates), "image"

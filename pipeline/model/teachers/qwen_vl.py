@@ -14,13 +14,15 @@ multiples of patch·merge within [min_pixels, max_pixels], antialiased resize,
 fused rescale + normalise in float32, and the flattened patch layout
 [t·h·w, 3·T·P·P] with the still frame repeated over the temporal patch T.
 
-Under ``--protocol lmms-eval`` (`generate(as_video=True)`) the k frames are ONE video instead,
+Under ``--protocol lmms-eval`` (`generate(frames_as="video")`) the k frames are ONE video instead,
 as lmms-eval 0.7.3's Qwen2.5-VL wrapper (``lmms_eval/models/chat/qwen2_5_vl.py``) hands a
 video to qwen-vl-utils 0.0.14's ``fetch_video`` and then to the processor; the frames are
 passed the way hfs's lmms-eval plugin passes them there (a list of frames,
 ``pipeline/evaluation/lmms_plugin``): `preprocess_video` says step by step what happens.
 The video is one `<|video_pad|>` run of (k/T)·h·w/merge² tokens with `video_grid_thw`
-(k/T, h, w) and `second_per_grid_ts` T/2.
+(k/T, h, w) and `second_per_grid_ts` T/2. LongVideoBench's interleaved-subtitle task
+(`generate(frames_as="images_first")`) shows the wrapper k images before the text instead, each
+resized as `preprocess_lmms_eval_images` says.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ LMMS_EVAL_MAX_PIXELS = 1605632
 """lmms-eval's Qwen2.5-VL ``max_pixels`` default."""
 QWEN_VL_UTILS_FACTOR = 28
 """qwen-vl-utils' resize factor: its default image_patch_size 14 x SPATIAL_MERGE_SIZE 2."""
+QWEN_VL_UTILS_IMAGE_MIN_PIXELS = 4 * 28 * 28
+"""qwen-vl-utils' lower bound on an image given none (IMAGE_MIN_TOKEN_NUM · factor²)."""
+QWEN_VL_UTILS_IMAGE_MAX_PIXELS = 16384 * 28 * 28
+"""qwen-vl-utils' upper bound on an image given none (IMAGE_MAX_TOKEN_NUM · factor²)."""
 QWEN_VL_UTILS_VIDEO_MAX_PIXELS = 768 * 28 * 28
 """qwen-vl-utils' per-frame cap of a video (VIDEO_MAX_TOKEN_NUM · factor²)."""
 QWEN_VL_UTILS_TOTAL_PIXELS = 128000 * 28 * 28 * 0.9
@@ -64,6 +70,14 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
+
+
+def fetch_image_resize(frames: Tensor, min_pixels: int, max_pixels: int) -> Tensor:
+    """uint8 frames [k, 3, H, W] resized as qwen-vl-utils' ``fetch_image`` resizes each image: to
+    `smart_resize` (factor 28) within [min_pixels, max_pixels], bicubic (PIL's default filter; here
+    torchvision's antialiased bicubic, at most 2 grey levels apart), a frame of that size kept as it is."""
+    height, width = smart_resize(*frames.shape[-2:], QWEN_VL_UTILS_FACTOR, min_pixels, max_pixels)
+    return resize_frames(frames, height, width, "bicubic")
 
 
 def patchify_video(pixels: Tensor, patch: int, merge: int, temporal: int) -> Tensor:
@@ -99,10 +113,11 @@ class QwenVLTeacher(Teacher):
     model_type = "qwen2_5_vl"
     default_model = "Qwen/Qwen2.5-VL-7B-Instruct"
     video_input_refusal = None
-    video_min_pixels: int = LMMS_EVAL_MIN_PIXELS
-    """``min_pixels`` lmms-eval's wrapper gives qwen-vl-utils for a video (its model_args default)."""
-    video_max_pixels: int = LMMS_EVAL_MAX_PIXELS
-    """``max_pixels`` lmms-eval's wrapper gives qwen-vl-utils for a video (its model_args default)."""
+    lmms_min_pixels: int = LMMS_EVAL_MIN_PIXELS
+    """``min_pixels`` of lmms-eval's wrapper (its model_args default): what it gives qwen-vl-utils for a
+    video, and its processor's lower bound on an image."""
+    lmms_max_pixels: int = LMMS_EVAL_MAX_PIXELS
+    """``max_pixels`` of lmms-eval's wrapper: qwen-vl-utils' for a video, its processor's for an image."""
 
     @staticmethod
     def model_class_loader():
@@ -110,11 +125,12 @@ class QwenVLTeacher(Teacher):
 
         return Qwen2_5_VLForConditionalGeneration
 
-    def preprocess_frames(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+    def preprocess_frames(self, frames: Tensor, pixel_bounds: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
         """uint8 frames [k, 3, H, W] -> (pixel_values [k·h·w, 3·T·P·P] float32 on the frames'
         device, image_grid_thw [k, 3] int64 on the CPU, rows (1, h, w) in patches).
 
-        Every parameter comes from the loaded image processor's config.
+        Every parameter comes from the loaded image processor's config; ``pixel_bounds``
+        (min_pixels, max_pixels) replaces its bounds, as a processor loaded with them would hold.
         """
         check_frames(frames)
         ip = self.image_processor
@@ -123,6 +139,8 @@ class QwenVLTeacher(Teacher):
         if ip.do_resize:
             min_pixels = size_field(ip.size, "shortest_edge") or getattr(ip, "min_pixels", None)
             max_pixels = size_field(ip.size, "longest_edge") or getattr(ip, "max_pixels", None)
+            if pixel_bounds is not None:
+                min_pixels, max_pixels = pixel_bounds
             if not min_pixels or not max_pixels:
                 raise ValueError(f"the Qwen image processor config has no min/max pixels (size={ip.size})")
             height, width = smart_resize(*frames.shape[-2:], patch * merge, min_pixels, max_pixels)
@@ -135,6 +153,19 @@ class QwenVLTeacher(Teacher):
             raise ValueError(f"frames of {width}x{height} pixels do not split into {patch * merge}-pixel merge windows")
         grid = torch.tensor([[1, height // patch, width // patch]] * len(frames), dtype=torch.long)
         return patchify(pixels, patch, merge, temporal), grid
+
+    def preprocess_lmms_eval_images(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """uint8 frames [k, 3, H, W] as k images the way lmms-eval 0.7.3's Qwen2.5-VL chat wrapper
+        hands a task's images (``doc_to_visual``'s PIL frames, no per-image bounds) to qwen-vl-utils
+        and then to its processor; returns what `preprocess_frames` returns.
+
+        1. qwen-vl-utils ``fetch_image`` (`fetch_image_resize`) within its defaults [4·28², 16384·28²];
+        2. the processor, loaded with the wrapper's ``min_pixels``/``max_pixels``: `preprocess_frames`
+           within those bounds.
+        """
+        check_frames(frames)
+        frames = fetch_image_resize(frames.contiguous(), QWEN_VL_UTILS_IMAGE_MIN_PIXELS, QWEN_VL_UTILS_IMAGE_MAX_PIXELS)
+        return self.preprocess_frames(frames, (self.lmms_min_pixels, self.lmms_max_pixels))
 
     def token_type_ids(self, ids: Tensor) -> Tensor:
         """`mm_token_type_ids` [L] as the processor marks tokens: 1 image, 2 video, 0 text
@@ -149,7 +180,15 @@ class QwenVLTeacher(Teacher):
     def encode_sample(self, chat_text: str, frames: Tensor) -> EncodedSample:
         """One sample from uint8 frames [k, 3, H, W]: each `<|image_pad|>` of the chat text becomes
         t·h·w/merge² of them, as `Qwen2_5_VLProcessor` writes it; frame j's tokens are the j-th run."""
-        pixel_values, grid = self.preprocess_frames(frames)
+        return self._encode_images(chat_text, *self.preprocess_frames(frames))
+
+    def encode_images_first_sample(self, chat_text: str, frames: Tensor) -> EncodedSample:
+        """`encode_sample` with each frame resized as lmms-eval's wrapper resizes an image
+        (`preprocess_lmms_eval_images`)."""
+        return self._encode_images(chat_text, *self.preprocess_lmms_eval_images(frames))
+
+    def _encode_images(self, chat_text: str, pixel_values: Tensor, grid: Tensor) -> EncodedSample:
+        """The sample of `encode_sample` from the frames' pixel values and image_grid_thw."""
         processor = self.processor
         per_frame = (grid.prod(dim=-1) // self.image_processor.merge_size**2).tolist()
         text = self.expand_image_placeholders(
@@ -170,7 +209,7 @@ class QwenVLTeacher(Teacher):
             frame_spans=spans,
             vision={"pixel_values": pixel_values, "image_grid_thw": grid},
             extra={"mm_token_type_ids": self.token_type_ids(ids)},
-            units_per_frame=[1] * len(frames),
+            units_per_frame=[1] * len(grid),
         )
 
     def preprocess_video(self, frames: Tensor) -> tuple[Tensor, Tensor, float]:
@@ -198,17 +237,16 @@ class QwenVLTeacher(Teacher):
         check_frames(frames)
         frames = frames.contiguous()
         # 1. fetch_image, per frame
-        height, width = smart_resize(*frames.shape[-2:], QWEN_VL_UTILS_FACTOR, self.video_min_pixels,
-                                     self.video_max_pixels)
-        frames = resize_frames(frames, height, width, "bicubic")
+        frames = fetch_image_resize(frames, self.lmms_min_pixels, self.lmms_max_pixels)
+        height, width = frames.shape[-2:]
         # 2. fetch_video
         if pad := -len(frames) % 2:
             frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])
         n = len(frames)
         cap = max(min(QWEN_VL_UTILS_VIDEO_MAX_PIXELS, QWEN_VL_UTILS_TOTAL_PIXELS / n * 2),
-                  int(self.video_min_pixels * 1.05))
-        height, width = smart_resize(height, width, QWEN_VL_UTILS_FACTOR, self.video_min_pixels,
-                                     min(self.video_max_pixels, cap))
+                  int(self.lmms_min_pixels * 1.05))
+        height, width = smart_resize(height, width, QWEN_VL_UTILS_FACTOR, self.lmms_min_pixels,
+                                     min(self.lmms_max_pixels, cap))
         if (height, width) != tuple(frames.shape[-2:]):
             frames = resize_frames(frames, height, width, "bicubic")
         # 3. the video processor

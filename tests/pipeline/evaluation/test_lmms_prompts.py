@@ -56,8 +56,9 @@ def test_longvideobench_is_longvideobench_doc_to_text():
     assert longvideobench_prompt(parquet_row) == expected
     json_record = {"question": parquet_row["question"], "candidates": ["red", "blue", "green"]}
     assert longvideobench_prompt(json_record) == expected  # the JSON release's candidates: the same text
-    # longvideobench_val_i: the interleaved prefix (frames already removed, as the Qwen2.5-VL wrapper does) first
-    assert longvideobench_prompt(parquet_row, interleaved_prefix="\nhello\n") == "\nhello\n\n" + expected
+    # longvideobench_val_i: the interleaved prefix (frames written "<image>") and a newline first
+    assert (longvideobench_prompt(parquet_row, interleaved_prefix="<image>\nhello\n<image>")
+            == "<image>\nhello\n<image>\n" + expected)
 
 
 def test_mlvu_is_mlvu_doc_to_text_with_best_option():

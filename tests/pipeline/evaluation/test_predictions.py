@@ -89,7 +89,32 @@ def test_generating_answerer_asks_lmms_evals_prompt():
     assert answerer.prompt(with_file) == videomme_prompt(doc)
     assert answerer.prompt(with_file, ["hello"]) == videomme_prompt(doc, ["hello"], with_subtitles=True)
     assert VIDEOMME_NO_SUBTITLES in answerer.prompt(without, [])  # no subtitle file: lmms-eval says so
-    with pytest.raises(ValueError, match="no subtitle prompt for longvideobench"):
-        GeneratingAnswerer(NoModel(), None, "longvideobench", 32).prompt(with_file, ["x"])
+    assert answerer.frames_as_in(False) == answerer.frames_as_in(True) == "video"
     with pytest.raises(ValueError, match="no lmms-eval protocol for benchmark 'nope'"):
         GeneratingAnswerer(NoModel(), None, "nope", 16)
+
+
+def test_generating_answerer_asks_longvideobench_val_i_with_subtitles(tmp_path):
+    """With subtitles, LongVideoBench's text is longvideobench_val_i's: the interleaving at the task's own
+    frame times (whatever the lines given), then the question; its frames go in as images before the text."""
+    from hfs.manifests import QASample
+    from hfs.pipeline.evaluation.predictions import GeneratingAnswerer
+
+    class NoModel:
+        video_input_refusal = None
+
+        def eval(self):
+            return self
+
+    path = tmp_path / "v_en.json"
+    path.write_text(json.dumps([{"timestamp": [0.2, 0.6], "text": "hello"}, {"timestamp": [1.6, 1.9], "text": "bye"}]),
+                    encoding="utf-8")
+    meta = {"subtitle_path": str(path), "duration_s": 2.0, "subtitle_offset_s": 0.0}
+    sample = QASample("q", "", "What?", ("x", "y"), "x", 0, "", meta)
+    answerer = GeneratingAnswerer(NoModel(), None, "longvideobench", 32)
+    post = "Answer with the option's letter from the given choices directly.\n"
+    # frames at 0 and 1 s; "hello" 0.2–0.6 s (midpoint 0.4: frame 0 first), widened to -0.1–0.9 s, which holds
+    # frame 0: kept; "bye" 1.6–1.9 s (midpoint 1.75: frame 1 first), widened to 1.25–2.25 s, no frame: left out
+    assert answerer.prompt(sample, ["ignored"]) == "<image>\nhello\n<image>\nWhat?\nA. x\nB. y\n" + post
+    assert answerer.prompt(sample) == "What?\nA. x\nB. y\n" + post
+    assert (answerer.frames_as_in(False), answerer.frames_as_in(True)) == ("video", "images_first")

@@ -1,5 +1,7 @@
-"""The ``lmms-eval`` protocol's video input (`Teacher.generate(as_video=True)`) on the tiny teachers:
-the selected frames as ONE video, as lmms-eval's Qwen2.5-VL wrapper passes them."""
+"""The ``lmms-eval`` protocol's frame inputs on the tiny teachers: the selected frames as ONE video, as
+lmms-eval's Qwen2.5-VL wrapper passes a video task's (`Teacher.generate(frames_as="video")`), and as k
+images before the text, as it passes an image task's (``frames_as="images_first"``, LongVideoBench's
+interleaved-subtitle task)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ def qwen():
     teacher = load_teacher("qwen2_5_vl", "tiny-qwen2_5_vl", lora_r=0).eval()
     # bounds under which a 112x56 frame is kept as it is by qwen-vl-utils' two resizes and the tiny
     # video processor's (56², 112²), so the processor can be called on the frames themselves below
-    teacher.video_min_pixels, teacher.video_max_pixels = 56 * 56, 112 * 112
+    teacher.lmms_min_pixels, teacher.lmms_max_pixels = 56 * 56, 112 * 112
     return teacher
 
 
@@ -78,7 +80,7 @@ def test_default_lmms_eval_pixel_bounds_resize_twice_then_to_the_processor():
 
 def test_generate_as_video_equals_transformers_generate(qwen):
     frames = [_frames(2, 112, 56, 3), _frames(3, 112, 56, 2)]
-    responses = qwen.generate(frames, [TEXT, TEXT], max_new_tokens=5, as_video=True)
+    responses = qwen.generate(frames, [TEXT, TEXT], max_new_tokens=5, frames_as="video")
     for sample_frames, response in zip(frames, responses):
         batch, vision = qwen.collate([qwen.encode_video_sample(_video_chat(qwen), sample_frames)])
         with torch.no_grad():
@@ -88,8 +90,68 @@ def test_generate_as_video_equals_transformers_generate(qwen):
         assert response == qwen.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+def _images_chat(teacher, k: int) -> str:
+    return teacher.processor.apply_chat_template(prompts.teacher_messages(k, TEXT), add_generation_prompt=True,
+                                                 tokenize=False)
+
+
+@pytest.mark.parametrize(("width", "height", "grid"), [
+    # lmms-eval's min_pixels 256·28² lifts a 112x56 frame (qwen-vl-utils keeps it: multiples of 28, within its
+    # defaults [4·28², 16384·28²]) by sqrt(32) to ceil(22.6)·28 x ceil(11.3)·28 = 644x336: grid (1, 24, 46)
+    (112, 56, [1, 24, 46]),
+    # a 64x48 frame: qwen-vl-utils rounds it to 56x56 (3136 px, its lower bound), then the processor lifts
+    # it by sqrt(64) = 8 to 448x448: grid (1, 32, 32)
+    (64, 48, [1, 32, 32]),
+])
+def test_images_first_are_k_images_before_the_text_resized_by_lmms_evals_bounds(width, height, grid):
+    teacher = load_teacher("qwen2_5_vl", "tiny-qwen2_5_vl", lora_r=0).eval()
+    chat = _images_chat(teacher, 3)
+    sample = teacher.encode_images_first_sample(chat, _frames(4, width, height, 3))
+    assert sample.vision["image_grid_thw"].tolist() == [grid] * 3  # three separate images
+    tokens = grid[1] * grid[2] // 4
+    assert [e - s for s, e in sample.frame_spans] == [tokens] * 3
+    assert token_runs(sample.input_ids, teacher.hf_model.config.image_token_id) == sample.frame_spans
+    text_ids = teacher.tokenizer("What is shown?", add_special_tokens=False)["input_ids"]
+    ids = sample.input_ids.tolist()
+    text_at = next(i for i in range(len(ids)) if ids[i:i + len(text_ids)] == text_ids)
+    assert sample.frame_spans[-1][1] < text_at  # every image before the text
+    # the teacher's own input (the tiny processor's bounds, at most 112² px) keeps a 112x56 frame as it is
+    own = teacher.encode_sample(chat, _frames(4, 112, 56, 3))
+    assert own.vision["image_grid_thw"].tolist() == [[1, 4, 8]] * 3
+
+
+def test_images_first_input_equals_the_hf_processor(qwen):
+    # with the fixture's bounds (those of the tiny processor) a 112x56 frame is kept by both resizes, so
+    # the processor on the frames themselves is what lmms-eval's wrapper hands it after qwen-vl-utils
+    frames = _frames(5, 112, 56, 3)
+    chat = _images_chat(qwen, 3)
+    ours = qwen.encode_images_first_sample(chat, frames)
+    ref = qwen.processor(text=[chat], images=list(frames), return_tensors="pt")
+    assert torch.equal(ours.input_ids, ref["input_ids"][0])
+    assert torch.equal(ours.vision["image_grid_thw"], ref["image_grid_thw"])
+    assert torch.equal(ours.extra["mm_token_type_ids"], ref["mm_token_type_ids"][0])
+    assert (ours.vision["pixel_values"] - ref["pixel_values"]).abs().max().item() <= 1e-6
+
+
+def test_generate_images_first_equals_transformers_generate(qwen):
+    frames = [_frames(6, 112, 56, 3), _frames(7, 112, 56, 2)]
+    responses = qwen.generate(frames, [TEXT, TEXT], max_new_tokens=5, frames_as="images_first")
+    for sample_frames, response in zip(frames, responses):
+        batch, vision = qwen.collate([qwen.encode_images_first_sample(_images_chat(qwen, len(sample_frames)),
+                                                                      sample_frames)])
+        with torch.no_grad():
+            out = qwen.hf_model.generate(**batch, **vision, max_new_tokens=5, do_sample=False,
+                                         eos_token_id=[qwen.tokenizer.eos_token_id,
+                                                       qwen.tokenizer.convert_tokens_to_ids("<|im_end|>")])
+        assert response == qwen.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    with pytest.raises(ValueError, match="frames_as must be one of"):
+        qwen.generate(frames, [TEXT, TEXT], max_new_tokens=1, frames_as="images")
+
+
 def test_internvl_refuses_the_video_input():
     teacher = load_teacher("internvl", "tiny-internvl", lora_r=0)
     assert "InternVL3 wrapper" in teacher.video_input_refusal
     with pytest.raises(NotImplementedError, match="--protocol lmms-eval is not implemented for InternVL"):
-        teacher.generate([_frames(0, 64, 48, 2)], [TEXT], max_new_tokens=2, as_video=True)
+        teacher.generate([_frames(0, 64, 48, 2)], [TEXT], max_new_tokens=2, frames_as="video")
+    with pytest.raises(NotImplementedError, match="--protocol lmms-eval is not implemented for InternVL"):
+        teacher.generate([_frames(0, 64, 48, 2)], [TEXT], max_new_tokens=2, frames_as="images_first")

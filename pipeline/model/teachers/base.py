@@ -546,6 +546,8 @@ class Teacher(nn.Module):
         units = [u for s in samples for u in s.units_per_frame]
         features = self.image_features(vision, units, gates.reshape(-1))
         by_text = self.answer_scoring == "option_text" and any(options)
+        if by_text and self._can_share_the_prompt():
+            return self._forward_sharing_the_prompt(batch, vision, features, samples, options, answers)
         if by_text:  # one row per option, the image features computed once and shared
             plan = self.option_rows(samples, options, keep_pixels=False)
             batch, vision = self.collate(plan.rows)
@@ -569,6 +571,79 @@ class Teacher(nn.Module):
             option_logits=option_logits,
             frame_hidden=frame_hidden.float(),
             context_hidden=context_hidden.float(),
+            answer_loss=answer_loss,
+            answer_mask=answer_mask,
+        )
+
+    def _can_share_the_prompt(self) -> bool:
+        """Whether the option texts can run after one cached prompt pass: not while activation
+        checkpointing trains the model (transformers turns the cache off then)."""
+        return not (self.hf_model.training and any(getattr(m, "gradient_checkpointing", False)
+                                                   for m in self.hf_model.modules()))
+
+    def next_text_positions(self, batch: dict[str, Tensor], vision: dict[str, Tensor]) -> Tensor:
+        """[B] the position id of the text token that would follow each (right-padded) sample: its
+        length for a language model with 1-D positions; teachers with other positions override."""
+        return batch["attention_mask"].sum(dim=1)
+
+    def continuation_position_ids(self, next_positions: Tensor, length: int) -> Tensor:
+        """Position ids of ``length`` text tokens after prompts whose next positions are
+        ``next_positions`` [R] -> [R, length] (1-D positions; teachers with other positions override)."""
+        return next_positions[:, None] + torch.arange(length, device=next_positions.device)
+
+    def _forward_sharing_the_prompt(self, batch, vision, features, samples, options, answers) -> TeacherOutput:
+        """`forward` for ``answer_scoring="option_text"`` with the prompt run once: the option texts
+        run after it on its cached keys and values (the cache repeated per option), so the cost is
+        one prompt pass plus a few tokens per option. Equal to running each option's whole row."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        model = self.hf_model.model
+        outputs = model(**batch, **self.language_model_inputs(batch, vision),
+                        mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
+                        output_hidden_states=True, use_cache=True)
+        hidden, last, cache = outputs.hidden_states[HIDDEN_LAYER], outputs.last_hidden_state, outputs.cache
+        device = hidden.device
+        eot = end_of_turn_id(self.tokenizer)
+        owner, option, answers_ids = [], [], []
+        from hfs.manifests.answers import option_letters
+
+        for b, opts in enumerate(options):
+            for j, (letter, text) in enumerate(zip(option_letters(len(opts or [])), opts or [])):
+                ids = self.tokenizer.encode(prompts.strip_option_letter(text, letter), add_special_tokens=False)
+                owner.append(b)
+                option.append(j)
+                answers_ids.append(ids + [eot])
+        length = max(len(ids) for ids in answers_ids)
+        continuation = torch.full((len(owner), length), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(owner), length), dtype=batch["attention_mask"].dtype, device=device)
+        for r, ids in enumerate(answers_ids):
+            continuation[r, : len(ids)] = torch.tensor(ids, device=device)
+            mask[r, : len(ids)] = 1
+        rows = torch.tensor(owner, device=device)
+        cache.batch_select_indices(rows)
+        positions = self.continuation_position_ids(self.next_text_positions(batch, vision)[rows], length)
+        after = model.language_model(input_ids=continuation, attention_mask=torch.cat([batch["attention_mask"][rows],
+                                                                                       mask], dim=1),
+                                     position_ids=positions, cache=cache, use_cache=True).last_hidden_state
+
+        prompt_ends = torch.tensor([s.prompt_len - 1 for s in samples], device=device)
+        # the first answer token is read at the prompt's last position, the others after it
+        states = torch.cat([last[rows, prompt_ends[rows]][:, None], after[:, :-1]], dim=1)
+        counts = [len(o or []) for o in options]
+        option_logits = states.new_full((len(options), max(counts)), float("-inf"), dtype=torch.float32)
+        head = self.hf_model.get_output_embeddings()
+        with torch.autocast(device.type, enabled=False):
+            bias = None if head.bias is None else head.bias.float()
+            logp = nn.functional.linear(states.float(), head.weight.float(), bias).log_softmax(dim=-1)
+            picked = logp.gather(2, continuation[:, :, None])[:, :, 0] * mask
+        option_logits[rows, torch.tensor(option, device=device)] = picked.sum(dim=1)
+
+        sample_rows = torch.arange(len(samples), device=device)
+        answer_loss, answer_mask = self._answer_loss(last, batch["input_ids"], samples, options, answers)
+        return TeacherOutput(
+            option_logits=option_logits,
+            frame_hidden=self._pool_frames(hidden, samples).float(),
+            context_hidden=hidden[sample_rows, prompt_ends].float(),
             answer_loss=answer_loss,
             answer_mask=answer_mask,
         )

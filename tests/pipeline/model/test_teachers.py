@@ -562,3 +562,34 @@ def test_answer_scoring_is_read_from_the_teacher_folder(tmp_path):
     write_teacher_settings(copy, "option_text")
     assert load_teacher("qwen2_5_vl", str(copy), lora_r=0).answer_scoring == "option_text"
     assert load_teacher("qwen2_5_vl", str(saved), lora_r=0).answer_scoring == "letter"
+
+
+def test_option_text_rows_equal_the_shared_prompt_pass(text_teacher, monkeypatch):
+    """The cached-prompt path (the default) and one whole row per option (what runs under activation
+    checkpointing in training) give the same scores, hidden states and gate gradients."""
+    teacher = text_teacher
+    results = {}
+    for shared in (True, False):
+        monkeypatch.setattr(type(teacher), "_can_share_the_prompt", lambda self, shared=shared: shared)
+        gates = torch.ones(2, 3, requires_grad=True)
+        out = teacher(FRAMES, gates, QUESTIONS, OPTIONS, TIMES)
+        out.option_logits[torch.isfinite(out.option_logits)].sum().backward()
+        results[shared] = (out, gates.grad)
+    (a, grad_a), (b, grad_b) = results[True], results[False]
+    torch.testing.assert_close(a.option_logits, b.option_logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(a.frame_hidden, b.frame_hidden, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.context_hidden, b.context_hidden, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad_a, grad_b, atol=1e-4, rtol=1e-4)
+
+
+def test_option_text_rows_run_under_activation_checkpointing_in_training():
+    from hfs.pipeline.model.loading import set_activation_checkpointing
+
+    teacher = load_teacher("qwen2_5_vl", "tiny-qwen2_5_vl")
+    teacher.answer_scoring = "option_text"
+    assert teacher._can_share_the_prompt()
+    set_activation_checkpointing(teacher.hf_model, True)
+    teacher.train()
+    assert not teacher._can_share_the_prompt()
+    out = teacher(FRAMES, torch.ones(2, 3), QUESTIONS, OPTIONS, TIMES)
+    assert torch.isfinite(out.option_logits[0]).all() and torch.isfinite(out.option_logits[1, :2]).all()

@@ -25,6 +25,16 @@ from _common import machine, write_json
 WORK = Path(__file__).resolve().parent / "_work" / "teacher"
 
 
+def by_kind(predictions, truth) -> dict:
+    """Accuracy per question kind over every ask (as listed and reshuffled)."""
+    right, total = {}, {}
+    for p in predictions:
+        kind = truth[p["sample_id"]].kind
+        total[kind] = total.get(kind, 0) + 1
+        right[kind] = right.get(kind, 0) + (p["predicted"] == p["answer"])
+    return {kind: round(right[kind] / total[kind], 3) for kind in sorted(total)}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--test-videos", type=int, default=24)
@@ -85,14 +95,16 @@ def main(argv=None) -> dict:
                            "config": config.as_json()},
               "timings_s": {k: round(v, 1) for k, v in timings.items()},
               "accuracy": {name: {"questions": m["questions"], "as_listed": m["accuracy"],
-                                  "shuffled": m["accuracy_shuffled"]} for name, m in measured.items()},
+                                  "shuffled": m["accuracy_shuffled"], "by_kind": by_kind(m["predictions"], truth)}
+                           for name, m in measured.items()},
               "predictions": {name: m["predictions"] for name, m in measured.items()}}
     write_json(args.json, result)
     print(f"\n### bench_teacher ({args.steps} steps x {args.batch} new videos, answers by {args.scoring})\n")
-    print("| frames shown | questions | accuracy (as listed) | accuracy (options reshuffled) |")
-    print("|---|---:|---:|---:|")
+    print("| frames shown | questions | accuracy (as listed) | accuracy (options reshuffled) | by kind (all asks) |")
+    print("|---|---:|---:|---:|---|")
     for name, a in result["accuracy"].items():
-        print(f"| {name} | {a['questions']} | {a['as_listed']:.2f} | {a['shuffled']:.2f} |")
+        kinds = ", ".join(f"{k} {v:.2f}" for k, v in a["by_kind"].items())
+        print(f"| {name} | {a['questions']} | {a['as_listed']:.2f} | {a['shuffled']:.2f} | {kinds} |")
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in result["timings_s"].items()))
     return result
 

@@ -124,6 +124,7 @@ def fit_teacher(
         torch.manual_seed(seed)
         teacher = load_teacher(kind, f"tiny-{kind}", lora_r=0)
         teacher.answer_scoring = answer_scoring
+        teacher.train_vision = True  # pretraining's stand-in fits every weight, the vision tower too
         model = teacher.hf_model
         for p in model.parameters():
             p.requires_grad_(True)
@@ -131,24 +132,14 @@ def fit_teacher(
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
         for step in range(steps):
-            k = k_at(k_schedule, step, steps)
             items = [plan_item("train", step * batch_size + j, seed + FIT_SEED_OFFSET, config)
                      for j in range(batch_size)]
+            k = max(k_at(k_schedule, step, steps), *(len(it.answer_events) for it in items))
             shown = [render_item(item, k, rng) for item in items]
-            options = [list(item.options) for item in items]
-            encoded = teacher.encode_batch([f for f, _ in shown], [it.question for it in items], options,
-                                           [t for _, t in shown])
-            # the plain transformers forward: unlike Teacher.forward, it trains the vision tower too
-            if answer_scoring == "option_text":
-                plan = teacher.option_rows(encoded, options)
-                inputs, vision = teacher.collate(plan.rows)
-                last = model.model(**inputs, **vision).last_hidden_state
-                z = teacher.option_text_logits(last, inputs["input_ids"], plan, options)
-            else:
-                inputs, vision = teacher.collate(encoded)
-                last = model.model(**inputs, **vision).last_hidden_state
-                ends = torch.tensor([e.prompt_len - 1 for e in encoded])
-                z = teacher._option_logits(last[torch.arange(len(items)), ends], options)
+            frames = [f for f, _ in shown]
+            # the teacher's own forward, the one that answers in training and evaluation
+            z = teacher(frames, torch.ones(len(items), len(frames[0])), [it.question for it in items],
+                        [list(item.options) for item in items], [t for _, t in shown]).option_logits
             loss = torch.nn.functional.cross_entropy(z, torch.tensor([it.answer_index for it in items]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

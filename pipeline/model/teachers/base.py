@@ -300,6 +300,9 @@ class Teacher(nn.Module):
         self.hidden_size = self.hf_model.config.get_text_config().hidden_size
         self.answer_scoring = "letter"
         """One of `ANSWER_SCORINGS`; `from_pretrained` reads it from the model folder."""
+        self.train_vision = False
+        """Whether the vision tower builds a graph in `forward` (False: frozen, as in HFS training;
+        `hfs.pipeline.demo.teacher.fit_teacher` fits it)."""
 
     # -- construction -------------------------------------------------------------------------
 

@@ -310,7 +310,7 @@ class QwenVLTeacher(Teacher):
 
     def image_features(self, vision: dict[str, Tensor], units_per_frame: list[int], gates: Tensor):
         """Per-image merged patch embeddings from the frozen vision tower, each times its gate."""
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.train_vision and torch.is_grad_enabled()):
             outputs = self.hf_model.model.get_image_features(
                 vision["pixel_values"], vision["image_grid_thw"], return_dict=True
             )

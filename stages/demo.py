@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 SELECTORS = ("uniform", "random", "clip", "hfs", "hfs-set", "oracle")
 TASKS = ("single", "query")
-TEACHER_STEPS = 1500
+TEACHER_STEPS = 800
 """Steps of `fit_teacher` (16 new videos each) before HFS training."""
 K = 16
 GOAL = 2.0  # hfs's event recall over uniform's that the demo is meant to show
@@ -73,10 +73,12 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
     """Stages 1–3: the task (``task_kind``: "single" or "query"), its splits extracted into one
     cache, the fitted teacher (`fit_teacher`: its own stream of new videos of the task).
     Reuses what an earlier run left in ``out``."""
+    from hfs.cache import FeatureCache
     from hfs.manifests import read_manifests
     from hfs.manifests.benchmarks import get_benchmark
     from hfs.pipeline.demo.task import make_task
     from hfs.pipeline.demo.teacher import fit_teacher
+    from hfs.pipeline.evaluation.recall import read_ground_truth
     from hfs.pipeline.extract.config import ExtractConfig
     from hfs.pipeline.extract.run import extract
 
@@ -101,12 +103,15 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
         raise DemoError(f"extraction into {cache_dir} failed; rerun `hfs demo --out {out}` to retry")
     timings["extract"] = time.perf_counter() - t
 
-    t = _stage("teacher", f"fit the tiny teacher to read the frames ({teacher_steps} steps of new videos, "
-                          "answers by the option's text), a stand-in for pretraining")
+    t = _stage("teacher", f"fit the tiny teacher to read the frames ({teacher_steps} steps, half new videos, "
+                          "half the training questions; it answers by the option's text), a stand-in for pretraining")
     teacher_dir = out / "teacher"
     if not (teacher_dir / "config.json").is_file():
         with ProgressBar("teacher", teacher_steps, enabled=progress) as bar:
-            fit_teacher(config, teacher_dir, steps=teacher_steps, seed=seed, progress=bar.advance)
+            train_truth = read_ground_truth(task.train_truth)
+            fit_teacher(config, teacher_dir, steps=teacher_steps, seed=seed, progress=bar.advance,
+                        training=(FeatureCache(cache_dir), [s for s in train.samples if s.sample_id in train_truth],
+                                  train_truth))
     timings["teacher"] = time.perf_counter() - t
     return Prepared(task, cache_dir, teacher_dir, timings)
 

@@ -85,6 +85,18 @@ def render_item(item, k: int, rng: random.Random, jpeg_quality: int = 90):
     return torch.stack(frames), [i / spec.fps for i in indices]
 
 
+def _cached_frames(cache, sample, truth, k: int, rng: random.Random):
+    """``k`` cached frames of a training question (decoded) and their times: one grid frame inside
+    each answer-bearing event (those with one), the rest other grid frames, in time order."""
+    from hfs.pipeline.model.frames import decode_jpegs
+
+    stamps = cache.timestamps(sample.video_id)
+    picked = [rng.choice(e.grid_hits) for e in truth.events if e.grid_hits][:k]
+    others = [i for i in range(len(stamps)) if i not in picked]
+    indices = sorted(picked + rng.sample(others, k - len(picked)))
+    return decode_jpegs(cache.frames(sample.video_id, indices)), [float(stamps[i]) for i in indices]
+
+
 def fit_teacher(
     config,
     out_dir: str | Path,
@@ -97,6 +109,8 @@ def fit_teacher(
     answer_scoring: str = "option_text",
     seed: int = 0,
     progress=None,
+    training=None,
+    training_share: float = 0.5,
 ) -> Path:
     """Fit the tiny ``kind`` teacher (every weight, vision tower included) to answer questions of the
     task ``config`` (a ``TaskConfig``) from frames that include the answer-bearing ones; save it as a
@@ -109,6 +123,12 @@ def fit_teacher(
     saved teacher answers (`hfs.pipeline.model.teachers.base.ANSWER_SCORINGS`; written into the
     folder). AdamW with a linear warm-up of ``warmup`` steps and gradients clipped at norm 1.
     ``progress(n)`` is called after each step. Deterministic from ``seed``.
+
+    ``training``: (cache, samples, truth), the task's training questions (``QASample``s whose videos
+    are in the ``FeatureCache``, and sample id → ``QuestionTruth``): ``training_share`` of every
+    batch is drawn from them instead, their cached frames one per answer-bearing event plus random
+    others up to k. HFS trains the teacher on the training questions too (θ3, Eq. 17); here that
+    makes the fixed critic answer the videos the student learns from.
     """
     import torch
 
@@ -131,16 +151,22 @@ def fit_teacher(
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
+        n_training = 0 if training is None else round(batch_size * training_share)
         for step in range(steps):
             items = [plan_item("train", step * batch_size + j, seed + FIT_SEED_OFFSET, config)
-                     for j in range(batch_size)]
-            k = max(k_at(k_schedule, step, steps), *(len(it.answer_events) for it in items))
+                     for j in range(batch_size - n_training)]
+            seen = rng.sample(list(training[1]), min(n_training, len(training[1]))) if n_training else []
+            k = max(k_at(k_schedule, step, steps), *(len(it.answer_events) for it in items),
+                    *(len(training[2][s.sample_id].events) for s in seen))
             shown = [render_item(item, k, rng) for item in items]
+            shown += [_cached_frames(training[0], s, training[2][s.sample_id], k, rng) for s in seen]
             frames = [f for f, _ in shown]
+            questions = [it.question for it in items] + [s.question for s in seen]
+            options = [list(it.options) for it in items] + [list(s.options) for s in seen]
+            answers = [it.answer_index for it in items] + [s.answer_index for s in seen]
             # the teacher's own forward, the one that answers in training and evaluation
-            z = teacher(frames, torch.ones(len(items), len(frames[0])), [it.question for it in items],
-                        [list(item.options) for item in items], [t for _, t in shown]).option_logits
-            loss = torch.nn.functional.cross_entropy(z, torch.tensor([it.answer_index for it in items]))
+            z = teacher(frames, torch.ones(len(frames), k), questions, options, [t for _, t in shown]).option_logits
+            loss = torch.nn.functional.cross_entropy(z, torch.tensor(answers))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -73,3 +73,44 @@ def test_fit_teacher_saves_a_teacher_that_answers_by_option_text(tmp_path):
     assert load_teacher("qwen2_5_vl", str(letter), lora_r=0).answer_scoring == "letter"
     with pytest.raises(ValueError, match="answer_scoring must be one of"):
         fit_teacher(TaskConfig(), tmp_path / "x", steps=1, answer_scoring="words")
+
+
+class _FakeCache:
+    """A FeatureCache stand-in: 32 grid frames of one video, frame i filled with grey level 8·i."""
+
+    def __init__(self):
+        from torchvision.io import encode_jpeg
+
+        self.jpegs = [encode_jpeg(torch.full((3, 72, 96), 8 * i, dtype=torch.uint8), quality=95).numpy().tobytes()
+                      for i in range(32)]
+        self.asked = []
+
+    def timestamps(self, video_id):
+        return [0.5 * i for i in range(32)]
+
+    def frames(self, video_id, indices):
+        self.asked.append(list(indices))
+        return [self.jpegs[i] for i in indices]
+
+
+def test_training_questions_are_shown_their_answer_bearing_cached_frames(tmp_path):
+    from types import SimpleNamespace
+
+    from hfs.pipeline.demo.task import TaskConfig
+    from hfs.pipeline.demo.teacher import _cached_frames, fit_teacher
+
+    cache = _FakeCache()
+    truth = SimpleNamespace(events=[SimpleNamespace(grid_hits=(5, 6)), SimpleNamespace(grid_hits=(20,)),
+                                    SimpleNamespace(grid_hits=())])
+    sample = SimpleNamespace(sample_id="q0", video_id="v0", question="What colour is the shape that briefly appears?",
+                             options=("red", "green", "blue", "yellow", "magenta"), answer_index=2)
+    frames, times = _cached_frames(cache, sample, truth, 4, random.Random(0))
+    chosen = cache.asked[-1]
+    assert len(frames) == 4 and chosen == sorted(chosen) and 20 in chosen and ({5, 6} & set(chosen))
+    assert times == [0.5 * i for i in chosen]
+    assert [int(f.float().mean().round()) for f in frames] == [8 * i for i in chosen]  # the frames asked for
+    cache.asked.clear()
+    fit_teacher(TaskConfig(kinds=("colour",)), tmp_path / "t", steps=2, batch_size=4, seed=0,
+                training=(cache, [sample], {"q0": truth}))
+    assert len(cache.asked) == 2  # 2 of each step's 4 questions are training ones (only one exists: drawn once)
+    assert all(20 in asked for asked in cache.asked)

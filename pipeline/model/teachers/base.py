@@ -606,16 +606,12 @@ class Teacher(nn.Module):
                         output_hidden_states=True, use_cache=True)
         hidden, last, cache = outputs.hidden_states[HIDDEN_LAYER], outputs.last_hidden_state, outputs.cache
         device = hidden.device
-        eot = end_of_turn_id(self.tokenizer)
         owner, option, answers_ids = [], [], []
-        from hfs.manifests.answers import option_letters
-
         for b, opts in enumerate(options):
-            for j, (letter, text) in enumerate(zip(option_letters(len(opts or [])), opts or [])):
-                ids = self.tokenizer.encode(prompts.strip_option_letter(text, letter), add_special_tokens=False)
+            for j, ids in enumerate(self.option_answer_ids(opts or [])):
                 owner.append(b)
                 option.append(j)
-                answers_ids.append(ids + [eot])
+                answers_ids.append(ids)
         length = max(len(ids) for ids in answers_ids)
         continuation = torch.full((len(owner), length), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
         mask = torch.zeros((len(owner), length), dtype=batch["attention_mask"].dtype, device=device)
@@ -651,15 +647,21 @@ class Teacher(nn.Module):
             answer_mask=answer_mask,
         )
 
+    def option_answer_ids(self, options: list[str]) -> list[list[int]]:
+        """The token ids ``"option_text"`` scores for each option: its text (any letter prefix the
+        dataset wrote dropped) as the assistant's answer, then the end of turn."""
+        from hfs.manifests.answers import option_letters
+
+        eot = end_of_turn_id(self.tokenizer)
+        return [self.tokenizer.encode(prompts.strip_option_letter(text, letter), add_special_tokens=False) + [eot]
+                for letter, text in zip(option_letters(len(options)), options)]
+
     def option_rows(self, samples: list[EncodedSample], options: list[list[str] | None],
                     keep_pixels: bool = True) -> OptionRows:
         """Each multiple-choice sample once per option j: its prompt followed by option j's text (any
         letter prefix the dataset wrote dropped) and the end of turn, the tokens z_j scores; an
         open-ended sample once, as it is. ``keep_pixels=False`` leaves the pixel tensors out of the
         rows' vision (a caller that passes features computed once needs only the grids)."""
-        from hfs.manifests.answers import option_letters
-
-        eot = end_of_turn_id(self.tokenizer)
         plan = OptionRows([], [], [], [], [])
         for b, sample in enumerate(samples):
             plan.first.append(len(plan.rows))
@@ -673,9 +675,8 @@ class Teacher(nn.Module):
                 plan.option.append(-1)
                 plan.spans.append((0, 0))
                 continue
-            for j, (letter, text) in enumerate(zip(option_letters(len(opts)), opts)):
-                ids = self.tokenizer.encode(prompts.strip_option_letter(text, letter), add_special_tokens=False)
-                ids = torch.tensor(ids + [eot], dtype=sample.input_ids.dtype)
+            for j, ids in enumerate(self.option_answer_ids(opts)):
+                ids = torch.tensor(ids, dtype=sample.input_ids.dtype)
                 plan.rows.append(EncodedSample(
                     torch.cat([sample.input_ids, ids]), sample.prompt_len, sample.frame_spans, vision,
                     {k: torch.cat([v, v.new_zeros(len(ids))]) for k, v in sample.extra.items()},

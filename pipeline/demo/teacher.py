@@ -55,13 +55,13 @@ def k_at(schedule: Sequence[tuple[int, float]], step: int, steps: int) -> int:
     return schedule[-1][0]
 
 
-def render_item(item, k: int, rng: random.Random, jpeg_quality: int = 90):
+def render_item(item, k: int, rng: random.Random, jpeg_quality: int = 90, evidence: bool = True):
     """``k`` frames of a task item, as Stage 1 would keep them, and their times in seconds:
-    one frame inside each answer-bearing event, one inside each other event with probability 1/2
-    (so a query-aware question is fitted with distractors in view), the rest from frames no event
-    shows; rendered from the video's spec (no video encode), JPEG round-tripped at
-    ``jpeg_quality`` as the cache stores frames. Returns (uint8 [k', 3, H, W], times), k' = max(k,
-    answer-bearing events)."""
+    one frame inside each answer-bearing event (none with ``evidence=False``), one inside each
+    other event with probability 1/2 (so a query-aware question is fitted with distractors in
+    view), the rest from frames no event shows; rendered from the video's spec (no video
+    encode), JPEG round-tripped at ``jpeg_quality`` as the cache stores frames. Returns (uint8
+    [k', 3, H, W], times), k' = max(k, answer-bearing events)."""
     import numpy as np
     import torch
     from torchvision.io import decode_jpeg, encode_jpeg
@@ -71,9 +71,10 @@ def render_item(item, k: int, rng: random.Random, jpeg_quality: int = 90):
     spec = item.video
     width, height = spec.size
     inside = lambda event: rng.randrange(event.start_frame, event.end_frame)  # noqa: E731
-    picked = [inside(spec.events[e]) for e in item.answer_events]
+    picked = [inside(spec.events[e]) for e in item.answer_events] if evidence else []
     others = [e for i, e in enumerate(spec.events) if i not in item.answer_events]
     picked += [inside(e) for e in others if len(picked) < k and rng.random() < 0.5]
+    k = max(k, len(item.answer_events))
     busy = {i for e in spec.events for i in range(e.start_frame, e.end_frame)}
     quiet = [i for i in range(spec.n_frames) if i not in busy and i not in picked]
     indices = sorted(picked + rng.sample(quiet, max(0, k - len(picked))))
@@ -85,16 +86,35 @@ def render_item(item, k: int, rng: random.Random, jpeg_quality: int = 90):
     return torch.stack(frames), [i / spec.fps for i in indices]
 
 
-def _cached_frames(cache, sample, truth, k: int, rng: random.Random):
+def _cached_frames(cache, sample, truth, k: int, rng: random.Random, evidence: bool = True):
     """``k`` cached frames of a training question (decoded) and their times: one grid frame inside
-    each answer-bearing event (those with one), the rest other grid frames, in time order."""
+    each answer-bearing event (those with one; none with ``evidence=False``), the rest other grid
+    frames (never an answer-bearing one), in time order."""
     from hfs.pipeline.model.frames import decode_jpegs
 
     stamps = cache.timestamps(sample.video_id)
-    picked = [rng.choice(e.grid_hits) for e in truth.events if e.grid_hits][:k]
-    others = [i for i in range(len(stamps)) if i not in picked]
+    picked = [rng.choice(e.grid_hits) for e in truth.events if e.grid_hits][:k] if evidence else []
+    bearing = {i for e in truth.events for i in e.grid_hits}
+    others = [i for i in range(len(stamps)) if i not in bearing]
     indices = sorted(picked + rng.sample(others, k - len(picked)))
     return decode_jpegs(cache.frames(sample.video_id, indices)), [float(stamps[i]) for i in indices]
+
+
+def fit_loss(option_logits, answers: Sequence[int], evidence: Sequence[bool]):
+    """Mean over questions of the CE against the answer where the evidence was shown, against the
+    uniform distribution over the question's options where it was not (options padded with -inf
+    are left out)."""
+    import torch
+
+    logp = option_logits.log_softmax(dim=-1)
+    valid = torch.isfinite(option_logits)
+    target = torch.zeros_like(logp)
+    for b, (answer, shown) in enumerate(zip(answers, evidence)):
+        if shown:
+            target[b, answer] = 1.0
+        else:
+            target[b, valid[b]] = 1.0 / int(valid[b].sum())
+    return -(target * logp.masked_fill(~valid, 0.0)).sum(dim=-1).mean()
 
 
 def fit_teacher(
@@ -111,6 +131,7 @@ def fit_teacher(
     progress=None,
     training=None,
     training_share: float = 0.5,
+    no_evidence_share: float = 0.25,
 ) -> Path:
     """Fit the tiny ``kind`` teacher (every weight, vision tower included) to answer questions of the
     task ``config`` (a ``TaskConfig``) from frames that include the answer-bearing ones; save it as a
@@ -129,6 +150,12 @@ def fit_teacher(
     batch is drawn from them instead, their cached frames one per answer-bearing event plus random
     others up to k. HFS trains the teacher on the training questions too (θ3, Eq. 17); here that
     makes the fixed critic answer the videos the student learns from.
+
+    ``no_evidence_share``: that share of the questions (drawn per question) are shown no
+    answer-bearing frame and fitted to the uniform distribution over their options: shown no
+    evidence, the critic must not know. Otherwise a teacher that has seen a training video
+    answers it from its background alone, and a selection that finds the event earns no lower
+    CE than one that misses it (the student's only signal).
     """
     import torch
 
@@ -158,15 +185,17 @@ def fit_teacher(
             seen = rng.sample(list(training[1]), min(n_training, len(training[1]))) if n_training else []
             k = max(k_at(k_schedule, step, steps), *(len(it.answer_events) for it in items),
                     *(len(training[2][s.sample_id].events) for s in seen))
-            shown = [render_item(item, k, rng) for item in items]
-            shown += [_cached_frames(training[0], s, training[2][s.sample_id], k, rng) for s in seen]
+            evidence = [rng.random() >= no_evidence_share for _ in range(len(items) + len(seen))]
+            shown = [render_item(item, k, rng, evidence=e) for item, e in zip(items, evidence)]
+            shown += [_cached_frames(training[0], s, training[2][s.sample_id], k, rng, evidence=e)
+                      for s, e in zip(seen, evidence[len(items):])]
             frames = [f for f, _ in shown]
             questions = [it.question for it in items] + [s.question for s in seen]
             options = [list(it.options) for it in items] + [list(s.options) for s in seen]
             answers = [it.answer_index for it in items] + [s.answer_index for s in seen]
             # the teacher's own forward, the one that answers in training and evaluation
             z = teacher(frames, torch.ones(len(frames), k), questions, options, [t for _, t in shown]).option_logits
-            loss = torch.nn.functional.cross_entropy(z, torch.tensor(answers))
+            loss = fit_loss(z, answers, evidence)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -114,3 +114,32 @@ def test_training_questions_are_shown_their_answer_bearing_cached_frames(tmp_pat
                 training=(cache, [sample], {"q0": truth}))
     assert len(cache.asked) == 2  # 2 of each step's 4 questions are training ones (only one exists: drawn once)
     assert all(20 in asked for asked in cache.asked)
+
+
+def test_fit_loss_is_the_answer_ce_with_evidence_and_the_uniform_ce_without():
+    import math
+
+    from hfs.pipeline.demo.teacher import fit_loss
+
+    z = torch.tensor([[2.0, 0.0, 0.0], [1.0, 0.0, float("-inf")]])
+    logp0 = [2 - math.log(math.exp(2) + 2), -math.log(math.exp(2) + 2)]
+    logp1 = [1 - math.log(math.e + 1), -math.log(math.e + 1)]
+    # question 0 shown its evidence (answer 1), question 1 not: uniform over its 2 options
+    expected = (-logp0[1] - 0.5 * (logp1[0] + logp1[1])) / 2
+    assert abs(float(fit_loss(z, [1, 0], [True, False])) - expected) < 1e-6
+    assert abs(float(fit_loss(z[:1], [0], [True])) + logp0[0]) < 1e-6
+
+
+def test_render_item_without_evidence_shows_no_answer_bearing_frame():
+    from hfs.pipeline.demo.task import TaskConfig, plan_item
+    from hfs.pipeline.demo.teacher import render_item
+
+    for kind in ("colour", "query_shape", "order"):
+        item = plan_item("train", 5, 0, TaskConfig(kinds=(kind,)))
+        spec = item.video
+        frames, times = render_item(item, 16, random.Random(0), evidence=False)
+        assert len(frames) == 16
+        shown = [round(t * spec.fps) for t in times]
+        for e in item.answer_events:
+            event = spec.events[e]
+            assert not any(event.start_frame <= i < event.end_frame for i in shown)

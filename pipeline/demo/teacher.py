@@ -88,13 +88,15 @@ def render_item(item, k: int, rng: random.Random, jpeg_quality: int = 90, eviden
 
 def _cached_frames(cache, sample, truth, k: int, rng: random.Random, evidence: bool = True):
     """``k`` cached frames of a training question (decoded) and their times: one grid frame inside
-    each answer-bearing event (those with one; none with ``evidence=False``), the rest other grid
-    frames (never an answer-bearing one), in time order."""
+    each answer-bearing event (those with one), then their other grid frames while k allows (none
+    of them with ``evidence=False``), the rest other grid frames, in time order."""
     from hfs.pipeline.model.frames import decode_jpegs
 
     stamps = cache.timestamps(sample.video_id)
-    picked = [rng.choice(e.grid_hits) for e in truth.events if e.grid_hits][:k] if evidence else []
     bearing = {i for e in truth.events for i in e.grid_hits}
+    picked = [rng.choice(e.grid_hits) for e in truth.events if e.grid_hits][:k] if evidence else []
+    if evidence:  # then the events' other grid frames, while k allows
+        picked += sorted(bearing - set(picked))[: k - len(picked)]
     others = [i for i in range(len(stamps)) if i not in bearing]
     indices = sorted(picked + rng.sample(others, k - len(picked)))
     return decode_jpegs(cache.frames(sample.video_id, indices)), [float(stamps[i]) for i in indices]
@@ -125,6 +127,7 @@ def fit_teacher(
     batch_size: int = 16,
     lr: float = 1e-3,
     warmup: int = 100,
+    grad_clip: float | None = 1.0,
     k_schedule: Sequence[tuple[int, float]] = K_SCHEDULE,
     answer_scoring: str = "option_text",
     seed: int = 0,
@@ -142,7 +145,8 @@ def fit_teacher(
     rendered as `render_item` says, with ``k_schedule``'s frame counts; the options are listed in
     the generator's order (shuffled when ``config.shuffle_options``). ``answer_scoring``: how the
     saved teacher answers (`hfs.pipeline.model.teachers.base.ANSWER_SCORINGS`; written into the
-    folder). AdamW with a linear warm-up of ``warmup`` steps and gradients clipped at norm 1.
+    folder). AdamW with a linear warm-up of ``warmup`` steps and gradients clipped at norm
+    ``grad_clip`` (None: not clipped).
     ``progress(n)`` is called after each step. Deterministic from ``seed``.
 
     ``training``: (cache, samples, truth), the task's training questions (``QASample``s whose videos
@@ -179,6 +183,8 @@ def fit_teacher(
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
         n_training = 0 if training is None else round(batch_size * training_share)
+        if not 0.0 <= training_share <= 1.0:
+            raise ValueError(f"training_share must be in [0, 1], got {training_share}")
         for step in range(steps):
             items = [plan_item("train", step * batch_size + j, seed + FIT_SEED_OFFSET, config)
                      for j in range(batch_size - n_training)]
@@ -198,7 +204,8 @@ def fit_teacher(
             loss = fit_loss(z, answers, evidence)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             schedule.step()
             if progress is not None:

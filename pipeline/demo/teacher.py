@@ -134,7 +134,7 @@ def fit_teacher(
     progress=None,
     training=None,
     training_share: float = 0.5,
-    no_evidence_share: float = 0.25,
+    no_evidence_share: float = 0.0,
 ) -> Path:
     """Fit the tiny ``kind`` teacher (every weight, vision tower included) to answer questions of the
     task ``config`` (a ``TaskConfig``) from frames that include the answer-bearing ones; save it as a
@@ -159,7 +159,8 @@ def fit_teacher(
     answer-bearing frame and fitted to the uniform distribution over their options: shown no
     evidence, the critic must not know. Otherwise a teacher that has seen a training video
     answers it from its background alone, and a selection that finds the event earns no lower
-    CE than one that misses it (the student's only signal).
+    CE than one that misses it (the student's only signal). Off by default: measured, it made an
+    inverted critic (benchmarks/RESULTS.md, 2026-12-07: recall 0.00).
     """
     import torch
 

@@ -64,6 +64,9 @@ ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "w/o KL": ("3, 7", ("losses.use_kl=false",), "no mutual-learning KL"),
     "w/o L_sep": ("3", ("losses.use_sep=false",), "no query separation loss"),
     "CE only": ("7", ("losses.use_kl=false", "losses.use_set=false", "losses.use_sep=false"), "answer CE alone"),
+    "question-blind (control)": ("-", ("student.question_blind=true",),
+                                 "the defaults reading no question (every question the same empty text): on the "
+                                 "query-aware task, what reading the question adds"),
     "static query (baseline)": ("3", ("student.static_query=true", "losses.use_kl=false", "losses.use_set=false",
                                       "losses.use_sep=false"), "Table 3's baseline: CE only, no task queries"),
     "K=0": ("4", ("student.K=0",), "no task analyzer pass"),
@@ -122,7 +125,7 @@ def run_row(prepared, work: Path, name: str, overrides: tuple[str, ...], seed: i
     shutil.rmtree(results, ignore_errors=True)
     k = k_of(overrides)
     overrides = tuple(o.replace("{train_truth}", str(prepared.task.train_truth)) for o in overrides)
-    selectors = ("uniform", "clip", "hfs") if first else ("hfs",)
+    selectors = ("uniform", "clip", "oracle", "hfs") if first else ("hfs",)
     t0 = time.perf_counter()
     rows = train_and_evaluate(prepared, run_dir, results, steps, BASE + on_top + overrides, selectors=selectors,
                               seed=seed, progress=False, k=k)
@@ -170,7 +173,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--only", default=None, help="comma-separated row names (default: all): " + ", ".join(ROWS))
     ap.add_argument("--videos", type=int, default=48, help="training videos")
     ap.add_argument("--test-videos", type=int, default=24, help="held-out videos")
-    ap.add_argument("--teacher-steps", type=int, default=1000, help="steps fitting the tiny teacher")
+    ap.add_argument("--teacher-steps", type=int, default=None, help="steps fitting the tiny teacher (default: the demo's)")
+    ap.add_argument("--task", choices=("single", "query"), default="single",
+                    help="the demo's task: one event per video, or three with the question naming one")
     ap.add_argument("--on-top", nargs="+", default=[], metavar="KEY=VALUE",
                     help="config overrides added to every row (before the row's own)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here (after each run)")
@@ -181,11 +186,14 @@ def main(argv=None) -> dict:
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         ap.error(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
-    from hfs.stages.demo import prepare
+    from hfs.stages.demo import TEACHER_STEPS, prepare
 
-    prepared = prepare(args.work, args.videos, args.test_videos, args.teacher_steps, workers=2, seed=0, progress=False)
+    work = args.work if args.task == "single" or args.work != WORK else WORK.with_name("ablations_query")
+    args.work = work
+    prepared = prepare(work, args.videos, args.test_videos, args.teacher_steps or TEACHER_STEPS, workers=2, seed=0,
+                       progress=False, task_kind=args.task)
     on_top = tuple(args.on_top)
-    result: dict = {"bench": "ablations", "steps": args.steps, "seeds": args.seeds, "base": list(BASE + on_top),
+    result: dict = {"bench": "ablations", "task": args.task, "steps": args.steps, "seeds": args.seeds, "base": list(BASE + on_top),
                     "rows": {n: {"table": ROWS[n][0], "overrides": list(ROWS[n][1]), "tests": ROWS[n][2]} for n in names},
                     "runs": [], "baselines": {}}
     for seed in args.seeds:

@@ -101,6 +101,9 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", default="colour,shape", help="task kinds, comma-separated")
     ap.add_argument("--n-options", default="5", help='options per training item, e.g. "2:500,3:1000,5" (curriculum)')
     ap.add_argument("--fixed", action="store_true", help="options in the vocabulary's order (a letter names a colour)")
+    ap.add_argument("--scoring", choices=("letter", "option_text"), default="letter",
+                    help="how the teacher answers (Teacher.answer_scoring): the letter's logit, or each option "
+                         "text's log-likelihood through Teacher.forward")
     ap.add_argument("--qk-scale", type=float, default=1.0,
                     help="multiply the language model's q/k projection weights at initialisation (sharper attention)")
     ap.add_argument("--eval-every", type=int, default=500, help="steps between held-out measurements")
@@ -131,13 +134,19 @@ def main(argv=None) -> int:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / args.warmup))
     letters = torch.tensor(letter_token_ids(teacher.tokenizer, 5))
 
+    teacher.answer_scoring = args.scoring
+    teacher.train_vision = True
+
     def ask(items, frames, options):
+        if args.scoring == "option_text":  # [B, C] option scores from the teacher's own forward
+            return teacher([f[0] for f in frames], torch.ones(len(items), len(frames[0][0])),
+                           [it.question for it in items], [o[0] for o in options], [f[1] for f in frames]).option_logits
         encoded = teacher.encode_batch([f[0] for f in frames], [it.question for it in items], [o[0] for o in options],
                                        [f[1] for f in frames])
         inputs, vision = teacher.collate(encoded)
         logits = model(**inputs, **vision).logits
         ends = torch.tensor([e.prompt_len - 1 for e in encoded])
-        return logits[torch.arange(len(items)), ends]
+        return logits[torch.arange(len(items)), ends][:, letters[:len(options[0][0])]]
 
     def order(item, r):
         return (list(item.options), item.answer_index) if args.fixed else permuted(list(item.options),
@@ -154,7 +163,7 @@ def main(argv=None) -> int:
         right = 0
         with torch.no_grad():
             for s in range(0, len(test), 16):
-                z = ask(test[s:s + 16], test_frames[s:s + 16], test_options[s:s + 16])[:, letters]
+                z = ask(test[s:s + 16], test_frames[s:s + 16], test_options[s:s + 16])
                 right += sum(int(row.argmax()) == o[1] for row, o in zip(z, test_options[s:s + 16]))
         model.train()
         return right / len(test)
@@ -175,7 +184,7 @@ def main(argv=None) -> int:
         items = [plan_item("train", drawn + j, args.seed, config) for j in range(args.batch)]
         drawn += args.batch
         options = [order(it, rng) for it in items]
-        z = ask(items, [render(it, args.k, rng) for it in items], options)[:, letters[:n]]
+        z = ask(items, [render(it, args.k, rng) for it in items], options)
         loss = torch.nn.functional.cross_entropy(z, torch.tensor([o[1] for o in options]))
         opt.zero_grad(set_to_none=True)
         loss.backward()

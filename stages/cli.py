@@ -280,8 +280,7 @@ def demo(
     test_videos: int = typer.Option(24, "--test-videos", min=1, help="Held-out videos (NExT-QA layout) the selectors are scored on."),
     steps: int = typer.Option(500, "--steps", min=1, help="hfs train optimiser steps (batch 4)."),
     task: DemoTask = typer.Option(DemoTask.single, "--task", help="single: one coloured shape flashes per video, the question asks its colour or shape. query: three (different colours and shapes) flash per video and the question names one (\"What shape was the red object?\"), so the right frames depend on the question."),
-    teacher_steps: int = typer.Option(1000, "--teacher-steps", min=1, help="Steps fitting the tiny teacher to read the frames before HFS training (a stand-in for a pretrained video LLM; options reshuffled at every step when the task shuffles them)."),
-    teacher_videos: int = typer.Option(0, "--teacher-videos", min=0, help="Videos of its own (never a training or test video) the tiny teacher is fitted on; 0: the training videos."),
+    teacher_steps: int = typer.Option(1000, "--teacher-steps", min=1, help="Steps fitting the tiny teacher to read the frames before HFS training (a stand-in for a pretrained video LLM; 8 training questions a step, each shown 4 frames among which its answer-bearing ones; options shuffled, answered by their text)."),
     workers: int = typer.Option(2, "--workers", "-j", help="Local Dask worker processes for extraction."),
     seed: int = typer.Option(0, "--seed", help="Seed of the task, the teacher fit and the training."),
     set_: List[str] = typer.Option([], "--set", help="Extra training override, section.field=value (as for hfs train), e.g. losses.use_set=false."),
@@ -300,7 +299,7 @@ def demo(
 
     raise typer.Exit(run_demo(out=out, n_videos=videos, n_test=test_videos, steps=steps, teacher_steps=teacher_steps,
                               workers=workers, seed=seed, progress=progress, extra_settings=tuple(set_),
-                              task_kind=task.value, teacher_videos=teacher_videos))
+                              task_kind=task.value))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -36,11 +36,15 @@ log = logging.getLogger(__name__)
 
 SELECTORS = ("uniform", "random", "clip", "hfs", "hfs-set", "oracle")
 TASKS = ("single", "query")
-TEACHER_VIDEOS = 0
-"""Videos of its own the stand-in teacher is fitted on; 0: the training videos, options in a fixed
-order. A teacher fitted on shuffled options did not learn to read them yet (RESULTS.md 2026-12-07)."""
-TEACHER_SEED_OFFSET = 1000
-"""The teacher-fitting videos are drawn with seed + this: none is a training or test video."""
+TEACHER_STEPS = 1000
+"""Steps of `fit_teacher` before HFS training."""
+TEACHER_FIT = dict(training_share=1.0, k_schedule=((4, 1.0),), batch_size=8, lr=2e-3, warmup=0, grad_clip=None,
+                   no_evidence_share=0.0, answer_scoring="option_text")
+"""How the demo fits its teacher (`fit_teacher`): on the training questions alone, 4 frames each with
+the answer-bearing ones among them, the options shuffled (`task_config`) and answered by their
+text. Measured over training seeds (benchmarks/RESULTS.md, 2026-12-07, "Which teacher is a good
+critic?"): the fits that also read new videos (k growing to 16) or learn to doubt without
+evidence made worse critics for the student, though the first reads held-out videos better."""
 K = 16
 GOAL = 2.0  # hfs's event recall over uniform's that the demo is meant to show
 SCALE = ("selection.k=16", "train.lr=1e-3", "train.batch_size=4", "train.micro_batch_size=4", "train.num_workers=1")
@@ -71,11 +75,10 @@ def _stage(name: str, title: str) -> float:
     return time.perf_counter()
 
 
-def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int = 1000, workers: int = 2,
-            seed: int = 0, progress: bool = True, task_kind: str = "single",
-            teacher_videos: int | None = None) -> Prepared:
-    """Stages 1–3: the task (``task_kind``: "single" or "query"), its splits and ``teacher_videos``
-    teacher-fitting videos (default: TEACHER_VIDEOS) extracted into one cache, the fitted teacher.
+def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int = TEACHER_STEPS, workers: int = 2,
+            seed: int = 0, progress: bool = True, task_kind: str = "single") -> Prepared:
+    """Stages 1–3: the task (``task_kind``: "single" or "query"), its splits extracted into one
+    cache, the fitted teacher (`fit_teacher`: its own stream of new videos of the task).
     Reuses what an earlier run left in ``out``."""
     from hfs.cache import FeatureCache
     from hfs.manifests import read_manifests
@@ -87,14 +90,11 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
     from hfs.pipeline.extract.run import extract
 
     out = Path(out)
-    teacher_videos = TEACHER_VIDEOS if teacher_videos is None else teacher_videos
     timings: dict[str, float] = {}
-    t = _stage("task", f"{n_videos} training, {n_test} test and {teacher_videos} teacher-fitting videos "
-                       f"({task_kind} task), answer-bearing events under a second long")
+    t = _stage("task", f"{n_videos} training and {n_test} test videos ({task_kind} task), "
+                       "answer-bearing events under a second long")
     config = task_config(task_kind)
     task = make_task(out / "task", n_train=n_videos, n_test=n_test, seed=seed, config=config)
-    fit_task = task if not teacher_videos else make_task(out / "teacher_task", n_train=teacher_videos, n_test=0,
-                                                         seed=seed + TEACHER_SEED_OFFSET, config=config)
     timings["task"] = time.perf_counter() - t
     s = task.summary["test"]
     console.print(f"test set: {s['questions']} questions, {s['mean_grid_hits_per_question']:.1f} answer-bearing frames "
@@ -103,22 +103,22 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
     t = _stage("extract", "hfs extract (tiny random CLIP, Dask, CPU)")
     train = read_manifests([str(task.train_manifest)], video_root=str(task.train_manifest.parent))
     test = get_benchmark("nextqa").read(task.test_dir)
-    fit = read_manifests([str(fit_task.train_manifest)], video_root=str(fit_task.train_manifest.parent))
     cache_dir = out / "cache"
-    summary = extract(train.videos + test.videos + (fit.videos if teacher_videos else []), cache_dir, ExtractConfig(preset="tiny", pretrained="none"),
+    summary = extract(train.videos + test.videos, cache_dir, ExtractConfig(preset="tiny", pretrained="none"),
                       workers=workers, progress=progress)
     if summary.failed_shards or (summary.planned and summary.ok == 0 and summary.skipped_done == 0):
         raise DemoError(f"extraction into {cache_dir} failed; rerun `hfs demo --out {out}` to retry")
     timings["extract"] = time.perf_counter() - t
 
-    t = _stage("teacher", f"fit the tiny teacher to read the frames ({teacher_steps} steps"
-                          f"{f', {teacher_videos} videos of its own' if teacher_videos else ''}), a stand-in for pretraining")
+    t = _stage("teacher", f"fit the tiny teacher to read the frames ({teacher_steps} steps on the training questions, "
+                          "the answer-bearing frames among 4), a stand-in for pretraining")
     teacher_dir = out / "teacher"
     if not (teacher_dir / "config.json").is_file():
         with ProgressBar("teacher", teacher_steps, enabled=progress) as bar:
-            fit_teacher(FeatureCache(cache_dir), fit.samples, read_ground_truth(fit_task.train_truth), teacher_dir,
-                        steps=teacher_steps, seed=seed, shuffle_options=config.shuffle_options,
-                        progress=bar.advance)
+            train_truth = read_ground_truth(task.train_truth)
+            fit_teacher(config, teacher_dir, steps=teacher_steps, seed=seed, progress=bar.advance,
+                        training=(FeatureCache(cache_dir), [s for s in train.samples if s.sample_id in train_truth],
+                                  train_truth), **TEACHER_FIT)
     timings["teacher"] = time.perf_counter() - t
     return Prepared(task, cache_dir, teacher_dir, timings)
 
@@ -164,9 +164,9 @@ class DemoError(RuntimeError):
     """A demo stage that failed; the message says which and what to do."""
 
 
-def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teacher_steps: int = 1000,
+def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teacher_steps: int = TEACHER_STEPS,
         workers: int = 2, seed: int = 0, progress: bool = True, extra_settings: tuple[str, ...] = (),
-        task_kind: str = "single", teacher_videos: int | None = None) -> int:
+        task_kind: str = "single") -> int:
     """Run the demo into ``out`` on the ``task_kind`` task ("single" or "query"); returns the exit status."""
     from hfs.cache.format import atomic_write_json
 
@@ -174,7 +174,7 @@ def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teach
     try:
         if task_kind not in TASKS:
             raise DemoError(f"unknown task {task_kind!r}; expected one of {', '.join(TASKS)}")
-        prepared = prepare(out, n_videos, n_test, teacher_steps, workers, seed, progress, task_kind, teacher_videos)
+        prepared = prepare(out, n_videos, n_test, teacher_steps, workers, seed, progress, task_kind)
         settings = (*TRAIN_SETTINGS, *extra_settings)
         rows = train_and_evaluate(prepared, out / "run", out / "results", steps, settings, seed=seed,
                                   progress=progress)
@@ -188,7 +188,7 @@ def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teach
         "selectors": [vars(r) for r in rows], "goal": verdict,
         "timings_s": {k: round(v, 1) for k, v in prepared.timings.items()},
         "settings": {"task": task_kind, "videos": n_videos, "test_videos": n_test,
-                     "teacher_videos": TEACHER_VIDEOS if teacher_videos is None else teacher_videos, "steps": steps,
+                     "steps": steps,
                      "teacher_steps": teacher_steps, "seed": seed, "train_settings": list(settings)},
     })
     console.print("time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in prepared.timings.items()))
@@ -226,7 +226,7 @@ def task_config(task_kind: str = "single"):
     names one ("What shape was the red object?", "What colour was the triangle?")."""
     from hfs.pipeline.demo.task import TaskConfig
 
-    # options in a fixed order until the teacher reads shuffled ones (RESULTS.md 2026-12-07)
+    # options shuffled, as real benchmarks list them: the fitted teacher answers by their text (TEACHER_FIT)
     if task_kind == "query":
-        return TaskConfig(kinds=("query_shape", "query_colour"), n_events=3, shuffle_options=False)
-    return TaskConfig(kinds=("colour", "shape"), shuffle_options=False)
+        return TaskConfig(kinds=("query_shape", "query_colour"), n_events=3)
+    return TaskConfig(kinds=("colour", "shape"))

@@ -4,15 +4,18 @@ The paper's teacher is a pretrained video LLM: shown the right frames, it answer
 random teacher of the ``tiny`` preset cannot, and a selector trained against a teacher that
 cannot answer learns nothing from its answers (measured: the answer CE stays at chance and
 hfs stays at uniform's event recall). So the demo first fits the tiny teacher, vision tower
-included, on the training split with answer-bearing frames among its k frames
-(``fit_teacher``): a stand-in for pretraining, done once, before HFS training starts. HFS
-training then never sees the ground truth; it learns from the teacher's answers alone.
+included (``fit_teacher``): a stand-in for pretraining, done once, before HFS training starts.
+HFS training then never sees the ground truth; it learns from the teacher's answers alone.
 
-Real benchmarks shuffle the options, so a teacher must read them: by default every step
-shows each question's options in a fresh random order (the answer index follows), so a
-letter means nothing by itself and only matching the option texts to the frames answers.
-``teacher_accuracy`` measures a fitted teacher on held-out questions shown chosen frames
-(e.g. ``oracle_indices``: the answer-bearing ones).
+Pretraining sees far more videos than a task has, and so does the fit: every question of every
+step is a new video of the task's generator (never a training or test video), its frames
+rendered from the spec, one frame at first and 16 at the end (`K_SCHEDULE`). Fitted on the 48
+cached training videos instead, the teacher memorised them and answered held-out videos at
+chance. Real benchmarks shuffle the options, so by default the fitted teacher answers by the
+option's *text* (``answer_scoring="option_text"``, saved in its folder): the tiny model does not
+learn to map what it saw to the letter of a shuffled option, and does learn to name it
+(benchmarks/RESULTS.md). ``teacher_accuracy`` measures a fitted teacher on held-out questions
+shown chosen frames (e.g. ``oracle_indices``: the answer-bearing ones).
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fit_teacher", "teacher_accuracy", "permuted"]
+__all__ = ["fit_teacher", "teacher_accuracy", "permuted", "render_item", "k_at", "K_SCHEDULE"]
 
 
 def permuted(options, answer_index: int, rng: random.Random) -> tuple[list[str], int]:
@@ -34,75 +37,178 @@ def permuted(options, answer_index: int, rng: random.Random) -> tuple[list[str],
     return [options[i] for i in order], order.index(answer_index)
 
 
+K_SCHEDULE: tuple[tuple[int, float], ...] = ((1, 0.25), (4, 0.5), (8, 0.75), (16, 1.0))
+"""Frames per fitting question: (k, until this fraction of the steps). One frame first, so the
+model learns what the frames show before it must find the event among more frames (fitted on
+k = 4 from the first step, the tiny teacher stays at chance for thousands of steps:
+benchmarks/RESULTS.md)."""
+
+FIT_SEED_OFFSET = 7919
+"""The fitting stream's items come from task seed + this, so they are never a training or test video."""
+
+
+def k_at(schedule: Sequence[tuple[int, float]], step: int, steps: int) -> int:
+    """k of ``schedule`` at ``step`` of ``steps``: the first entry whose fraction ``step / steps`` is below."""
+    for k, until in schedule:
+        if step < until * steps:
+            return k
+    return schedule[-1][0]
+
+
+def render_item(item, k: int, rng: random.Random, jpeg_quality: int = 90, evidence: bool = True):
+    """``k`` frames of a task item, as Stage 1 would keep them, and their times in seconds:
+    one frame inside each answer-bearing event (none with ``evidence=False``), one inside each
+    other event with probability 1/2 (so a query-aware question is fitted with distractors in
+    view), the rest from frames no event shows; rendered from the video's spec (no video
+    encode), JPEG round-tripped at ``jpeg_quality`` as the cache stores frames. Returns (uint8
+    [k', 3, H, W], times), k' = max(k, answer-bearing events)."""
+    import numpy as np
+    import torch
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    from hfs.pipeline.demo.task import video_fill
+
+    spec = item.video
+    width, height = spec.size
+    inside = lambda event: rng.randrange(event.start_frame, event.end_frame)  # noqa: E731
+    picked = [inside(spec.events[e]) for e in item.answer_events] if evidence else []
+    others = [e for i, e in enumerate(spec.events) if i not in item.answer_events]
+    picked += [inside(e) for e in others if len(picked) < k and rng.random() < 0.5]
+    k = max(k, len(item.answer_events))
+    busy = {i for e in spec.events for i in range(e.start_frame, e.end_frame)}
+    quiet = [i for i in range(spec.n_frames) if i not in busy and i not in picked]
+    indices = sorted(picked + rng.sample(quiet, max(0, k - len(picked))))
+    fill = video_fill(spec)
+    frames = []
+    for i in indices:
+        frame = torch.from_numpy(np.ascontiguousarray(fill(i, height, width))).permute(2, 0, 1)
+        frames.append(decode_jpeg(encode_jpeg(frame, quality=jpeg_quality)))
+    return torch.stack(frames), [i / spec.fps for i in indices]
+
+
+def _cached_frames(cache, sample, truth, k: int, rng: random.Random, evidence: bool = True):
+    """``k`` cached frames of a training question (decoded) and their times: one grid frame inside
+    each answer-bearing event (those with one), then their other grid frames while k allows (none
+    of them with ``evidence=False``), the rest other grid frames, in time order."""
+    from hfs.pipeline.model.frames import decode_jpegs
+
+    stamps = cache.timestamps(sample.video_id)
+    bearing = {i for e in truth.events for i in e.grid_hits}
+    picked = [rng.choice(e.grid_hits) for e in truth.events if e.grid_hits][:k] if evidence else []
+    if evidence:  # then the events' other grid frames, while k allows
+        picked += sorted(bearing - set(picked))[: k - len(picked)]
+    others = [i for i in range(len(stamps)) if i not in bearing]
+    indices = sorted(picked + rng.sample(others, k - len(picked)))
+    return decode_jpegs(cache.frames(sample.video_id, indices)), [float(stamps[i]) for i in indices]
+
+
+def fit_loss(option_logits, answers: Sequence[int], evidence: Sequence[bool]):
+    """Mean over questions of the CE against the answer where the evidence was shown, against the
+    uniform distribution over the question's options where it was not (options padded with -inf
+    are left out)."""
+    import torch
+
+    logp = option_logits.log_softmax(dim=-1)
+    valid = torch.isfinite(option_logits)
+    target = torch.zeros_like(logp)
+    for b, (answer, shown) in enumerate(zip(answers, evidence)):
+        if shown:
+            target[b, answer] = 1.0
+        else:
+            target[b, valid[b]] = 1.0 / int(valid[b].sum())
+    return -(target * logp.masked_fill(~valid, 0.0)).sum(dim=-1).mean()
+
+
 def fit_teacher(
-    cache,
-    samples: Sequence,
-    truth: Mapping,
+    config,
     out_dir: str | Path,
     kind: str = "qwen2_5_vl",
-    steps: int = 600,
-    k: int = 4,
-    batch_size: int = 8,
-    lr: float = 2e-3,
+    steps: int = 1500,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    warmup: int = 100,
+    grad_clip: float | None = 1.0,
+    k_schedule: Sequence[tuple[int, float]] = K_SCHEDULE,
+    answer_scoring: str = "option_text",
     seed: int = 0,
-    shuffle_options: bool = True,
     progress=None,
+    training=None,
+    training_share: float = 0.5,
+    no_evidence_share: float = 0.0,
 ) -> Path:
-    """Fit the tiny ``kind`` teacher (every weight, vision tower included) to answer the
-    training questions from k frames that include the answer-bearing ones; save it as a model
-    folder (usable as ``--teacher``) in ``out_dir`` and return it.
+    """Fit the tiny ``kind`` teacher (every weight, vision tower included) to answer questions of the
+    task ``config`` (a ``TaskConfig``) from frames that include the answer-bearing ones; save it as a
+    model folder (usable as ``--teacher``) in ``out_dir`` and return it.
 
-    ``samples``: training ``QASample``s whose videos are in ``cache``; ``truth``: sample id →
-    ``QuestionTruth`` (its ``grid_hits``). Each step draws ``batch_size`` questions and, for
-    each, its answer-bearing grid frames plus random others up to k; ``shuffle_options``:
-    its options in a fresh random order (augmentation; False keeps the manifest's order).
+    The questions are a stream: every one of the ``steps`` × ``batch_size`` is a new video of the
+    task's generator (seed ``seed + FIT_SEED_OFFSET``, so none is a training or test video),
+    rendered as `render_item` says, with ``k_schedule``'s frame counts; the options are listed in
+    the generator's order (shuffled when ``config.shuffle_options``). ``answer_scoring``: how the
+    saved teacher answers (`hfs.pipeline.model.teachers.base.ANSWER_SCORINGS`; written into the
+    folder). AdamW with a linear warm-up of ``warmup`` steps and gradients clipped at norm
+    ``grad_clip`` (None: not clipped).
     ``progress(n)`` is called after each step. Deterministic from ``seed``.
+
+    ``training``: (cache, samples, truth), the task's training questions (``QASample``s whose videos
+    are in the ``FeatureCache``, and sample id → ``QuestionTruth``): ``training_share`` of every
+    batch is drawn from them instead, their cached frames one per answer-bearing event plus random
+    others up to k. HFS trains the teacher on the training questions too (θ3, Eq. 17); here that
+    makes the fixed critic answer the videos the student learns from.
+
+    ``no_evidence_share``: that share of the questions (drawn per question) are shown no
+    answer-bearing frame and fitted to the uniform distribution over their options: shown no
+    evidence, the critic must not know. Otherwise a teacher that has seen a training video
+    answers it from its background alone, and a selection that finds the event earns no lower
+    CE than one that misses it (the student's only signal). Off by default: measured, it made an
+    inverted critic (benchmarks/RESULTS.md, 2026-12-07: recall 0.00).
     """
     import torch
 
-    from hfs.pipeline.model.frames import decode_jpegs
+    from hfs.pipeline.demo.task import plan_item
     from hfs.pipeline.model.teachers import load_teacher
-    from hfs.pipeline.model.teachers.base import letter_token_ids
+    from hfs.pipeline.model.teachers.base import ANSWER_SCORINGS, write_teacher_settings
 
+    if answer_scoring not in ANSWER_SCORINGS:
+        raise ValueError(f"answer_scoring must be one of {ANSWER_SCORINGS}, got {answer_scoring!r}")
     out_dir = Path(out_dir)
     rng = random.Random(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         teacher = load_teacher(kind, f"tiny-{kind}", lora_r=0)
+        teacher.answer_scoring = answer_scoring
+        teacher.train_vision = True  # pretraining's stand-in fits every weight, the vision tower too
         model = teacher.hf_model
         for p in model.parameters():
             p.requires_grad_(True)
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-        n_options = max(len(s.options) for s in samples)
-        letters = torch.tensor(letter_token_ids(teacher.tokenizer, n_options))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
+        n_training = 0 if training is None else round(batch_size * training_share)
+        if not 0.0 <= training_share <= 1.0:
+            raise ValueError(f"training_share must be in [0, 1], got {training_share}")
         for step in range(steps):
-            batch = rng.sample(list(samples), min(batch_size, len(samples)))
-            frames, times = [], []
-            for s in batch:
-                n = len(cache.timestamps(s.video_id))
-                hits = list(truth[s.sample_id].grid_hits)[:k]
-                others = [i for i in range(n) if i not in hits]
-                indices = sorted(hits + rng.sample(others, k - len(hits)))
-                frames.append(decode_jpegs(cache.frames(s.video_id, indices)))
-                stamps = cache.timestamps(s.video_id)
-                times.append([float(stamps[i]) for i in indices])
-            options, answers = [], []
-            for s in batch:
-                o, a = permuted(list(s.options), s.answer_index, rng) if shuffle_options else (list(s.options),
-                                                                                              s.answer_index)
-                options.append(o)
-                answers.append(a)
-            encoded = teacher.encode_batch(frames, [s.question for s in batch], options, times)
-            inputs, vision = teacher.collate(encoded)
-            # the plain transformers forward: unlike Teacher.forward, it trains the vision tower too
-            logits = model(**inputs, **vision).logits
-            answer_positions = torch.tensor([e.prompt_len - 1 for e in encoded])
-            z = logits[torch.arange(len(batch)), answer_positions][:, letters]
-            loss = torch.nn.functional.cross_entropy(z, torch.tensor(answers))
+            items = [plan_item("train", step * batch_size + j, seed + FIT_SEED_OFFSET, config)
+                     for j in range(batch_size - n_training)]
+            seen = rng.sample(list(training[1]), min(n_training, len(training[1]))) if n_training else []
+            k = max(k_at(k_schedule, step, steps), *(len(it.answer_events) for it in items),
+                    *(len(training[2][s.sample_id].events) for s in seen))
+            evidence = [rng.random() >= no_evidence_share for _ in range(len(items) + len(seen))]
+            shown = [render_item(item, k, rng, evidence=e) for item, e in zip(items, evidence)]
+            shown += [_cached_frames(training[0], s, training[2][s.sample_id], k, rng, evidence=e)
+                      for s, e in zip(seen, evidence[len(items):])]
+            frames = [f for f, _ in shown]
+            questions = [it.question for it in items] + [s.question for s in seen]
+            options = [list(it.options) for it in items] + [list(s.options) for s in seen]
+            answers = [it.answer_index for it in items] + [s.answer_index for s in seen]
+            # the teacher's own forward, the one that answers in training and evaluation
+            z = teacher(frames, torch.ones(len(frames), k), questions, options, [t for _, t in shown]).option_logits
+            loss = fit_loss(z, answers, evidence)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
+            schedule.step()
             if progress is not None:
                 progress(1)
     model.eval()
@@ -112,7 +218,8 @@ def fit_teacher(
     hf_logging.disable_progress_bar()
     model.save_pretrained(out_dir)
     teacher.processor.save_pretrained(out_dir)
-    log.info("fitted the tiny %s teacher for %d steps → %s", kind, steps, out_dir)
+    write_teacher_settings(out_dir, answer_scoring)
+    log.info("fitted the tiny %s teacher for %d steps (answers by %s) → %s", kind, steps, answer_scoring, out_dir)
     return out_dir
 
 

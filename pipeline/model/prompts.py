@@ -25,6 +25,9 @@ COT_PROMPT = (
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 """Teacher instruction for multiple-choice questions: the first answer token is the letter."""
 
+MC_TEXT_INSTRUCTION = "Answer with the text of the correct option."
+"""Teacher instruction for a teacher that answers by the option's text (``answer_scoring="option_text"``)."""
+
 OPEN_INSTRUCTION = "Answer the question concisely."
 """Teacher instruction for open-ended questions (no options)."""
 
@@ -75,15 +78,15 @@ def _subtitle_block(subtitles: Sequence[str] | None) -> str:
 
 def teacher_prompt_text(
     question: str, options: Sequence[str], timestamps: Sequence[float] | None = None,
-    subtitles: Sequence[str] | None = None,
+    subtitles: Sequence[str] | None = None, instruction: str = MC_INSTRUCTION,
 ) -> str:
     """User text of the teacher for a multiple-choice question (Eq. 16): optional frame
-    times, optional subtitle lines, the question, lettered options, and the instruction to
-    answer with the letter only."""
+    times, optional subtitle lines, the question, lettered options, and the instruction
+    (default: answer with the letter only)."""
     if not options:
         raise ValueError("a multiple-choice teacher prompt needs at least one option; use teacher_open_prompt_text")
     return (f"{_timestamp_block(timestamps)}{_subtitle_block(subtitles)}{_question_block(question, options)}"
-            f"\n{MC_INSTRUCTION}")
+            f"\n{instruction}")
 
 
 def teacher_open_prompt_text(

@@ -101,6 +101,11 @@ class StudentConfig:
         static_query: ablation "static query" (Table 3 baseline; the same model as
             Table 4's K = 0): no pass A and no task queries, whatever K is; pass B
             aggregates with the learnable q_agg alone.
+        question_blind: a control, not the paper: every question reads as the same empty
+            text ("Question: ", no options), so the scores depend on the frames alone (a
+            question-blind saliency selector with the same model and training). On a task
+            whose answer-bearing frames depend on the question it measures what reading
+            the question adds; ``static_query`` alone does not remove it (pass B still reads E_qa).
         max_text_tokens: at most this many tokens of question + options (E_qa); longer
             texts are cut at the end, with a warning.
         query_positions: where Eq. 5 spreads the K query positions in pass A: "paper"
@@ -122,6 +127,7 @@ class StudentConfig:
     mlp_hidden: int = 512
     use_cot: bool = True
     static_query: bool = False
+    question_blind: bool = False
     max_text_tokens: int = 512
     query_positions: str = "paper"
 
@@ -372,6 +378,8 @@ class Student(nn.Module):
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         qa, task = [], []
         for q, opts in zip(questions, options):
+            if self.cfg.question_blind:
+                q, opts = "", []
             ids = self._encode(student_qa_text(q, list(opts or [])))
             if len(ids) > self.cfg.max_text_tokens:
                 log.warning("question text has %d tokens, cut to max_text_tokens=%d",

@@ -6,7 +6,9 @@ sample as one uint8 tensor [k, 3, H, W] (RGB, time order, on any device; see
 (1.0 in the forward pass), the question and options, and returns
 
 - `option_logits` z (Eq. 16): LM logits at the answer position restricted to
-  the option letters, for the CE of Eq. 17;
+  the option letters, for the CE of Eq. 17 (or, for a teacher whose folder says
+  ``"answer_scoring": "option_text"``, each option's text log-likelihood as the answer:
+  `ANSWER_SCORINGS`);
 - `frame_hidden` H_t and `context_hidden` h_con (Eq. 18), read from the
   second-to-last hidden layer, for the teacher scorer MLP_t;
 - `answer_loss`: token CE of the reference answer for open-ended samples.
@@ -27,7 +29,9 @@ projector stay frozen.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -57,6 +61,69 @@ model wrapper shows a video task's frames ("video") or an image task's ("images_
 HIDDEN_LAYER = -2
 """Index into `hidden_states` (embeddings, layer 1, …, layer L normed) for H_t and h_con:
 -2 is the output of decoder layer L-1, the second-to-last layer (Eq. 18)."""
+
+
+ANSWER_SCORINGS = ("letter", "option_text")
+"""How a teacher's multiple-choice answer is read (`Teacher.answer_scoring`):
+
+- ``"letter"`` (every pretrained video LLM, the paper): the prompt asks for the option's letter and
+  z_j is the LM logit of letter j at the answer position (one pass);
+- ``"option_text"``: the prompt asks for the option's text and z_j = log p(option j's text, end of
+  turn | prompt), the sum of its tokens' log-probabilities (lm-evaluation-harness' multiple-choice
+  scoring): one pass per option, over the same image features. An answer read this way does not
+  depend on the order the options are listed in. `hfs demo`'s stand-in teacher answers so: a
+  2-layer model fitted from random weights does not learn to map a seen colour to the letter of
+  the option that names it within any budget measured (benchmarks/RESULTS.md), and does learn
+  to name the colour.
+"""
+
+TEACHER_SETTINGS_FILE = "hfs_teacher.json"
+"""File in a teacher's model folder with hfs' settings of that model (``{"answer_scoring": ...}``),
+written by `write_teacher_settings`; a folder without it (every hub checkpoint) answers by letter."""
+
+
+def read_answer_scoring(folder: str | Path) -> str:
+    """The ``answer_scoring`` of the teacher saved in ``folder`` (``"letter"`` without a settings file)."""
+    file = Path(folder) / TEACHER_SETTINGS_FILE
+    if not file.is_file():
+        return "letter"
+    try:
+        settings = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ModelLoadError(f"{file}: not readable as JSON ({err}); delete it to answer by letter") from err
+    scoring = settings.get("answer_scoring", "letter") if isinstance(settings, dict) else None
+    if scoring not in ANSWER_SCORINGS:
+        raise ModelLoadError(f"{file}: answer_scoring {scoring!r} is not one of {', '.join(ANSWER_SCORINGS)}")
+    return scoring
+
+
+def write_teacher_settings(folder: str | Path, answer_scoring: str) -> Path:
+    """Write `TEACHER_SETTINGS_FILE` into a saved teacher's ``folder`` (atomically); returns its path."""
+    if answer_scoring not in ANSWER_SCORINGS:
+        raise ValueError(f"answer_scoring must be one of {ANSWER_SCORINGS}, got {answer_scoring!r}")
+    file = Path(folder) / TEACHER_SETTINGS_FILE
+    tmp = file.with_name(file.name + ".tmp")
+    tmp.write_text(json.dumps({"answer_scoring": answer_scoring}, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, file)
+    return file
+
+
+@dataclass
+class OptionRows:
+    """The rows of a batch whose options are scored by their text (`Teacher.option_rows`).
+
+    rows: the EncodedSamples the language model runs on: each multiple-choice sample once per
+        option (its prompt followed by the option's text and the end of turn), an open-ended one once.
+    owner: [R] the sample each row belongs to; first: [B] each sample's first row.
+    option: [R] the option a row scores (-1 for an open-ended sample's row).
+    spans: [R] (start, end) of the scored answer tokens in the row's input_ids ((0, 0) for none).
+    """
+
+    rows: list["EncodedSample"]
+    owner: list[int]
+    first: list[int]
+    option: list[int]
+    spans: list[tuple[int, int]]
 
 
 @dataclass
@@ -111,6 +178,19 @@ def token_runs(ids: Tensor, token_id: int) -> list[tuple[int, int]]:
     starts = (edges == 1).nonzero().flatten().tolist()
     ends = (edges == -1).nonzero().flatten().tolist()
     return list(zip(starts, ends))
+
+
+def repeat_features(features, counts: list[int], owner: list[int]):
+    """The vision features of a batch (`Teacher.image_features`: a tuple of per-image tensors, or one
+    tensor of tiles) laid out again for rows that repeat samples: row r gets sample ``owner[r]``'s
+    ``counts[owner[r]]`` feature blocks, in order."""
+    starts = [0]
+    for count in counts:
+        starts.append(starts[-1] + count)
+    index = [i for b in owner for i in range(starts[b], starts[b + 1])]
+    if isinstance(features, (tuple, list)):
+        return tuple(features[i] for i in index)
+    return features[torch.tensor(index, device=features.device)]
 
 
 def letter_token_ids(tokenizer, n: int) -> list[int]:
@@ -218,6 +298,11 @@ class Teacher(nn.Module):
             # a saved adapter records the name as given (hub id, preset or folder), not a cache path
             self.lm.peft_config["default"].base_model_name_or_path = self.name_or_path
         self.hidden_size = self.hf_model.config.get_text_config().hidden_size
+        self.answer_scoring = "letter"
+        """One of `ANSWER_SCORINGS`; `from_pretrained` reads it from the model folder."""
+        self.train_vision = False
+        """Whether the vision tower builds a graph in `forward` (False: frozen, as in HFS training;
+        `hfs.pipeline.demo.teacher.fit_teacher` fits it)."""
 
     # -- construction -------------------------------------------------------------------------
 
@@ -252,6 +337,7 @@ class Teacher(nn.Module):
                 r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=lora_targets, bias="none"
             )
         teacher = cls(model, processor, name, lora)
+        teacher.answer_scoring = read_answer_scoring(path)
         logger.info(
             "teacher %s (%s) on %s, %s: %d trainable parameters",
             name, cls.__name__, device, dtype, sum(p.numel() for p in teacher.trainable_parameters()),
@@ -383,7 +469,8 @@ class Teacher(nn.Module):
         with the assistant turn's opening so the next token is the answer. ``subtitles``:
         subtitle lines to show before the question (evaluation "with subtitles")."""
         if options:
-            text = prompts.teacher_prompt_text(question, options, timestamps, subtitles)
+            instruction = prompts.MC_TEXT_INSTRUCTION if self.answer_scoring == "option_text" else prompts.MC_INSTRUCTION
+            text = prompts.teacher_prompt_text(question, options, timestamps, subtitles, instruction)
         else:
             text = prompts.teacher_open_prompt_text(question, timestamps, subtitles)
         messages = prompts.teacher_messages(num_frames, text)
@@ -461,15 +548,28 @@ class Teacher(nn.Module):
         batch, vision = self.collate(samples)
         units = [u for s in samples for u in s.units_per_frame]
         features = self.image_features(vision, units, gates.reshape(-1))
+        by_text = self.answer_scoring == "option_text" and any(options)
+        if by_text and self._can_share_the_prompt():
+            return self._forward_sharing_the_prompt(batch, vision, features, samples, options, answers)
+        if by_text:  # one row per option, the image features computed once and shared
+            plan = self.option_rows(samples, options, keep_pixels=False)
+            batch, vision = self.collate(plan.rows)
+            features = repeat_features(features, [sum(s.units_per_frame) for s in samples], plan.owner)
         hidden, last = self._language_model(batch, vision, features)
+        sample_last, sample_ids = last, batch["input_ids"]
+        if by_text:
+            first = torch.tensor(plan.first, device=hidden.device)
+            hidden, sample_last, sample_ids = hidden[first], last[first], sample_ids[first]
 
         prompt_ends = torch.tensor([s.prompt_len - 1 for s in samples], device=hidden.device)
         rows = torch.arange(len(samples), device=hidden.device)
         context_hidden = hidden[rows, prompt_ends]
         frame_hidden = self._pool_frames(hidden, samples)
-        answer_states = last[rows, prompt_ends]
-        option_logits = self._option_logits(answer_states, options)
-        answer_loss, answer_mask = self._answer_loss(last, batch["input_ids"], samples, options, answers)
+        if by_text:
+            option_logits = self.option_text_logits(last, batch["input_ids"], plan, options)
+        else:
+            option_logits = self._option_logits(sample_last[rows, prompt_ends], options)
+        answer_loss, answer_mask = self._answer_loss(sample_last, sample_ids, samples, options, answers)
         return TeacherOutput(
             option_logits=option_logits,
             frame_hidden=frame_hidden.float(),
@@ -477,6 +577,132 @@ class Teacher(nn.Module):
             answer_loss=answer_loss,
             answer_mask=answer_mask,
         )
+
+    def _can_share_the_prompt(self) -> bool:
+        """Whether the option texts can run after one cached prompt pass: not while activation
+        checkpointing trains the model (transformers turns the cache off then)."""
+        return not (self.hf_model.training and any(getattr(m, "gradient_checkpointing", False)
+                                                   for m in self.hf_model.modules()))
+
+    def next_text_positions(self, batch: dict[str, Tensor], vision: dict[str, Tensor]) -> Tensor:
+        """[B] the position id of the text token that would follow each (right-padded) sample: its
+        length for a language model with 1-D positions; teachers with other positions override."""
+        return batch["attention_mask"].sum(dim=1)
+
+    def continuation_position_ids(self, next_positions: Tensor, length: int) -> Tensor:
+        """Position ids of ``length`` text tokens after prompts whose next positions are
+        ``next_positions`` [R] -> [R, length] (1-D positions; teachers with other positions override)."""
+        return next_positions[:, None] + torch.arange(length, device=next_positions.device)
+
+    def _forward_sharing_the_prompt(self, batch, vision, features, samples, options, answers) -> TeacherOutput:
+        """`forward` for ``answer_scoring="option_text"`` with the prompt run once: the option texts
+        run after it on its cached keys and values (the cache repeated per option), so the cost is
+        one prompt pass plus a few tokens per option. Equal to running each option's whole row."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        model = self.hf_model.model
+        outputs = model(**batch, **self.language_model_inputs(batch, vision),
+                        mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
+                        output_hidden_states=True, use_cache=True)
+        hidden, last, cache = outputs.hidden_states[HIDDEN_LAYER], outputs.last_hidden_state, outputs.cache
+        device = hidden.device
+        owner, option, answers_ids = [], [], []
+        for b, opts in enumerate(options):
+            for j, ids in enumerate(self.option_answer_ids(opts or [])):
+                owner.append(b)
+                option.append(j)
+                answers_ids.append(ids)
+        length = max(len(ids) for ids in answers_ids)
+        continuation = torch.full((len(owner), length), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(owner), length), dtype=batch["attention_mask"].dtype, device=device)
+        for r, ids in enumerate(answers_ids):
+            continuation[r, : len(ids)] = torch.tensor(ids, device=device)
+            mask[r, : len(ids)] = 1
+        rows = torch.tensor(owner, device=device)
+        cache.batch_select_indices(rows)
+        positions = self.continuation_position_ids(self.next_text_positions(batch, vision)[rows], length)
+        after = model.language_model(input_ids=continuation, attention_mask=torch.cat([batch["attention_mask"][rows],
+                                                                                       mask], dim=1),
+                                     position_ids=positions, cache=cache, use_cache=True).last_hidden_state
+
+        prompt_ends = torch.tensor([s.prompt_len - 1 for s in samples], device=device)
+        # the first answer token is read at the prompt's last position, the others after it
+        states = torch.cat([last[rows, prompt_ends[rows]][:, None], after[:, :-1]], dim=1)
+        counts = [len(o or []) for o in options]
+        option_logits = states.new_full((len(options), max(counts)), float("-inf"), dtype=torch.float32)
+        head = self.hf_model.get_output_embeddings()
+        with torch.autocast(device.type, enabled=False):
+            bias = None if head.bias is None else head.bias.float()
+            logp = nn.functional.linear(states.float(), head.weight.float(), bias).log_softmax(dim=-1)
+            picked = logp.gather(2, continuation[:, :, None])[:, :, 0] * mask
+        option_logits[rows, torch.tensor(option, device=device)] = picked.sum(dim=1)
+
+        sample_rows = torch.arange(len(samples), device=device)
+        answer_loss, answer_mask = self._answer_loss(last, batch["input_ids"], samples, options, answers)
+        return TeacherOutput(
+            option_logits=option_logits,
+            frame_hidden=self._pool_frames(hidden, samples).float(),
+            context_hidden=hidden[sample_rows, prompt_ends].float(),
+            answer_loss=answer_loss,
+            answer_mask=answer_mask,
+        )
+
+    def option_answer_ids(self, options: list[str]) -> list[list[int]]:
+        """The token ids ``"option_text"`` scores for each option: its text (any letter prefix the
+        dataset wrote dropped) as the assistant's answer, then the end of turn."""
+        from hfs.manifests.answers import option_letters
+
+        eot = end_of_turn_id(self.tokenizer)
+        return [self.tokenizer.encode(prompts.strip_option_letter(text, letter), add_special_tokens=False) + [eot]
+                for letter, text in zip(option_letters(len(options)), options)]
+
+    def option_rows(self, samples: list[EncodedSample], options: list[list[str] | None],
+                    keep_pixels: bool = True) -> OptionRows:
+        """Each multiple-choice sample once per option j: its prompt followed by option j's text (any
+        letter prefix the dataset wrote dropped) and the end of turn, the tokens z_j scores; an
+        open-ended sample once, as it is. ``keep_pixels=False`` leaves the pixel tensors out of the
+        rows' vision (a caller that passes features computed once needs only the grids)."""
+        plan = OptionRows([], [], [], [], [])
+        for b, sample in enumerate(samples):
+            plan.first.append(len(plan.rows))
+            vision = sample.vision if keep_pixels else {k: v for k, v in sample.vision.items()
+                                                        if not k.startswith("pixel_values")}
+            opts = options[b] or []
+            if not opts:
+                plan.rows.append(EncodedSample(sample.input_ids, sample.prompt_len, sample.frame_spans, vision,
+                                               sample.extra, sample.units_per_frame))
+                plan.owner.append(b)
+                plan.option.append(-1)
+                plan.spans.append((0, 0))
+                continue
+            for j, ids in enumerate(self.option_answer_ids(opts)):
+                ids = torch.tensor(ids, dtype=sample.input_ids.dtype)
+                plan.rows.append(EncodedSample(
+                    torch.cat([sample.input_ids, ids]), sample.prompt_len, sample.frame_spans, vision,
+                    {k: torch.cat([v, v.new_zeros(len(ids))]) for k, v in sample.extra.items()},
+                    sample.units_per_frame))
+                plan.owner.append(b)
+                plan.option.append(j)
+                plan.spans.append((sample.prompt_len, sample.prompt_len + len(ids)))
+        return plan
+
+    def option_text_logits(self, last: Tensor, input_ids: Tensor, plan: OptionRows, options) -> Tensor:
+        """z (Eq. 16) of ``"option_text"`` scoring: z_j = sum of the log-probabilities of option j's
+        tokens and the end of turn, read from the last normed hidden states ``last`` [R, L, dh] of
+        `option_rows`' rows -> [B, Cmax] float32, -inf padded (in float32 with autocast off)."""
+        counts = [len(o or []) for o in options]
+        out = last.new_full((len(options), max(counts)), float("-inf"), dtype=torch.float32)
+        head = self.hf_model.get_output_embeddings()
+        with torch.autocast(last.device.type, enabled=False):
+            weight = head.weight.float()
+            bias = None if head.bias is None else head.bias.float()
+            for r, (start, end) in enumerate(plan.spans):
+                if plan.option[r] < 0:
+                    continue
+                logits = nn.functional.linear(last[r, start - 1:end - 1].float(), weight, bias)
+                picked = logits.log_softmax(dim=-1).gather(1, input_ids[r, start:end, None])
+                out[plan.owner[r], plan.option[r]] = picked.sum()
+        return out
 
     @torch.no_grad()
     def generate(self, frames: list[Tensor], texts: list[str], max_new_tokens: int,

@@ -170,7 +170,7 @@ class InternVLTeacher(Teacher):
 
     def image_features(self, vision: dict[str, Tensor], units_per_frame: list[int], gates: Tensor):
         """Projected tile features [tiles, tokens, dh] from the frozen encoder, times their frame's gate."""
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.train_vision and torch.is_grad_enabled()):
             features = self.hf_model.model.get_image_features(
                 pixel_values=vision["pixel_values"], return_dict=True
             ).pooler_output

@@ -310,13 +310,25 @@ class QwenVLTeacher(Teacher):
 
     def image_features(self, vision: dict[str, Tensor], units_per_frame: list[int], gates: Tensor):
         """Per-image merged patch embeddings from the frozen vision tower, each times its gate."""
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.train_vision and torch.is_grad_enabled()):
             outputs = self.hf_model.model.get_image_features(
                 vision["pixel_values"], vision["image_grid_thw"], return_dict=True
             )
         features = outputs.pooler_output
         gates = gates.to(features[0].dtype)
         return tuple(f * g for f, g in zip(features, gates))
+
+    def next_text_positions(self, batch: dict[str, Tensor], vision: dict[str, Tensor]) -> Tensor:
+        """[B] M-RoPE position of the text token after each sample: its length plus the rope delta
+        `get_rope_index` finds (visual tokens advance the positions by less than their count)."""
+        _, deltas = self.hf_model.model.get_rope_index(
+            batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+            attention_mask=batch["attention_mask"], **self.language_model_inputs(batch, vision))
+        return batch["attention_mask"].sum(dim=1) + deltas.reshape(-1).to(batch["attention_mask"].device)
+
+    def continuation_position_ids(self, next_positions: Tensor, length: int) -> Tensor:
+        """Text tokens take the same position in M-RoPE's three sections -> [3, R, length]."""
+        return super().continuation_position_ids(next_positions, length)[None].expand(3, -1, -1)
 
     def language_model_inputs(self, batch: dict[str, Tensor], vision: dict[str, Tensor]) -> dict:
         """`image_grid_thw` (or `video_grid_thw` and `second_per_grid_ts`) let the model build 3-D

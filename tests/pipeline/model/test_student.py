@@ -236,3 +236,16 @@ def test_frame_scorer_returns_logits_float32_at_large_values():
         z = scorer(frames.bfloat16(), torch.randn(1, 8).bfloat16())
     assert z.dtype == torch.float32 and len(set(z[0].tolist())) == 5  # distinct logits near 20, no σ
     assert (z > 15).all()
+
+
+def test_question_blind_student_scores_every_question_alike():
+    """The control reads no question: two questions on the same frames get the same scores."""
+    blind = make_student(question_blind=True, clip_dim=512).eval()
+    features = torch.randn(1, N, 512).expand(2, -1, -1)
+    with torch.no_grad():
+        out = blind(features, QUESTIONS, OPTIONS)
+    torch.testing.assert_close(out.logits[0], out.logits[1])
+    blind.cfg.question_blind = False
+    with torch.no_grad():
+        seeing = blind(features, QUESTIONS, OPTIONS)
+    assert not torch.allclose(seeing.logits[0], seeing.logits[1])

@@ -466,3 +466,130 @@ def test_greedy_generation_equals_transformers_generate(teacher):
         teacher.generate(FRAMES, [text], max_new_tokens=2)
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
         teacher.generate(FRAMES, [text, text], max_new_tokens=0)
+
+
+# -- answering by the option's text (answer_scoring="option_text") ------------------------------
+
+
+@pytest.fixture
+def text_teacher(teacher):
+    """The module's teacher switched to option-text scoring for one test."""
+    teacher.answer_scoring = "option_text"
+    yield teacher
+    teacher.answer_scoring = "letter"
+
+
+def test_option_text_scores_are_each_options_log_likelihood(text_teacher):
+    """z_j = log p(option j's text, end of turn | prompt), checked against the plain transformers
+    forward on the prompt with option j's answer written out after it, one sequence at a time."""
+    teacher = text_teacher
+    options = [OPTIONS[0], ["A. hello", "bye"]]  # a dataset's own letter prefix is not scored
+    with torch.no_grad():
+        out = teacher(FRAMES, torch.ones(2, 3), QUESTIONS, options, TIMES)
+    eot = teacher.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert out.option_logits.shape == (2, 3) and torch.isneginf(out.option_logits[1, 2])
+    for b in range(2):
+        prompt = teacher.build_prompt(3, QUESTIONS[b], options[b], TIMES[b])
+        assert prompt.rstrip().endswith("<|im_start|>assistant")
+        assert "Answer with the text of the correct option." in prompt
+        for j, text in enumerate(["hello", "bye"] if b else OPTIONS[0]):
+            sample = teacher.encode_sample(prompt, FRAMES[b])
+            answer = teacher.tokenizer.encode(text, add_special_tokens=False) + [eot]
+            n = sample.prompt_len
+            sample.input_ids = torch.cat([sample.input_ids, torch.tensor(answer)])
+            sample.extra = {k: torch.cat([v, v.new_zeros(len(answer))]) for k, v in sample.extra.items()}
+            plain, _ = _plain_forward(teacher, [sample])
+            logp = plain.logits[0, n - 1:n - 1 + len(answer)].float().log_softmax(-1)
+            expected = logp[torch.arange(len(answer)), torch.tensor(answer)].sum()
+            torch.testing.assert_close(out.option_logits[b, j], expected, atol=1e-4, rtol=0)
+
+
+def test_option_text_scoring_keeps_hidden_states_gates_and_open_ended_answers(teacher):
+    """Per-option rows leave H_t, h_con and an open-ended sample's answer loss as the letter
+    scoring computes them (same prompt), and the gates still get their gradient."""
+    answers = [None, "She says hello to the man"]
+    options = [OPTIONS[0], None]
+    with torch.no_grad():
+        letter = teacher(FRAMES, torch.ones(2, 3), QUESTIONS, options, TIMES, answers)
+    teacher.answer_scoring = "option_text"
+    try:
+        gates = torch.ones(2, 3, requires_grad=True)
+        text = teacher(FRAMES, gates, QUESTIONS, options, TIMES, answers)
+        text.option_logits[0, 1].backward()
+    finally:
+        teacher.answer_scoring = "letter"
+    assert (gates.grad[0] != 0).all() and (gates.grad[1] == 0).all()
+    torch.testing.assert_close(text.answer_loss, letter.answer_loss, atol=1e-5, rtol=0)
+    assert text.frame_hidden.shape == letter.frame_hidden.shape
+    assert torch.isneginf(text.option_logits[1]).all()
+
+
+def test_option_text_hidden_states_equal_the_plain_forward_of_the_prompt(text_teacher):
+    teacher = text_teacher
+    with torch.no_grad():
+        out = teacher(FRAMES, torch.ones(2, 3), QUESTIONS, OPTIONS, TIMES)
+    samples = teacher.encode_batch(FRAMES, QUESTIONS, OPTIONS, TIMES)
+    plain, _ = _plain_forward(teacher, samples)
+    hidden = plain.hidden_states[HIDDEN_LAYER]
+    for b, s in enumerate(samples):
+        torch.testing.assert_close(out.context_hidden[b], hidden[b, s.prompt_len - 1], atol=1e-5, rtol=0)
+        pooled = torch.stack([hidden[b, i:j].mean(0) for i, j in s.frame_spans])
+        torch.testing.assert_close(out.frame_hidden[b], pooled, atol=1e-5, rtol=0)
+
+
+def test_answer_scoring_is_read_from_the_teacher_folder(tmp_path):
+    from hfs.pipeline.model.loading import ModelLoadError
+    from hfs.pipeline.model.teachers.base import TEACHER_SETTINGS_FILE, read_answer_scoring, write_teacher_settings
+
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    assert read_answer_scoring(folder) == "letter"  # a hub checkpoint has no settings file
+    write_teacher_settings(folder, "option_text")
+    assert read_answer_scoring(folder) == "option_text"
+    (folder / TEACHER_SETTINGS_FILE).write_text('{"answer_scoring": "words"}')
+    with pytest.raises(ModelLoadError, match="answer_scoring 'words' is not one of letter, option_text"):
+        read_answer_scoring(folder)
+    (folder / TEACHER_SETTINGS_FILE).write_text("{not json")
+    with pytest.raises(ModelLoadError, match="hfs_teacher.json: not readable as JSON"):
+        read_answer_scoring(folder)
+    with pytest.raises(ValueError, match="answer_scoring must be one of"):
+        write_teacher_settings(folder, "words")
+    saved = tiny.tiny_model_path("tiny-qwen2_5_vl")
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(saved, copy)
+    write_teacher_settings(copy, "option_text")
+    assert load_teacher("qwen2_5_vl", str(copy), lora_r=0).answer_scoring == "option_text"
+    assert load_teacher("qwen2_5_vl", str(saved), lora_r=0).answer_scoring == "letter"
+
+
+def test_option_text_rows_equal_the_shared_prompt_pass(text_teacher, monkeypatch):
+    """The cached-prompt path (the default) and one whole row per option (what runs under activation
+    checkpointing in training) give the same scores, hidden states and gate gradients."""
+    teacher = text_teacher
+    results = {}
+    for shared in (True, False):
+        monkeypatch.setattr(type(teacher), "_can_share_the_prompt", lambda self, shared=shared: shared)
+        gates = torch.ones(2, 3, requires_grad=True)
+        out = teacher(FRAMES, gates, QUESTIONS, OPTIONS, TIMES)
+        out.option_logits[torch.isfinite(out.option_logits)].sum().backward()
+        results[shared] = (out, gates.grad)
+    (a, grad_a), (b, grad_b) = results[True], results[False]
+    torch.testing.assert_close(a.option_logits, b.option_logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(a.frame_hidden, b.frame_hidden, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.context_hidden, b.context_hidden, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad_a, grad_b, atol=1e-4, rtol=1e-4)
+
+
+def test_option_text_rows_run_under_activation_checkpointing_in_training():
+    from hfs.pipeline.model.loading import set_activation_checkpointing
+
+    teacher = load_teacher("qwen2_5_vl", "tiny-qwen2_5_vl")
+    teacher.answer_scoring = "option_text"
+    assert teacher._can_share_the_prompt()
+    set_activation_checkpointing(teacher.hf_model, True)
+    teacher.train()
+    assert not teacher._can_share_the_prompt()
+    out = teacher(FRAMES, torch.ones(2, 3), QUESTIONS, OPTIONS, TIMES)
+    assert torch.isfinite(out.option_logits[0]).all() and torch.isfinite(out.option_logits[1, :2]).all()

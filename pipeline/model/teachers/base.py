@@ -70,8 +70,10 @@ ANSWER_SCORINGS = ("letter", "option_text")
   z_j is the LM logit of letter j at the answer position (one pass);
 - ``"option_text"``: the prompt asks for the option's text and z_j = log p(option j's text, end of
   turn | prompt), the sum of its tokens' log-probabilities (lm-evaluation-harness' multiple-choice
-  scoring): one pass per option, over the same image features. An answer read this way does not
-  depend on the order the options are listed in. `hfs demo`'s stand-in teacher answers so: a
+  scoring): one prompt pass, the option texts after it on its cached keys and values (whole rows
+  per option under activation checkpointing in training). The answer names what was seen, so no
+  letter has to be matched to a listed option (the prompt still lists them, so the scores do move
+  a little with their order). `hfs demo`'s stand-in teacher answers so: a
   2-layer model fitted from random weights does not learn to map a seen colour to the letter of
   the option that names it within any budget measured (benchmarks/RESULTS.md), and does learn
   to name the colour.
@@ -552,7 +554,7 @@ class Teacher(nn.Module):
         if by_text and self._can_share_the_prompt():
             return self._forward_sharing_the_prompt(batch, vision, features, samples, options, answers)
         if by_text:  # one row per option, the image features computed once and shared
-            plan = self.option_rows(samples, options, keep_pixels=False)
+            plan = self.option_rows(samples, options)
             batch, vision = self.collate(plan.rows)
             features = repeat_features(features, [sum(s.units_per_frame) for s in samples], plan.owner)
         hidden, last = self._language_model(batch, vision, features)
@@ -628,14 +630,8 @@ class Teacher(nn.Module):
         prompt_ends = torch.tensor([s.prompt_len - 1 for s in samples], device=device)
         # the first answer token is read at the prompt's last position, the others after it
         states = torch.cat([last[rows, prompt_ends[rows]][:, None], after[:, :-1]], dim=1)
-        counts = [len(o or []) for o in options]
-        option_logits = states.new_full((len(options), max(counts)), float("-inf"), dtype=torch.float32)
-        head = self.hf_model.get_output_embeddings()
-        with torch.autocast(device.type, enabled=False):
-            bias = None if head.bias is None else head.bias.float()
-            logp = nn.functional.linear(states.float(), head.weight.float(), bias).log_softmax(dim=-1)
-            picked = logp.gather(2, continuation[:, :, None])[:, :, 0] * mask
-        option_logits[rows, torch.tensor(option, device=device)] = picked.sum(dim=1)
+        option_logits = self._scatter_option_scores(self._answer_log_likelihood(states, continuation, mask),
+                                                    owner, option, options)
 
         sample_rows = torch.arange(len(samples), device=device)
         answer_loss, answer_mask = self._answer_loss(last, batch["input_ids"], samples, options, answers)
@@ -656,17 +652,15 @@ class Teacher(nn.Module):
         return [self.tokenizer.encode(prompts.strip_option_letter(text, letter), add_special_tokens=False) + [eot]
                 for letter, text in zip(option_letters(len(options)), options)]
 
-    def option_rows(self, samples: list[EncodedSample], options: list[list[str] | None],
-                    keep_pixels: bool = True) -> OptionRows:
-        """Each multiple-choice sample once per option j: its prompt followed by option j's text (any
-        letter prefix the dataset wrote dropped) and the end of turn, the tokens z_j scores; an
-        open-ended sample once, as it is. ``keep_pixels=False`` leaves the pixel tensors out of the
-        rows' vision (a caller that passes features computed once needs only the grids)."""
+    def option_rows(self, samples: list[EncodedSample], options: list[list[str] | None]) -> OptionRows:
+        """Each multiple-choice sample once per option j: its prompt followed by option j's text
+        (`option_answer_ids`), the tokens z_j scores; an open-ended sample once, as it is. The rows'
+        vision keeps no pixel tensors: the features are computed once per sample and repeated
+        (`repeat_features`), the language model needs only the grids."""
         plan = OptionRows([], [], [], [], [])
         for b, sample in enumerate(samples):
             plan.first.append(len(plan.rows))
-            vision = sample.vision if keep_pixels else {k: v for k, v in sample.vision.items()
-                                                        if not k.startswith("pixel_values")}
+            vision = {k: v for k, v in sample.vision.items() if not k.startswith("pixel_values")}
             opts = options[b] or []
             if not opts:
                 plan.rows.append(EncodedSample(sample.input_ids, sample.prompt_len, sample.frame_spans, vision,
@@ -687,21 +681,36 @@ class Teacher(nn.Module):
         return plan
 
     def option_text_logits(self, last: Tensor, input_ids: Tensor, plan: OptionRows, options) -> Tensor:
-        """z (Eq. 16) of ``"option_text"`` scoring: z_j = sum of the log-probabilities of option j's
-        tokens and the end of turn, read from the last normed hidden states ``last`` [R, L, dh] of
-        `option_rows`' rows -> [B, Cmax] float32, -inf padded (in float32 with autocast off)."""
-        counts = [len(o or []) for o in options]
-        out = last.new_full((len(options), max(counts)), float("-inf"), dtype=torch.float32)
+        """z (Eq. 16) of ``"option_text"`` scoring from the last normed hidden states ``last`` [R, L, dh]
+        of `option_rows`' rows: z_j = sum of the log-probabilities of option j's tokens and the end
+        of turn -> [B, Cmax] float32, -inf padded."""
+        scored = [r for r, j in enumerate(plan.option) if j >= 0]
+        length = max(plan.spans[r][1] - plan.spans[r][0] for r in scored)
+        states = last.new_zeros((len(scored), length, last.shape[-1]))
+        ids = input_ids.new_zeros((len(scored), length))
+        mask = input_ids.new_zeros((len(scored), length))
+        for i, r in enumerate(scored):
+            start, end = plan.spans[r]
+            states[i, : end - start] = last[r, start - 1:end - 1]  # token t is read one position before it
+            ids[i, : end - start] = input_ids[r, start:end]
+            mask[i, : end - start] = 1
+        return self._scatter_option_scores(self._answer_log_likelihood(states, ids, mask),
+                                           [plan.owner[r] for r in scored], [plan.option[r] for r in scored], options)
+
+    def _answer_log_likelihood(self, states: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+        """[R] sum over t of log p(ids[r, t] | states[r, t]) where mask[r, t], through the LM head in
+        float32 with autocast off (the CE of Eq. 17 compares values closer than a bf16 step)."""
         head = self.hf_model.get_output_embeddings()
-        with torch.autocast(last.device.type, enabled=False):
-            weight = head.weight.float()
+        with torch.autocast(states.device.type, enabled=False):
             bias = None if head.bias is None else head.bias.float()
-            for r, (start, end) in enumerate(plan.spans):
-                if plan.option[r] < 0:
-                    continue
-                logits = nn.functional.linear(last[r, start - 1:end - 1].float(), weight, bias)
-                picked = logits.log_softmax(dim=-1).gather(1, input_ids[r, start:end, None])
-                out[plan.owner[r], plan.option[r]] = picked.sum()
+            logp = nn.functional.linear(states.float(), head.weight.float(), bias).log_softmax(dim=-1)
+            return (logp.gather(2, ids[:, :, None])[:, :, 0] * mask).sum(dim=1)
+
+    @staticmethod
+    def _scatter_option_scores(scores: Tensor, owner: list[int], option: list[int], options) -> Tensor:
+        """[B, Cmax] float32 with ``scores[r]`` at (owner[r], option[r]), -inf where a sample has fewer options."""
+        out = scores.new_full((len(options), max(len(o or []) for o in options)), float("-inf"))
+        out[torch.tensor(owner, device=scores.device), torch.tensor(option, device=scores.device)] = scores
         return out
 
     @torch.no_grad()

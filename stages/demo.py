@@ -78,7 +78,7 @@ def _stage(name: str, title: str) -> float:
 def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int = TEACHER_STEPS, workers: int = 2,
             seed: int = 0, progress: bool = True, task_kind: str = "single") -> Prepared:
     """Stages 1–3: the task (``task_kind``: "single" or "query"), its splits extracted into one
-    cache, the fitted teacher (`fit_teacher`: its own stream of new videos of the task).
+    cache, the teacher fitted on the training questions (`fit_teacher` with `TEACHER_FIT`).
     Reuses what an earlier run left in ``out``."""
     from hfs.cache import FeatureCache
     from hfs.manifests import read_manifests

@@ -7,14 +7,16 @@ hfs stays at uniform's event recall). So the demo first fits the tiny teacher, v
 included (``fit_teacher``): a stand-in for pretraining, done once, before HFS training starts.
 HFS training then never sees the ground truth; it learns from the teacher's answers alone.
 
-Pretraining sees far more videos than a task has, and so does the fit: every question of every
-step is a new video of the task's generator (never a training or test video), its frames
-rendered from the spec, one frame at first and 16 at the end (`K_SCHEDULE`). Fitted on the 48
-cached training videos instead, the teacher memorised them and answered held-out videos at
-chance. Real benchmarks shuffle the options, so by default the fitted teacher answers by the
-option's *text* (``answer_scoring="option_text"``, saved in its folder): the tiny model does not
-learn to map what it saw to the letter of a shuffled option, and does learn to name it
-(benchmarks/RESULTS.md). ``teacher_accuracy`` measures a fitted teacher on held-out questions
+`fit_teacher` fits on the task's training questions, their cached frames (what the demo does,
+`stages/demo.TEACHER_FIT`: 4 frames with the answer-bearing ones among them), on a stream of new
+videos of the task's generator (never a training or test video; frames rendered from the spec,
+k growing along `K_SCHEDULE`), or on a mix. The student learns from how much lower the teacher's
+answer CE is with the event among the frames than without, on the training videos: the fit on
+those videos made the best critic measured, the stream fit reads held-out videos better
+(benchmarks/RESULTS.md, 2026-12-07). Real benchmarks shuffle the options, so by default the
+fitted teacher answers by the option's *text* (``answer_scoring="option_text"``, saved in its
+folder): the tiny model does not learn to map what it saw to the letter of a shuffled option,
+and does learn to name it. ``teacher_accuracy`` measures a fitted teacher on held-out questions
 shown chosen frames (e.g. ``oracle_indices``: the answer-bearing ones).
 """
 
@@ -170,6 +172,8 @@ def fit_teacher(
 
     if answer_scoring not in ANSWER_SCORINGS:
         raise ValueError(f"answer_scoring must be one of {ANSWER_SCORINGS}, got {answer_scoring!r}")
+    if not 0.0 <= training_share <= 1.0:
+        raise ValueError(f"training_share must be in [0, 1], got {training_share}")
     out_dir = Path(out_dir)
     rng = random.Random(seed)
     with torch.random.fork_rng(devices=[]):
@@ -183,18 +187,18 @@ def fit_teacher(
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
-        n_training = 0 if training is None else round(batch_size * training_share)
-        if not 0.0 <= training_share <= 1.0:
-            raise ValueError(f"training_share must be in [0, 1], got {training_share}")
+        cache, train_samples, train_truth = training if training is not None else (None, [], {})
+        train_samples = list(train_samples)
+        n_training = round(batch_size * training_share) if training is not None else 0
         for step in range(steps):
             items = [plan_item("train", step * batch_size + j, seed + FIT_SEED_OFFSET, config)
                      for j in range(batch_size - n_training)]
-            seen = rng.sample(list(training[1]), min(n_training, len(training[1]))) if n_training else []
+            seen = rng.sample(train_samples, min(n_training, len(train_samples)))
             k = max(k_at(k_schedule, step, steps), *(len(it.answer_events) for it in items),
-                    *(len(training[2][s.sample_id].events) for s in seen))
+                    *(len(train_truth[s.sample_id].events) for s in seen))
             evidence = [rng.random() >= no_evidence_share for _ in range(len(items) + len(seen))]
             shown = [render_item(item, k, rng, evidence=e) for item, e in zip(items, evidence)]
-            shown += [_cached_frames(training[0], s, training[2][s.sample_id], k, rng, evidence=e)
+            shown += [_cached_frames(cache, s, train_truth[s.sample_id], k, rng, evidence=e)
                       for s, e in zip(seen, evidence[len(items):])]
             frames = [f for f, _ in shown]
             questions = [it.question for it in items] + [s.question for s in seen]

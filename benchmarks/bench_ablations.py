@@ -179,7 +179,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--on-top", nargs="+", default=[], metavar="KEY=VALUE",
                     help="config overrides added to every row (before the row's own)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here (after each run)")
-    ap.add_argument("--work", type=Path, default=WORK, help="folder for the task, cache, teacher and runs (reused)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="folder for the task, cache, teacher and runs, reused (default: _work/ablations, "
+                         "_work/ablations_query with --task query)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     names = args.only.split(",") if args.only else list(ROWS)
@@ -188,8 +190,7 @@ def main(argv=None) -> dict:
         ap.error(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
     from hfs.stages.demo import TEACHER_STEPS, prepare
 
-    work = args.work if args.task == "single" or args.work != WORK else WORK.with_name("ablations_query")
-    args.work = work
+    work = args.work or (WORK if args.task == "single" else WORK.with_name("ablations_query"))
     prepared = prepare(work, args.videos, args.test_videos, args.teacher_steps or TEACHER_STEPS, workers=2, seed=0,
                        progress=False, task_kind=args.task)
     on_top = tuple(args.on_top)
@@ -199,7 +200,7 @@ def main(argv=None) -> dict:
     for seed in args.seeds:
         for name in names:
             first = not result["baselines"]
-            r = run_row(prepared, args.work, name, ROWS[name][1], seed, args.steps, first, on_top)
+            r = run_row(prepared, work, name, ROWS[name][1], seed, args.steps, first, on_top)
             if first:
                 result["baselines"] = {s: v for s, v in r["selectors"].items() if s != "hfs"}
             r["selectors"] = {"hfs": r["selectors"]["hfs"]}

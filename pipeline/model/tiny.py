@@ -152,11 +152,6 @@ Rain falls on the roof while a family plays cards by the warm fire.
 def _corpus_lines() -> list[str]:
     """Training text for the tiny BPE: the built-in corpus plus digits and letter options."""
     lines = _CORPUS.splitlines()
-    # the demo's synthetic task (pipeline/demo/task.py) asks about five colours and five shapes;
-    # a few lines about each make every one a whole word of the vocabulary, as in a real tokenizer
-    colours, shapes = ("red", "green", "blue", "yellow", "magenta"), ("circle", "square", "triangle", "diamond", "cross")
-    lines += [f"Which colour was shown together with the {c} shape? The {c} {s} appears." for c in colours
-              for s in shapes]
     lines += [f"{letter}. option {letter}" for letter in "ABCDEFGHIJ"]
     lines += [" ".join(str(n) for n in range(200))]
     return lines

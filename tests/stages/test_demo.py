@@ -20,12 +20,17 @@ QUERY = ["--task", "query", "--videos", "16", "--test-videos", "8", "--steps", "
          "--workers", "0", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("demo") / "out"
-    res = CliRunner().invoke(app, ["demo", "--out", str(out), *REDUCED], env={"COLUMNS": "200"})
+def run_demo(tmp_path_factory, name: str, args: list[str]) -> tuple[Path, str]:
+    """`hfs demo` with ``args`` into a fresh folder: (its --out folder, what it printed)."""
+    out = tmp_path_factory.mktemp(name) / "out"
+    res = CliRunner().invoke(app, ["demo", "--out", str(out), *args], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output + repr(res.exception)
     return out, res.output
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, str]:
+    return run_demo(tmp_path_factory, "demo", REDUCED)
 
 
 def flat(text: str) -> str:
@@ -105,10 +110,7 @@ def test_a_rerun_with_more_steps_trains_on_and_evaluates_afresh(demo):
 
 @pytest.fixture(scope="module")
 def query_demo(tmp_path_factory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("query_demo") / "out"
-    res = CliRunner().invoke(app, ["demo", "--out", str(out), *QUERY], env={"COLUMNS": "200"})
-    assert res.exit_code == 0, res.output + repr(res.exception)
-    return out, res.output
+    return run_demo(tmp_path_factory, "query_demo", QUERY)
 
 
 def test_the_query_demo_names_one_of_five_pairs_and_selects_2_frames(query_demo):

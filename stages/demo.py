@@ -49,7 +49,10 @@ answer-bearing ones among them (measured over training seeds, benchmarks/RESULTS
 "Which teacher is a good critic?": fits that also read new videos with k growing to 16, or learn to
 doubt without evidence, made worse critics, though the first reads held-out videos better).
 "query": on a stream of new videos only (never a training or test video), k = 2 as the student
-selects: it reads the pairs of held-out videos (benchmarks/RESULTS.md, 2026-12-08)."""
+selects, a quarter of them shown no answer-bearing frame and fitted to the uniform answer: it reads
+the named pair of held-out videos, and shown another pair it does not answer that pair's colour
+with confidence (which taught every student measured to avoid all events: benchmarks/RESULTS.md,
+2026-12-08)."""
 K = {"single": 16, "query": 2}
 """Frames selected per question, per task. "single": the paper's 16 of 128. "query": 2, fewer than
 the video's five pairs of shapes, so a selector that finds every event but reads no question
@@ -106,8 +109,8 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
     teacher_steps = teacher_steps or TEACHER_STEPS[task_kind]
     fit = TEACHER_FIT[task_kind]
     timings: dict[str, float] = {}
-    t = _stage("task", f"{n_videos} training and {n_test} test videos ({task_kind} task), "
-                       "answer-bearing events under a second long")
+    t = _stage("task", f"{n_videos} training and {n_test} test videos ({task_kind} task), answer-bearing events "
+                       + ("1-4 s long, four more pairs as distractors" if task_kind == "query" else "under a second long"))
     config = task_config(task_kind)
     task = make_task(out / "task", n_train=n_videos, n_test=n_test, seed=seed, config=config)
     timings["task"] = time.perf_counter() - t

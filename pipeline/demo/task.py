@@ -81,6 +81,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -557,6 +558,16 @@ def video_fill(spec: VideoSpec) -> Callable[[int, int, int], np.ndarray]:
     return fill
 
 
+def _partial(path: Path, keep_suffix: bool = False) -> Path:
+    """A temporary name beside ``path`` for writing it, its own to this process and thread: two runs
+    making the same task folder at once (two benchmarks side by side) never write one file together.
+    ``keep_suffix``: end in ``path``'s suffix (a video writer picks its container by it)."""
+    tag = f"{os.getpid()}-{threading.get_ident()}"
+    if keep_suffix:
+        return path.with_name(f".{path.stem}.{tag}.partial{path.suffix}")
+    return path.with_name(f".{path.name}.{tag}.partial")
+
+
 def write_task_video(spec: VideoSpec, path: str | Path) -> None:
     """Render and encode `spec` (H.264 MP4) to `path`, written under a temporary name and renamed.
 
@@ -566,7 +577,7 @@ def write_task_video(spec: VideoSpec, path: str | Path) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # the suffix picks the container
+    tmp = _partial(path, keep_suffix=True)  # the suffix picks the container
     width, height = spec.size
     fill = video_fill(spec)
     write_frames_video(tmp, (fill(i, height, width) for i in range(spec.n_frames)), spec.n_frames, fps=spec.fps,
@@ -595,7 +606,7 @@ def _llava_record(item: TaskItem) -> dict:
 def _write_text(path: Path, text: str) -> None:
     """Write `text` to `path` atomically (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = _partial(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -619,7 +630,7 @@ def _write_nextqa_parquet(path: Path, items: Sequence[TaskItem]) -> None:
     types = {"question": pa.string(), "type": pa.string(), **{f"a{i}": pa.string() for i in range(NEXTQA_OPTIONS)}}
     table = pa.table({name: pa.array(values, type=types.get(name, pa.int64())) for name, values in columns.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = _partial(path)
     pq.write_table(table, tmp)
     os.replace(tmp, path)
 

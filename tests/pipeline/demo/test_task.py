@@ -290,6 +290,27 @@ def test_rerun_reuses_videos_and_refuses_another_config(task):
         make_task(task.root, n_train=N_TRAIN, n_test=N_TEST, seed=3, config=CONFIG)
 
 
+def test_each_writer_has_a_temporary_name_of_its_own(tmp_path):
+    """Two benchmarks side by side may prepare the same task folder: each writes its files under a
+    temporary name of its own (one shared ".name.partial" let the slower run's rename fail with
+    FileNotFoundError), beside the file, the video's suffix kept for its container."""
+    import threading
+
+    from hfs.pipeline.demo.task import _partial
+
+    path = tmp_path / "train" / "train.json"
+    names = []
+    threads = [threading.Thread(target=lambda: names.append(_partial(path))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(names)) == 2 and all(n.parent == path.parent and n.name.startswith(".train.json.") for n in names)
+    video = _partial(tmp_path / "train_0001.mp4", keep_suffix=True)
+    assert video.suffix == ".mp4" and video != _partial(tmp_path / "train_0001.mp4")
+    assert _partial(path) == _partial(path)  # one writer, one name: a rerun in the same thread overwrites it
+
+
 def test_summary_counts_grid_hits(task, truths):
     summary = json.loads(task.task_json.read_text())["summary"]
     assert summary == task.summary

@@ -299,8 +299,13 @@ def test_each_writer_has_a_temporary_name_of_its_own(tmp_path):
     from hfs.pipeline.demo.task import _partial
 
     path = tmp_path / "train" / "train.json"
-    names = []
-    threads = [threading.Thread(target=lambda: names.append(_partial(path))) for _ in range(2)]
+    names, both = [], threading.Barrier(2)  # both alive at once, as two concurrent writers are
+
+    def name():
+        names.append(_partial(path))
+        both.wait()
+
+    threads = [threading.Thread(target=name) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:

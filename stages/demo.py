@@ -110,7 +110,7 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
     fit = TEACHER_FIT[task_kind]
     timings: dict[str, float] = {}
     t = _stage("task", f"{n_videos} training and {n_test} test videos ({task_kind} task), answer-bearing events "
-                       + ("1-4 s long, four more pairs as distractors" if task_kind == "query" else "under a second long"))
+                       + ("1-5 s long, four more pairs as distractors" if task_kind == "query" else "under a second long"))
     config = task_config(task_kind)
     task = make_task(out / "task", n_train=n_videos, n_test=n_test, seed=seed, config=config)
     timings["task"] = time.perf_counter() - t

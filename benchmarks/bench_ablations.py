@@ -9,10 +9,10 @@ The task, the cache and the fitted tiny teacher are made once (``hfs demo``'s st
 steps and training seed and is evaluated on the 24 held-out questions; ``--seeds`` repeats
 every configuration with other training seeds (the spread is the min–max over seeds).
 
-Every row is the paper's full model plus the demo's scale settings (N = 128, k_sel = 16,
-lr 1e-3, batch 4, 500 steps; the fitted teacher frozen as the critic) with one change.
-Rows for k_sel report recall@k_sel (the selector picks k_sel frames in training and test);
-the others recall@16. ``uniform`` and ``clip`` need no training: their rows come from the
+Every row is the paper's full model plus the demo's scale settings (N = 128, k_sel = the task's
+k: 16 on ``--task single``, 2 on ``--task query``; lr 1e-3, batch 4, 500 steps; the fitted teacher
+frozen as the critic) with one change. Rows for k_sel report recall@k_sel (the selector picks
+k_sel frames in training and test); the others recall@k of the task. ``uniform`` and ``clip`` need no training: their rows come from the
 first seed's evaluation. ``--on-top`` adds overrides to every row (for instance the demo's
 ``losses.use_set=false``, so each component is measured on a base that learns); their runs
 get folders of their own.
@@ -33,9 +33,9 @@ from _common import write_json
 
 WORK = Path(__file__).resolve().parent / "_work" / "ablations"
 
-BASE = ("selection.k=16", "train.lr=1e-3", "train.batch_size=4", "train.micro_batch_size=4", "train.num_workers=1",
-        "teacher.lora_r=0")
-"""The demo's scale settings and its frozen teacher; every row adds its change to these."""
+BASE = ("train.lr=1e-3", "train.batch_size=4", "train.micro_batch_size=4", "train.num_workers=1", "teacher.lora_r=0")
+"""The demo's scale settings and its frozen teacher; every row adds its change to these, after the
+task's k (``selection.k``: `stages.demo.K`, 16 single-event, 2 query-aware)."""
 
 ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
     # name: (paper table, overrides, what it tests)
@@ -87,8 +87,9 @@ ROWS: dict[str, tuple[str, tuple[str, ...], str]] = {
 log = logging.getLogger("bench_ablations")
 
 
-def k_of(overrides: tuple[str, ...]) -> int:
-    return next((int(o.split("=")[1]) for o in overrides if o.startswith("selection.k=")), 16)
+def k_of(overrides: tuple[str, ...], default: int = 16) -> int:
+    """The last ``selection.k=`` of ``overrides`` (what the run trains with), else ``default``."""
+    return next((int(o.split("=")[1]) for o in reversed(overrides) if o.startswith("selection.k=")), default)
 
 
 def train_recall(prepared, run_dir: Path, k: int) -> float:
@@ -117,17 +118,18 @@ def train_recall(prepared, run_dir: Path, k: int) -> float:
 
 
 def run_row(prepared, work: Path, name: str, overrides: tuple[str, ...], seed: int, steps: int, first: bool,
-            on_top: tuple[str, ...] = ()) -> dict:
+            on_top: tuple[str, ...] = (), task_k: int = 16) -> dict:
     from hfs.stages.demo import train_and_evaluate
 
     slug = "".join(c if c.isalnum() else "_" for c in " ".join((name, *on_top)))
     run_dir, results = work / "runs" / f"{slug}_s{seed}", work / "results" / f"{slug}_s{seed}"
     shutil.rmtree(results, ignore_errors=True)
-    k = k_of(overrides)
+    base = (f"selection.k={task_k}", *BASE)
+    k = k_of(base + on_top + overrides)
     overrides = tuple(o.replace("{train_truth}", str(prepared.task.train_truth)) for o in overrides)
     selectors = ("uniform", "clip", "oracle", "hfs") if first else ("hfs",)
     t0 = time.perf_counter()
-    rows = train_and_evaluate(prepared, run_dir, results, steps, BASE + on_top + overrides, selectors=selectors,
+    rows = train_and_evaluate(prepared, run_dir, results, steps, base + on_top + overrides, selectors=selectors,
                               seed=seed, progress=False, k=k)
     wall = round(time.perf_counter() - t0, 1)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -162,7 +164,7 @@ def print_table(summary: list[dict], baselines: dict) -> None:
               f"{s['recall_max']:.2f}) | {s['mean_hits']:.2f} | {s['accuracy']:.2f} ({s['accuracy_min']:.2f}–"
               f"{s['accuracy_max']:.2f}) |")
     for name, b in baselines.items():
-        print(f"\n{name}: event recall@16 {b['event_recall']:.2f}, answer-bearing frames {b['mean_hits']:.2f}, "
+        print(f"\n{name}: event recall@k {b['event_recall']:.2f}, answer-bearing frames {b['mean_hits']:.2f}, "
               f"accuracy {b['accuracy']:.2f} (no training)")
 
 
@@ -188,19 +190,21 @@ def main(argv=None) -> dict:
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         ap.error(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
-    from hfs.stages.demo import TEACHER_STEPS, prepare
+    from hfs.stages.demo import K, prepare
 
     work = args.work or (WORK if args.task == "single" else WORK.with_name("ablations_query"))
-    prepared = prepare(work, args.videos, args.test_videos, args.teacher_steps or TEACHER_STEPS, workers=2, seed=0,
+    prepared = prepare(work, args.videos, args.test_videos, args.teacher_steps, workers=2, seed=0,
                        progress=False, task_kind=args.task)
     on_top = tuple(args.on_top)
-    result: dict = {"bench": "ablations", "task": args.task, "steps": args.steps, "seeds": args.seeds, "base": list(BASE + on_top),
+    task_k = K[args.task]
+    result: dict = {"bench": "ablations", "task": args.task, "steps": args.steps, "seeds": args.seeds,
+                    "base": [f"selection.k={task_k}", *BASE, *on_top],
                     "rows": {n: {"table": ROWS[n][0], "overrides": list(ROWS[n][1]), "tests": ROWS[n][2]} for n in names},
                     "runs": [], "baselines": {}}
     for seed in args.seeds:
         for name in names:
             first = not result["baselines"]
-            r = run_row(prepared, work, name, ROWS[name][1], seed, args.steps, first, on_top)
+            r = run_row(prepared, work, name, ROWS[name][1], seed, args.steps, first, on_top, task_k)
             if first:
                 result["baselines"] = {s: v for s, v in r["selectors"].items() if s != "hfs"}
             r["selectors"] = {"hfs": r["selectors"]["hfs"]}

@@ -279,8 +279,8 @@ def demo(
     videos: int = typer.Option(48, "--videos", min=4, help="Training videos (one question each)."),
     test_videos: int = typer.Option(24, "--test-videos", min=1, help="Held-out videos (NExT-QA layout) the selectors are scored on."),
     steps: int = typer.Option(500, "--steps", min=1, help="hfs train optimiser steps (batch 4)."),
-    task: DemoTask = typer.Option(DemoTask.single, "--task", help="single: one coloured shape flashes per video, the question asks its colour or shape. query: three (different colours and shapes) flash per video and the question names one (\"What shape was the red object?\"), so the right frames depend on the question."),
-    teacher_steps: int = typer.Option(1000, "--teacher-steps", min=1, help="Steps fitting the tiny teacher to read the frames before HFS training (a stand-in for a pretrained video LLM; 8 training questions a step, each shown 4 frames among which its answer-bearing ones; options shuffled, answered by their text)."),
+    task: DemoTask = typer.Option(DemoTask.single, "--task", help="single: one coloured shape flashes per video, the question asks its colour or shape; k = 16. query: five pairs of shapes flash per video and the question names a colour of one pair (\"Which colour was shown together with the red shape?\"), so the right frames depend on the question; k = 2 frames of 128 (not learned yet: README)."),
+    teacher_steps: Optional[int] = typer.Option(None, "--teacher-steps", min=1, help="Steps fitting the tiny teacher to read the frames before HFS training (a stand-in for a pretrained video LLM; options shuffled, answered by their text). Default: the task's, 600 for query (16 new videos a step, 2 frames each, the named pair among them) and 1000 for single (8 training questions a step, 4 frames each, the event among them)."),
     workers: int = typer.Option(2, "--workers", "-j", help="Local Dask worker processes for extraction."),
     seed: int = typer.Option(0, "--seed", help="Seed of the task, the teacher fit and the training."),
     set_: List[str] = typer.Option([], "--set", help="Extra training override, section.field=value (as for hfs train), e.g. losses.use_set=false."),
@@ -291,8 +291,8 @@ def demo(
 
     Makes the videos and questions (--task single or query), extracts them, fits the stand-in teacher,
     trains HFS, evaluates uniform, random, clip, hfs, hfs-set and oracle (the answer-bearing frames)
-    on held-out questions, and prints event recall@16, answer-bearing frames selected and accuracy
-    per selector, then the path of the HTML report.
+    on held-out questions, and prints event recall@k, answer-bearing frames selected and accuracy
+    per selector with the training seed, then the path of the HTML report.
     """
     _setup_logging(verbose)
     from hfs.stages.demo import run as run_demo

@@ -1,24 +1,22 @@
 """`hfs demo`: the whole pipeline on a synthetic task only the right frames answer, on the CPU.
 
-1. **task**: videos where a coloured shape shows for well under a second among moving grey
-   blobs, questions about its colour or shape (``--task single``), or three such events per
-   video and a question naming one of them (``--task query``: the right frames depend on the
-   question), options in a fixed order (see ``task_config``); a training manifest (LLaVA-Video-178K layout), a held-out test
-   set (NExT-QA layout) with the ground-truth spans, and with ``--teacher-videos N`` a separate
-   teacher-fitting set
-   (``pipeline/demo/task.py``).
+1. **task**: videos of moving grey blobs in which coloured shapes flash (``pipeline/demo/task.py``).
+   ``--task query``: five pairs of shapes per video, the question names a colour of one pair and
+   asks the other ("Which colour was shown together with the red shape?"), so the right frames
+   depend on the question; k = 2 of 128 (`K`). ``--task single``: one shape per video, the
+   question asks its colour or shape; k = 16, the paper's. Options shuffled. A training manifest
+   (LLaVA-Video-178K layout), a held-out test set (NExT-QA layout) and the ground-truth spans.
 2. **extract**: every split into one cache (Stage 1, Dask with 2 workers, the tiny CLIP).
-3. **teacher**: the tiny teacher is fitted to read the frames (options reshuffled at every
-   step when the task shuffles them), a stand-in for a pretrained video LLM
-   (``pipeline/demo/teacher.py``), on the training videos or ``--teacher-videos`` of its own;
-   HFS training then uses it as its (frozen) teacher.
-4. **train**: ``hfs train`` with the tiny preset: N = 128, k = 16 as in the paper.
+3. **teacher**: the tiny teacher is fitted to read the frames, a stand-in for a pretrained video
+   LLM (``pipeline/demo/teacher.py``, `TEACHER_FIT`): on new videos of the task's generator
+   (query) or on the training questions (single); HFS training then uses it as its frozen teacher.
+4. **train**: ``hfs train`` with the tiny preset: N = 128, the task's k.
 5. **evaluate**: ``hfs evaluate`` on the test set with uniform, random, clip, hfs, hfs-set and
    oracle (the answer-bearing frames from the ground truth: the ceiling).
 
-Then one table per selector: event recall@16 (questions whose selected frames include an
-answer-bearing one), mean answer-bearing frames selected, answer accuracy; and the HTML
-report. A rerun resumes: finished stages are skipped.
+Then one table per selector, with the training seed: event recall@k (questions whose selected
+frames include an answer-bearing one), mean answer-bearing frames selected, answer accuracy; and
+the HTML report. A rerun resumes: finished stages are skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,20 +35,32 @@ log = logging.getLogger(__name__)
 
 SELECTORS = ("uniform", "random", "clip", "hfs", "hfs-set", "oracle")
 TASKS = ("single", "query")
-TEACHER_STEPS = 1000
-"""Steps of `fit_teacher` before HFS training."""
-TEACHER_FIT = dict(training_share=1.0, k_schedule=((4, 1.0),), batch_size=8, lr=2e-3, warmup=0, grad_clip=None,
-                   no_evidence_share=0.0, answer_scoring="option_text")
-"""How the demo fits its teacher (`fit_teacher`): on the training questions alone, 4 frames each with
-the answer-bearing ones among them, the options shuffled (`task_config`) and answered by their
-text. Measured over training seeds (benchmarks/RESULTS.md, 2026-12-07, "Which teacher is a good
-critic?"): the fits that also read new videos (k growing to 16) or learn to doubt without
-evidence made worse critics for the student, though the first reads held-out videos better."""
-K = 16
+TEACHER_STEPS = {"single": 1000, "query": 600}
+"""Steps of `fit_teacher` before HFS training, per task."""
+TEACHER_FIT = {
+    "single": dict(training_share=1.0, k_schedule=((4, 1.0),), batch_size=8, lr=2e-3, warmup=0, grad_clip=None,
+                   no_evidence_share=0.0, answer_scoring="option_text"),
+    "query": dict(training_share=0.0, k_schedule=((2, 1.0),), batch_size=16, lr=1e-3, warmup=100, grad_clip=1.0,
+                  no_evidence_share=0.25, answer_scoring="option_text"),
+}
+"""How the demo fits its teacher (`fit_teacher`), per task, options shuffled (`task_config`) and
+answered by their text. "single": on the training questions alone, 4 frames each with the
+answer-bearing ones among them (measured over training seeds, benchmarks/RESULTS.md 2026-12-07,
+"Which teacher is a good critic?": fits that also read new videos with k growing to 16, or learn to
+doubt without evidence, made worse critics, though the first reads held-out videos better).
+"query": on a stream of new videos only (never a training or test video), k = 2 as the student
+selects, a quarter of them shown no answer-bearing frame and fitted to the uniform answer: it reads
+the named pair of held-out videos, and shown another pair it does not answer that pair's colour
+with confidence (which taught every student measured to avoid all events: benchmarks/RESULTS.md,
+2026-12-08)."""
+K = {"single": 16, "query": 2}
+"""Frames selected per question, per task. "single": the paper's 16 of 128. "query": 2, fewer than
+the video's five pairs of shapes, so a selector that finds every event but reads no question
+cannot hold them all (at k = 16 it could, and the question would not matter: RESULTS.md)."""
 GOAL = 2.0  # hfs's event recall over uniform's that the demo is meant to show
-SCALE = ("selection.k=16", "train.lr=1e-3", "train.batch_size=4", "train.micro_batch_size=4", "train.num_workers=1")
-"""Minutes on a CPU instead of days on GPUs: a larger learning rate and a smaller batch (the
-tiny preset's k_sel = 4 back to the paper's 16)."""
+SCALE = ("train.lr=1e-3", "train.batch_size=4", "train.micro_batch_size=4", "train.num_workers=1")
+"""Minutes on a CPU instead of days on GPUs: a larger learning rate and a smaller batch (with
+``selection.k`` = the task's `K`)."""
 TRAIN_SETTINGS = (
     *SCALE,
     # the fitted teacher is the critic the student learns from: keep it fixed (README, "the demo")
@@ -57,7 +68,12 @@ TRAIN_SETTINGS = (
     # F(m)'s relevance term saturates s_i under Adam and stalls the selector (README, bench_ablations)
     "losses.use_set=false",
 )
-"""What the demo changes from the paper's defaults (and why: README)."""
+"""What the demo changes from the paper's defaults (and why: README), besides k."""
+
+
+def train_settings(task_kind: str) -> tuple[str, ...]:
+    """The demo's training overrides on ``task_kind``: its k, then `TRAIN_SETTINGS`."""
+    return (f"selection.k={K[task_kind]}", *TRAIN_SETTINGS)
 
 
 @dataclass
@@ -75,30 +91,34 @@ def _stage(name: str, title: str) -> float:
     return time.perf_counter()
 
 
-def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int = TEACHER_STEPS, workers: int = 2,
+def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int | None = None, workers: int = 2,
             seed: int = 0, progress: bool = True, task_kind: str = "single") -> Prepared:
     """Stages 1–3: the task (``task_kind``: "single" or "query"), its splits extracted into one
-    cache, the teacher fitted on the training questions (`fit_teacher` with `TEACHER_FIT`).
+    cache, the teacher fitted as `TEACHER_FIT[task_kind]` says for ``teacher_steps`` (None: `TEACHER_STEPS`).
     Reuses what an earlier run left in ``out``."""
     from hfs.cache import FeatureCache
     from hfs.manifests import read_manifests
     from hfs.manifests.benchmarks import get_benchmark
-    from hfs.pipeline.demo.task import make_task
+    from hfs.pipeline.demo.task import make_task, uniform_catch_probability
     from hfs.pipeline.demo.teacher import fit_teacher
     from hfs.pipeline.evaluation.recall import read_ground_truth
     from hfs.pipeline.extract.config import ExtractConfig
     from hfs.pipeline.extract.run import extract
 
     out = Path(out)
+    teacher_steps = teacher_steps or TEACHER_STEPS[task_kind]
+    fit = TEACHER_FIT[task_kind]
     timings: dict[str, float] = {}
-    t = _stage("task", f"{n_videos} training and {n_test} test videos ({task_kind} task), "
-                       "answer-bearing events under a second long")
+    t = _stage("task", f"{n_videos} training and {n_test} test videos ({task_kind} task), answer-bearing events "
+                       + ("1-5 s long, four more pairs as distractors" if task_kind == "query" else "under a second long"))
     config = task_config(task_kind)
     task = make_task(out / "task", n_train=n_videos, n_test=n_test, seed=seed, config=config)
     timings["task"] = time.perf_counter() - t
-    s = task.summary["test"]
+    s, k = task.summary["test"], K[task_kind]
+    catch = statistics.mean(uniform_catch_probability(t.grid_hits, t.grid_n, k)
+                            for t in read_ground_truth(task.test_truth).values())
     console.print(f"test set: {s['questions']} questions, {s['mean_grid_hits_per_question']:.1f} answer-bearing frames "
-                  f"of 128 per question; uniform 16-of-128 catches one with p = {s['uniform_catch_probability_any_event']:.2f}")
+                  f"of 128 per question; uniform {k}-of-128 catches one with p = {catch:.2f}")
 
     t = _stage("extract", "hfs extract (tiny random CLIP, Dask, CPU)")
     train = read_manifests([str(task.train_manifest)], video_root=str(task.train_manifest.parent))
@@ -110,22 +130,23 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
         raise DemoError(f"extraction into {cache_dir} failed; rerun `hfs demo --out {out}` to retry")
     timings["extract"] = time.perf_counter() - t
 
-    t = _stage("teacher", f"fit the tiny teacher to read the frames ({teacher_steps} steps on the training questions, "
-                          "the answer-bearing frames among 4), a stand-in for pretraining")
+    where = "the training questions" if fit["training_share"] == 1.0 else "new videos of the task's generator"
+    t = _stage("teacher", f"fit the tiny teacher to read the frames ({teacher_steps} steps on {where}, the answer-"
+                          f"bearing frames among {fit['k_schedule'][-1][0]}), a stand-in for pretraining")
     teacher_dir = out / "teacher"
     if not (teacher_dir / "config.json").is_file():
         with ProgressBar("teacher", teacher_steps, enabled=progress) as bar:
             train_truth = read_ground_truth(task.train_truth)
             fit_teacher(config, teacher_dir, steps=teacher_steps, seed=seed, progress=bar.advance,
                         training=(FeatureCache(cache_dir), [s for s in train.samples if s.sample_id in train_truth],
-                                  train_truth), **TEACHER_FIT)
+                                  train_truth), **fit)
     timings["teacher"] = time.perf_counter() - t
     return Prepared(task, cache_dir, teacher_dir, timings)
 
 
 def train_and_evaluate(prepared: Prepared, run_dir: Path, results: Path, steps: int, settings: tuple[str, ...],
                        selectors: tuple[str, ...] = SELECTORS, seed: int = 0, progress: bool = True,
-                       k: int = K) -> list:
+                       k: int = K["single"]) -> list:
     """Stages 4–5: ``hfs train`` with ``settings`` (on top of the tiny preset), then ``hfs evaluate``
     on the test set with k frames per question; returns the ``SelectorRow`` of each selector."""
     from hfs.pipeline.evaluation.recall import read_ground_truth, selector_rows
@@ -164,7 +185,7 @@ class DemoError(RuntimeError):
     """A demo stage that failed; the message says which and what to do."""
 
 
-def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teacher_steps: int = TEACHER_STEPS,
+def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teacher_steps: int | None = None,
         workers: int = 2, seed: int = 0, progress: bool = True, extra_settings: tuple[str, ...] = (),
         task_kind: str = "single") -> int:
     """Run the demo into ``out`` on the ``task_kind`` task ("single" or "query"); returns the exit status."""
@@ -175,13 +196,14 @@ def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teach
         if task_kind not in TASKS:
             raise DemoError(f"unknown task {task_kind!r}; expected one of {', '.join(TASKS)}")
         prepared = prepare(out, n_videos, n_test, teacher_steps, workers, seed, progress, task_kind)
-        settings = (*TRAIN_SETTINGS, *extra_settings)
+        settings = (*train_settings(task_kind), *extra_settings)
+        k = K[task_kind]
         rows = train_and_evaluate(prepared, out / "run", out / "results", steps, settings, seed=seed,
-                                  progress=progress)
+                                  progress=progress, k=k)
     except DemoError as err:
         error(str(err))
         return 1
-    print_table(rows)
+    print_table(rows, k, seed)
     verdict = goal_line(rows)
     console.print(verdict)
     atomic_write_json(out / "demo.json", {
@@ -189,19 +211,19 @@ def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teach
         "timings_s": {k: round(v, 1) for k, v in prepared.timings.items()},
         "settings": {"task": task_kind, "videos": n_videos, "test_videos": n_test,
                      "steps": steps,
-                     "teacher_steps": teacher_steps, "seed": seed, "train_settings": list(settings)},
+                     "teacher_steps": teacher_steps or TEACHER_STEPS[task_kind], "k": k, "seed": seed, "train_settings": list(settings)},
     })
     console.print("time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in prepared.timings.items()))
     console.print(f"report: {out / 'results' / 'report.html'}")
     return 0
 
 
-def print_table(rows) -> None:
+def print_table(rows, k: int, seed: int) -> None:
     from rich.table import Table
 
-    table = Table(title=f"held-out questions: does the selector find the frames that answer them? (k = {K} of 128)",
-                  title_justify="left")
-    for name in ("selector", "questions", f"event recall@{K}", "answer-bearing frames selected", "accuracy"):
+    table = Table(title=f"held-out questions, training seed {seed}: does the selector find the frames that answer "
+                        f"them? (k = {k} of 128)", title_justify="left")
+    for name in ("selector", "questions", f"event recall@{k}", "answer-bearing frames selected", "accuracy"):
         table.add_column(name, justify="left" if name == "selector" else "right")
     for r in rows:
         table.add_row(r.selector, str(r.questions), f"{r.event_recall:.2f}", f"{r.mean_hits:.2f}", f"{r.accuracy:.2f}")
@@ -221,12 +243,14 @@ def goal_line(rows) -> str:
 
 
 def task_config(task_kind: str = "single"):
-    """The demo's synthetic task: "single", colour and
-    shape questions about a video's one event; "query", three events per video and the question
-    names one ("What shape was the red object?", "What colour was the triangle?")."""
+    """The demo's synthetic task. "single": colour and shape questions about a video's one event.
+    "query": five pairs of shapes flash per video and the question names a colour of one pair
+    ("Which colour was shown together with the red shape?"), so the right frames depend on the
+    question; colours only, because the tiny teacher fitted in minutes reads colours and not shapes
+    (benchmarks/RESULTS.md, 2026-12-08)."""
     from hfs.pipeline.demo.task import TaskConfig
 
     # options shuffled, as real benchmarks list them: the fitted teacher answers by their text (TEACHER_FIT)
     if task_kind == "query":
-        return TaskConfig(kinds=("query_shape", "query_colour"), n_events=3)
+        return TaskConfig(kinds=("query_pair",), n_events=5, min_gap_s=1.0, event_grid_steps=(6.0, 10.0))
     return TaskConfig(kinds=("colour", "shape"))

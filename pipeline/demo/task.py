@@ -27,6 +27,16 @@ of them; the others are distractors, whose attributes are among the options:
 | `query_shape` | the named one         | What shape was the red object?                                | DO     |
 | `query_colour`| the named one         | What colour was the triangle?                                 | DO     |
 | `query_order` | the anchor and the next (previous) one | What colour is the shape that appears right after the square? | TN / TP |
+| `query_pair`  | the named pair                        | Which colour was shown together with the red shape?           | DO     |
+
+In `query_pair` every event is a **pair**: two shapes of different colours shown at once, side
+by side (two `Event`s with the same frames). The named pair's two colours are in no other pair;
+the other pairs draw theirs from the remaining colours (so those repeat among the distractors),
+and the options are colours, the named one among them (shown, but not the answer). Only colours need reading, to find the frames (the
+named colour) and to answer (the other colour shown with it): the kind that the demo's tiny
+teacher, fitted in minutes on a CPU, can read (it reads colour within a few hundred steps and
+shapes not at all in that budget: benchmarks/RESULTS.md, 2026-12-08), while the right frames
+still depend on the question.
 
 So the right frames depend on the question. The ground truth's `events` are
 only the answer-bearing ones; the distractors are in `distractors`.
@@ -71,6 +81,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +108,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 
 SHAPES: tuple[str, ...] = SHAPE_KINDS
 KINDS = ("colour", "shape", "order")
-QUERY_KINDS = ("query_shape", "query_colour", "query_order")
+QUERY_KINDS = ("query_shape", "query_colour", "query_order", "query_pair")
 """Kinds whose video holds `TaskConfig.n_events` events, the question naming one (module docstring)."""
 ALL_KINDS = KINDS + QUERY_KINDS
 NEXTQA_OPTIONS = 5  # the NExT-QA view has a0..a4, every one non-empty
@@ -411,8 +422,10 @@ def _plan_query_item(rng: np.random.Generator, split: str, index: int, kind: str
     """The rest of `plan_item` for a query-aware kind: `config.n_events` events of distinct colours
     and shapes, one named by the question (module docstring)."""
     n_events = config.n_events
-    events, video = _draw_video(rng, n_events, fps, n_frames, config)
     n_options = config.n_options if split == "train" else NEXTQA_OPTIONS
+    if kind == "query_pair":
+        return _plan_pair_item(rng, split, index, fps, n_frames, n_options, config)
+    events, video = _draw_video(rng, n_events, fps, n_frames, config)
     if kind == "query_order":
         after = bool(rng.integers(2))  # the event right after the anchor (TN) or right before it (TP)
         anchor_at = int(rng.integers(0, n_events - 1)) + (0 if after else 1)
@@ -439,6 +452,50 @@ def _plan_query_item(rng: np.random.Generator, split: str, index: int, kind: str
                                    config.shuffle_options)
         answer_events = (target_at,)
     return TaskItem(split, index, kind, qtype, question, options, answer, video, answer_events)
+
+
+def _pair_centres(rng: np.random.Generator, radius: float, width: int, height: int) -> list[tuple[float, float]]:
+    """(y, x) centres of two shape boxes of half side `radius` inside the frame that do not overlap."""
+    for _ in range(1000):
+        centres = [(float(rng.uniform(radius + 1, height - radius - 2)), float(rng.uniform(radius + 1, width - radius - 2)))
+                   for _ in range(2)]
+        (y0, x0), (y1, x1) = centres
+        if max(abs(y0 - y1), abs(x0 - x1)) >= 2 * radius + 2:
+            return [(round(y, 2), round(x, 2)) for y, x in centres]
+    raise ValueError(f"two shapes of side {2 * radius:.0f} px do not fit side by side in {width}x{height}")
+
+
+def _plan_pair_item(rng: np.random.Generator, split: str, index: int, fps: int, n_frames: int, n_options: int,
+                    config: TaskConfig) -> TaskItem:
+    """A `query_pair` question (module docstring): `config.n_events` pairs of shapes, the named colour
+    and its partner (the answer) in one pair only."""
+    width, height = config.size
+    palette = list(COLOURS)
+    named = palette[int(rng.integers(len(palette)))]
+    rest = [c for c in palette if c != named]
+    target_at = int(rng.integers(config.n_events))
+    lengths = [_event_frames(rng, n_frames, config) for _ in range(config.n_events)]
+    spans = _place_events(rng, lengths, n_frames, fps, config)
+    radius = config.shape_scale * min(width, height) / 2
+    partner = rest[int(rng.integers(len(rest)))]
+    others = [c for c in rest if c != partner]
+    events = []
+    for j, (start, end) in enumerate(spans):
+        if j == target_at:
+            colours = [named, partner]
+        else:
+            colours = [others[i] for i in rng.permutation(len(others))[:2]]
+        shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))[:2]]
+        if rng.integers(2):  # the named colour left or right, above or below
+            colours.reverse()
+        for colour, shape_kind, centre in zip(colours, shapes, _pair_centres(rng, radius, width, height)):
+            events.append(Event(colour, shape_kind, start, end, centre, radius))
+    video = VideoSpec(fps, n_frames, (width, height), int(rng.integers(2**31)), config.n_blobs, config.noise,
+                      tuple(events))
+    question = f"Which colour was shown together with the {named} shape?"
+    options, answer = _options(rng, palette, [partner, named], partner, n_options, config.shuffle_options)
+    return TaskItem(split, index, "query_pair", "DO", question, options, answer, video,
+                    (2 * target_at, 2 * target_at + 1))
 
 
 def plan_task(n_train: int, n_test: int, seed: int = 0, config: TaskConfig | None = None) -> list[TaskItem]:
@@ -501,6 +558,16 @@ def video_fill(spec: VideoSpec) -> Callable[[int, int, int], np.ndarray]:
     return fill
 
 
+def _partial(path: Path, keep_suffix: bool = False) -> Path:
+    """A temporary name beside ``path`` for writing it, its own to this process and thread: two runs
+    making the same task folder at once (two benchmarks side by side) never write one file together.
+    ``keep_suffix``: end in ``path``'s suffix (a video writer picks its container by it)."""
+    tag = f"{os.getpid()}-{threading.get_ident()}"
+    if keep_suffix:
+        return path.with_name(f".{path.stem}.{tag}.partial{path.suffix}")
+    return path.with_name(f".{path.name}.{tag}.partial")
+
+
 def write_task_video(spec: VideoSpec, path: str | Path) -> None:
     """Render and encode `spec` (H.264 MP4) to `path`, written under a temporary name and renamed.
 
@@ -510,7 +577,7 @@ def write_task_video(spec: VideoSpec, path: str | Path) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # the suffix picks the container
+    tmp = _partial(path, keep_suffix=True)  # the suffix picks the container
     width, height = spec.size
     fill = video_fill(spec)
     write_frames_video(tmp, (fill(i, height, width) for i in range(spec.n_frames)), spec.n_frames, fps=spec.fps,
@@ -539,7 +606,7 @@ def _llava_record(item: TaskItem) -> dict:
 def _write_text(path: Path, text: str) -> None:
     """Write `text` to `path` atomically (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = _partial(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -563,7 +630,7 @@ def _write_nextqa_parquet(path: Path, items: Sequence[TaskItem]) -> None:
     types = {"question": pa.string(), "type": pa.string(), **{f"a{i}": pa.string() for i in range(NEXTQA_OPTIONS)}}
     table = pa.table({name: pa.array(values, type=types.get(name, pa.int64())) for name, values in columns.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = _partial(path)
     pq.write_table(table, tmp)
     os.replace(tmp, path)
 

@@ -7,10 +7,10 @@ hfs stays at uniform's event recall). So the demo first fits the tiny teacher, v
 included (``fit_teacher``): a stand-in for pretraining, done once, before HFS training starts.
 HFS training then never sees the ground truth; it learns from the teacher's answers alone.
 
-`fit_teacher` fits on the task's training questions, their cached frames (what the demo does,
+`fit_teacher` fits on the task's training questions, their cached frames (the single-event demo,
 `stages/demo.TEACHER_FIT`: 4 frames with the answer-bearing ones among them), on a stream of new
 videos of the task's generator (never a training or test video; frames rendered from the spec,
-k growing along `K_SCHEDULE`), or on a mix. The student learns from how much lower the teacher's
+k growing along `K_SCHEDULE`; the query-aware demo: k = 2, a quarter shown no evidence), or on a mix. The student learns from how much lower the teacher's
 answer CE is with the event among the frames than without, on the training videos: the fit on
 those videos made the best critic measured, the stream fit reads held-out videos better
 (benchmarks/RESULTS.md, 2026-12-07). Real benchmarks shuffle the options, so by default the
@@ -75,7 +75,10 @@ def render_item(item, k: int, rng: random.Random, jpeg_quality: int = 90, eviden
     inside = lambda event: rng.randrange(event.start_frame, event.end_frame)  # noqa: E731
     picked = [inside(spec.events[e]) for e in item.answer_events] if evidence else []
     others = [e for i, e in enumerate(spec.events) if i not in item.answer_events]
-    picked += [inside(e) for e in others if len(picked) < k and rng.random() < 0.5]
+    picked = list(dict.fromkeys(picked))  # a pair's two shapes share their frames
+    for event in others:
+        if len(picked) < k and rng.random() < 0.5:
+            picked = list(dict.fromkeys([*picked, inside(event)]))
     k = max(k, len(item.answer_events))
     busy = {i for e in spec.events for i in range(e.start_frame, e.end_frame)}
     quiet = [i for i in range(spec.n_frames) if i not in busy and i not in picked]
@@ -96,7 +99,7 @@ def _cached_frames(cache, sample, truth, k: int, rng: random.Random, evidence: b
 
     stamps = cache.timestamps(sample.video_id)
     bearing = {i for e in truth.events for i in e.grid_hits}
-    picked = [rng.choice(e.grid_hits) for e in truth.events if e.grid_hits][:k] if evidence else []
+    picked = list(dict.fromkeys(rng.choice(e.grid_hits) for e in truth.events if e.grid_hits))[:k] if evidence else []
     if evidence:  # then the events' other grid frames, while k allows
         picked += sorted(bearing - set(picked))[: k - len(picked)]
     others = [i for i in range(len(stamps)) if i not in bearing]
@@ -161,8 +164,11 @@ def fit_teacher(
     answer-bearing frame and fitted to the uniform distribution over their options: shown no
     evidence, the critic must not know. Otherwise a teacher that has seen a training video
     answers it from its background alone, and a selection that finds the event earns no lower
-    CE than one that misses it (the student's only signal). Off by default: measured, it made an
-    inverted critic (benchmarks/RESULTS.md, 2026-12-07: recall 0.00).
+    CE than one that misses it (the student's only signal). Off by default: on the single-event
+    task, with a teacher that misread the event half the time, it made an inverted critic
+    (benchmarks/RESULTS.md, 2026-12-07: recall 0.00); the query-aware demo fits a quarter so
+    (2026-12-08: without it the teacher answers a distractor pair's colour with confidence, CE
+    11.4, and the student learns to avoid every event).
     """
     import torch
 

@@ -290,6 +290,32 @@ def test_rerun_reuses_videos_and_refuses_another_config(task):
         make_task(task.root, n_train=N_TRAIN, n_test=N_TEST, seed=3, config=CONFIG)
 
 
+def test_each_writer_has_a_temporary_name_of_its_own(tmp_path):
+    """Two benchmarks side by side may prepare the same task folder: each writes its files under a
+    temporary name of its own (one shared ".name.partial" let the slower run's rename fail with
+    FileNotFoundError), beside the file, the video's suffix kept for its container."""
+    import threading
+
+    from hfs.pipeline.demo.task import _partial
+
+    path = tmp_path / "train" / "train.json"
+    names, both = [], threading.Barrier(2)  # both alive at once, as two concurrent writers are
+
+    def name():
+        names.append(_partial(path))
+        both.wait()
+
+    threads = [threading.Thread(target=name) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(names)) == 2 and all(n.parent == path.parent and n.name.startswith(".train.json.") for n in names)
+    video = _partial(tmp_path / "train_0001.mp4", keep_suffix=True)
+    assert video.suffix == ".mp4" and video != _partial(tmp_path / "train_0001.mp4")
+    assert _partial(path) == _partial(path)  # one writer, one name: a rerun in the same thread overwrites it
+
+
 def test_summary_counts_grid_hits(task, truths):
     summary = json.loads(task.task_json.read_text())["summary"]
     assert summary == task.summary
@@ -318,7 +344,8 @@ def test_a_format_1_task_is_upgraded_and_an_unknown_format_refused(task):
 
 # --- the query-aware kinds ----------------------------------------------------------
 
-QUERY_CONFIG = dataclasses.replace(CONFIG, kinds=QUERY_KINDS)
+QUERY_CONFIG = dataclasses.replace(CONFIG, kinds=("query_shape", "query_colour", "query_order"))
+PAIR_CONFIG = dataclasses.replace(CONFIG, kinds=("query_pair",), n_events=5, min_gap_s=1.0)
 
 
 def test_query_items_by_hand():
@@ -381,6 +408,39 @@ def test_query_plans_are_well_formed_and_seeded():
             assert {e.colour for e in events} <= set(item.options)
     assert len({i.answer_index for i in items}) > 2
     assert {i.answer_events for i in items if i.kind != "query_order"} >= {(0,), (1,), (2,)}  # any event is named
+
+
+def test_query_pair_plans_name_one_pair_by_colour():
+    """Every event of a `query_pair` video is a pair of shapes sharing its frames; the named colour and
+    its partner (the answer) are in no other pair, so only the named pair's frames answer."""
+    assert "query_pair" in QUERY_KINDS
+    items = plan_task(24, 12, seed=5, config=PAIR_CONFIG)
+    assert plan_task(24, 12, seed=5, config=PAIR_CONFIG) == items
+    for item in items:
+        events = item.video.events
+        pairs = [events[i:i + 2] for i in range(0, len(events), 2)]
+        assert len(pairs) == PAIR_CONFIG.n_events
+        for a, b in pairs:
+            assert (a.start_frame, a.end_frame) == (b.start_frame, b.end_frame) and a.colour != b.colour
+            # side by side: the two boxes do not overlap
+            assert max(abs(a.centre[0] - b.centre[0]), abs(a.centre[1] - b.centre[1])) >= 2 * a.radius + 2
+        j, = {i // 2 for i in item.answer_events}
+        assert item.answer_events == (2 * j, 2 * j + 1)
+        named = item.question.split(" the ")[1].split()[0]
+        answer = item.options[item.answer_index]
+        assert {e.colour for e in pairs[j]} == {named, answer} and named != answer
+        assert not {named, answer} & {e.colour for p in pairs[:j] + pairs[j + 1:] for e in p}
+        assert named in item.options and len(set(item.options)) == len(item.options) == 5
+        truth = question_truth(item)
+        assert [(e.colour, e.shape) for e in truth.events] == [(e.colour, e.shape) for e in pairs[j]]
+        assert len(truth.distractors) == 2 * (PAIR_CONFIG.n_events - 1)
+    assert {i.answer_events for i in items} >= {(0, 1), (4, 5), (8, 9)}  # any pair may be named
+    assert len({i.answer_index for i in items}) > 2
+    width, height = items[0].video.size
+    a, b = items[0].video.events[:2]
+    frame = video_fill(items[0].video)(a.start_frame, height, width).astype(int)
+    for event in (a, b):  # both shapes of the pair are drawn in its frames
+        assert (np.abs(frame - COLOURS[event.colour]).sum(-1) == 0).sum() > 100
 
 
 def test_distractors_are_drawn_in_the_video():

@@ -36,8 +36,9 @@ def test_render_item_shows_each_answer_bearing_event_and_otherwise_quiet_frames(
     from hfs.pipeline.demo.task import COLOURS, TaskConfig, plan_item
     from hfs.pipeline.demo.teacher import render_item
 
-    for kind in ("colour", "order", "query_shape", "query_order"):
-        item = plan_item("train", 3, 0, TaskConfig(kinds=(kind,)))
+    for kind in ("colour", "order", "query_shape", "query_order", "query_pair"):
+        item = plan_item("train", 3, 0, TaskConfig(kinds=(kind,), n_events=5 if kind == "query_pair" else 3,
+                                                   min_gap_s=1.0))
         spec = item.video
         for k in (1, 4, 16):
             frames, times = render_item(item, k, random.Random(k))
@@ -54,6 +55,9 @@ def test_render_item_shows_each_answer_bearing_event_and_otherwise_quiet_frames(
                 assert (pixel - torch.tensor(COLOURS[event.colour])).abs().max() < 40, (kind, pixel)
             busy = [i for i in shown if any(ev.start_frame <= i < ev.end_frame for ev in spec.events)]
             assert len(busy) <= len(spec.events)  # the rest are quiet frames
+            # distractors only while there is room: never more frames than k (or the answer-bearing events)
+            spans = {(ev.start_frame, ev.end_frame) for ev in spec.events}
+            assert len({next(s for s in spans if s[0] <= i < s[1]) for i in busy}) <= max(k, len(item.answer_events))
     assert torch.equal(render_item(item, 4, random.Random(1))[0], render_item(item, 4, random.Random(1))[0])
 
 

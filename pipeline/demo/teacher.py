@@ -77,8 +77,8 @@ def render_item(item, k: int, rng: random.Random, jpeg_quality: int = 90, eviden
     others = [e for i, e in enumerate(spec.events) if i not in item.answer_events]
     picked = list(dict.fromkeys(picked))  # a pair's two shapes share their frames
     for event in others:
-        if len(picked) < k and rng.random() < 0.5:
-            picked = list(dict.fromkeys([*picked, inside(event)]))
+        if len(picked) < k and rng.random() < 0.5 and (frame := inside(event)) not in picked:
+            picked.append(frame)
     k = max(k, len(item.answer_events))
     busy = {i for e in spec.events for i in range(e.start_frame, e.end_frame)}
     quiet = [i for i in range(spec.n_frames) if i not in busy and i not in picked]
@@ -99,8 +99,9 @@ def _cached_frames(cache, sample, truth, k: int, rng: random.Random, evidence: b
 
     stamps = cache.timestamps(sample.video_id)
     bearing = {i for e in truth.events for i in e.grid_hits}
-    picked = list(dict.fromkeys(rng.choice(e.grid_hits) for e in truth.events if e.grid_hits))[:k] if evidence else []
-    if evidence:  # then the events' other grid frames, while k allows
+    picked = []
+    if evidence:  # one frame of each event, then the events' other grid frames while k allows
+        picked = list(dict.fromkeys(rng.choice(e.grid_hits) for e in truth.events if e.grid_hits))[:k]
         picked += sorted(bearing - set(picked))[: k - len(picked)]
     others = [i for i in range(len(stamps)) if i not in bearing]
     indices = sorted(picked + rng.sample(others, k - len(picked)))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +98,7 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
     from hfs.cache import FeatureCache
     from hfs.manifests import read_manifests
     from hfs.manifests.benchmarks import get_benchmark
-    from hfs.pipeline.demo.task import make_task, uniform_catch_probability
+    from hfs.pipeline.demo.task import grid_summary, make_task
     from hfs.pipeline.demo.teacher import fit_teacher
     from hfs.pipeline.evaluation.recall import read_ground_truth
     from hfs.pipeline.extract.config import ExtractConfig
@@ -114,11 +113,10 @@ def prepare(out: Path, n_videos: int = 48, n_test: int = 24, teacher_steps: int 
     config = task_config(task_kind)
     task = make_task(out / "task", n_train=n_videos, n_test=n_test, seed=seed, config=config)
     timings["task"] = time.perf_counter() - t
-    s, k = task.summary["test"], K[task_kind]
-    catch = statistics.mean(uniform_catch_probability(t.grid_hits, t.grid_n, k)
-                            for t in read_ground_truth(task.test_truth).values())
+    k = K[task_kind]
+    s = grid_summary(list(read_ground_truth(task.test_truth).values()), k)  # task.json's summary is at k = 16
     console.print(f"test set: {s['questions']} questions, {s['mean_grid_hits_per_question']:.1f} answer-bearing frames "
-                  f"of 128 per question; uniform {k}-of-128 catches one with p = {catch:.2f}")
+                  f"of 128 per question; uniform {k}-of-128 catches one with p = {s['uniform_catch_probability_any_event']:.2f}")
 
     t = _stage("extract", "hfs extract (tiny random CLIP, Dask, CPU)")
     train = read_manifests([str(task.train_manifest)], video_root=str(task.train_manifest.parent))
@@ -195,6 +193,7 @@ def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teach
     try:
         if task_kind not in TASKS:
             raise DemoError(f"unknown task {task_kind!r}; expected one of {', '.join(TASKS)}")
+        teacher_steps = teacher_steps or TEACHER_STEPS[task_kind]
         prepared = prepare(out, n_videos, n_test, teacher_steps, workers, seed, progress, task_kind)
         settings = (*train_settings(task_kind), *extra_settings)
         k = K[task_kind]
@@ -211,7 +210,7 @@ def run(out: Path, n_videos: int = 48, n_test: int = 24, steps: int = 500, teach
         "timings_s": {k: round(v, 1) for k, v in prepared.timings.items()},
         "settings": {"task": task_kind, "videos": n_videos, "test_videos": n_test,
                      "steps": steps,
-                     "teacher_steps": teacher_steps or TEACHER_STEPS[task_kind], "k": k, "seed": seed, "train_settings": list(settings)},
+                     "teacher_steps": teacher_steps, "k": k, "seed": seed, "train_settings": list(settings)},
     })
     console.print("time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in prepared.timings.items()))
     console.print(f"report: {out / 'results' / 'report.html'}")

@@ -35,6 +35,24 @@ def named_colour(question: str) -> str:
     return question.split(" the ")[1].split()[0]
 
 
+def standardise(train, test):
+    """``train`` and ``test`` [n, d] standardised by ``train``'s per-feature mean and deviation."""
+    mu, sd = train.mean(0), train.std(0) + 1e-6
+    return (train - mu) / sd, (test - mu) / sd
+
+
+def minimise(params, loss, steps: int, lr: float) -> None:
+    """``steps`` Adam steps at ``lr`` on ``loss()`` (called afresh each step) over ``params``."""
+    import torch
+
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        value = loss()
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "_work" / "ablations_query")
@@ -114,17 +132,12 @@ def main(argv=None) -> dict:
 
     torch.manual_seed(0)
     (xtr, ytr), (xte, yte) = frames_and_colours("train"), frames_and_colours("test")
-    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
-    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+    xtr, xte = standardise(xtr, xte)
     w = torch.zeros(xtr.shape[1], len(COLOURS), requires_grad=True)
     b = torch.zeros(len(COLOURS), requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=1e-2)
     pos = ytr.mean(0)
-    for _ in range(500):
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(xtr @ w + b, ytr, pos_weight=(1 - pos) / pos)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    minimise([w, b], lambda: torch.nn.functional.binary_cross_entropy_with_logits(
+        xtr @ w + b, ytr, pos_weight=(1 - pos) / pos), steps=500, lr=1e-2)
     with torch.no_grad():
         scores = xte @ w + b
         result["feature_colour_auc"] = {
@@ -144,15 +157,10 @@ def main(argv=None) -> dict:
 
         (qtr, ctr), (qte, cte) = encode("train"), encode("test")
         norm = float(qte.norm(dim=-1).mean())
-        mu, sd = qtr.mean(0), qtr.std(0) + 1e-6
-        qtr, qte = (qtr - mu) / sd, (qte - mu) / sd
+        qtr, qte = standardise(qtr, qte)
         w = torch.zeros(qtr.shape[1], len(COLOURS), requires_grad=True)
-        opt = torch.optim.Adam([w], lr=1e-2)
-        for _ in range(300):
-            loss = torch.nn.functional.cross_entropy(qtr @ w, ctr) + 1e-3 * (w ** 2).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        minimise([w], lambda: torch.nn.functional.cross_entropy(qtr @ w, ctr) + 1e-3 * (w ** 2).sum(),
+                 steps=300, lr=1e-2)
         with torch.no_grad():
             return {"train": round(float((qtr @ w).argmax(1).eq(ctr).float().mean()), 3),
                     "test": round(float((qte @ w).argmax(1).eq(cte).float().mean()), 3),
@@ -186,19 +194,17 @@ def main(argv=None) -> dict:
     proj, colour = torch.nn.Linear(ftr.shape[-1], d), torch.nn.Embedding(len(COLOURS), d)
     mlp = torch.nn.Sequential(torch.nn.Linear(2 * d, initial.student.cfg.mlp_hidden), torch.nn.GELU(),
                               torch.nn.Linear(initial.student.cfg.mlp_hidden, 1))
-    opt = torch.optim.Adam([*proj.parameters(), *colour.parameters(), *mlp.parameters()], lr=1e-3)
 
     def logits(f, q):
         return mlp(torch.cat([proj(f), colour(q)[:, None].expand(-1, f.shape[1], -1)], -1)).squeeze(-1)
 
-    for _ in range(500):
+    def pseudo_label_loss():  # a batch of 4 training questions, BCE on the standardised logits
         idx = torch.randint(0, len(ftr), (4,))
         z = logits(ftr[idx], qtr[idx])
         z = 2.0 * (z - z.mean(-1, keepdim=True)) / z.std(-1, keepdim=True)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, ytr[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        return torch.nn.functional.binary_cross_entropy_with_logits(z, ytr[idx])
+
+    minimise([*proj.parameters(), *colour.parameters(), *mlp.parameters()], pseudo_label_loss, steps=500, lr=1e-3)
     with torch.no_grad():
         result["plain_mlp_recall"] = {
             name: round(float((y.gather(1, logits(f, q).topk(k, -1).indices).sum(1) > 0).float().mean()), 3)

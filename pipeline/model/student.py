@@ -69,6 +69,8 @@ TASK_ANALYZER = "task_analyzer"
 CONTEXT_AGGREGATOR = "context_aggregator"
 """Name of the LoRA adapter θ2 (pass B, Eqs. 7–8)."""
 ADAPTERS = (TASK_ANALYZER, CONTEXT_AGGREGATOR)
+SCORER_INPUTS = ("concat", "normalised")
+"""What MLP_s reads (``FrameScorer``): the paper's concatenation, or the same inputs normalised."""
 
 _HEADS_FILE = "heads.safetensors"
 _META_FILE = "student.json"
@@ -113,6 +115,9 @@ class StudentConfig:
             at the ends of the K successive parts of the E_qa span. Under a causal LM the
             paper's first positions read only the fixed CoT prompt, so they are the same
             for every sample (queries.py).
+        scorer_inputs: what MLP_s reads (``FrameScorer``): "concat" (the paper's Eq. 9,
+            [e_v,i; q̂_agg]) or "normalised" (e_v centred over the video's frames and scaled
+            by one RMS per video, q̂_agg at unit RMS).
     """
 
     name_or_path: str = "Qwen/Qwen2.5-1.5B-Instruct"
@@ -130,6 +135,7 @@ class StudentConfig:
     question_blind: bool = False
     max_text_tokens: int = 512
     query_positions: str = "paper"
+    scorer_inputs: str = "concat"
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)  # YAML/JSON give lists
@@ -145,6 +151,8 @@ class StudentConfig:
             raise ValueError("StudentConfig.target_modules must name at least one module")
         if self.query_positions not in QUERY_POSITIONS:
             raise ValueError(f"StudentConfig.query_positions must be one of {QUERY_POSITIONS}, got {self.query_positions!r}")
+        if self.scorer_inputs not in SCORER_INPUTS:
+            raise ValueError(f"StudentConfig.scorer_inputs must be one of {SCORER_INPUTS}, got {self.scorer_inputs!r}")
 
     @property
     def num_task_queries(self) -> int:
@@ -185,11 +193,39 @@ class TextInputs:
     qa_lengths: Tensor
 
 
-class FrameScorer(nn.Module):
-    """MLP_s of Eq. 9: z_i = MLP_s([e_v,i; q̂_agg]), a two-layer GELU MLP → 1 logit (s_i = σ(z_i))."""
+def rms_normalise(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """``x`` divided by its root mean square over the last dimension (no learned scale)."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
-    def __init__(self, d: int, hidden: int) -> None:
+
+def centre_frames(frames: Tensor, eps: float = 1e-6) -> Tensor:
+    """``frames [B, N, d]`` minus their mean over the video's N frames, divided by one RMS over
+    all of the video's centred values: what tells the frames apart at unit scale, a frame like
+    the video's average near 0 (per-frame scaling would blow it up to the scale of the rest)."""
+    centred = frames - frames.mean(dim=1, keepdim=True)
+    return centred * torch.rsqrt(centred.pow(2).mean(dim=(1, 2), keepdim=True) + eps)
+
+
+class FrameScorer(nn.Module):
+    """MLP_s of Eq. 9: z_i = MLP_s([e_v,i; q̂_agg]), a two-layer GELU MLP → 1 logit (s_i = σ(z_i)).
+
+    ``inputs`` (``StudentConfig.scorer_inputs``) says what the MLP reads:
+
+    * ``"concat"`` (the paper's Eq. 9 as written): [e_v,i; q̂_agg].
+    * ``"normalised"``: [ẽ_i; q̃], ẽ_i = e_v,i minus the mean over the video's N frames, divided by
+      one RMS over all of the video's centred frames (a quiet frame stays near 0), q̃ = q̂_agg at
+      unit RMS. What tells frames apart is then on the scale of the query
+      (raw: 0.5 beside 8.0 at initialisation, benchmarks/RESULTS.md 2026-12-08).
+    * ``"product"``: [ẽ_i; q̃; ẽ_i ⊙ q̃], the normalised pair and their elementwise product
+      (a matching feature, as in sentence-pair models), so "this frame shows what the question
+      names" is linear in the MLP's input rather than a product its hidden layer must build.
+    """
+
+    def __init__(self, d: int, hidden: int, inputs: str = "concat") -> None:
         super().__init__()
+        if inputs not in SCORER_INPUTS:
+            raise ValueError(f"scorer inputs must be one of {SCORER_INPUTS}, got {inputs!r}")
+        self.inputs = inputs
         self.net = nn.Sequential(nn.Linear(2 * d, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
     def forward(self, frames: Tensor, query: Tensor) -> Tensor:
@@ -198,8 +234,11 @@ class FrameScorer(nn.Module):
         Runs in float32 with autocast off, so z keeps its precision under bf16 training.
         """
         with torch.autocast(device_type=frames.device.type, enabled=False):
-            q = query.float().unsqueeze(1).expand(-1, frames.shape[1], -1)
-            return self.net(torch.cat([frames.float(), q], dim=-1)).squeeze(-1)
+            e, q = frames.float(), query.float()
+            if self.inputs == "normalised":
+                e, q = centre_frames(e), rms_normalise(q)
+            q = q.unsqueeze(1).expand(-1, e.shape[1], -1)
+            return self.net(torch.cat([e, q], dim=-1)).squeeze(-1)
 
 
 def _chat_template_parts(tokenizer, instruction: str) -> tuple[str, str]:
@@ -256,7 +295,7 @@ class Student(nn.Module):
         emb = base_model.get_input_embeddings().weight
         emb_std = base_model.config.initializer_range if emb.is_meta else float(emb.detach().float().std())
         self.q_agg = nn.Parameter(torch.randn(d, device=device) * emb_std)
-        self.scorer = FrameScorer(d, cfg.mlp_hidden).to(device)  # MLP_s, Eq. 9
+        self.scorer = FrameScorer(d, cfg.mlp_hidden, cfg.scorer_inputs).to(device)  # MLP_s, Eq. 9
         instruction = COT_PROMPT + "\n\n" if cfg.use_cot else ""
         self._task_head, self._task_tail = _chat_template_parts(tokenizer, instruction)
         self._head_ids = self._encode(self._task_head)

@@ -238,6 +238,42 @@ def test_frame_scorer_returns_logits_float32_at_large_values():
     assert (z > 15).all()
 
 
+def test_normalised_scorer_ignores_a_shared_frame_offset_and_scale_and_the_query_scale():
+    """"normalised" reads the frames centred over the video at one scale per video and the query
+    at unit RMS: a vector added to every frame, every frame scaled, or the query scaled leave the
+    logits as they were; the paper's "concat" changes under them."""
+    from hfs.pipeline.model.student import FrameScorer
+
+    torch.manual_seed(0)
+    frames, query, offset = torch.randn(2, 6, 8), torch.randn(2, 8), torch.randn(1, 1, 8) * 5
+    scorer = FrameScorer(8, 16, "normalised")
+    z = scorer(frames, query)
+    torch.testing.assert_close(scorer(3.0 * frames + offset, 7.0 * query), z)
+    assert not torch.allclose(scorer(frames, -query), z)  # still reads the query's direction
+    concat = FrameScorer(8, 16)
+    assert not torch.allclose(concat(3.0 * frames + offset, 7.0 * query), concat(frames, query))
+
+
+def test_centre_frames_keeps_an_average_frame_near_zero():
+    """One scale per video: the centred frames have RMS 1 over the video, and a frame equal to
+    the video's mean maps to 0 (scaled per frame it would be noise at the scale of the rest)."""
+    from hfs.pipeline.model.student import centre_frames
+
+    torch.manual_seed(1)
+    frames = torch.randn(1, 5, 8) * 4 + 2
+    frames[0, 4] = frames[0, :4].mean(0)  # the video's average frame (mean over all five is unchanged)
+    out = centre_frames(frames)
+    assert abs(float(out.pow(2).mean()) - 1.0) < 1e-4
+    assert float(out[0, 4].abs().max()) < 1e-5
+    expected = (frames - frames.mean(1, keepdim=True)) / (frames - frames.mean(1, keepdim=True)).pow(2).mean().sqrt()
+    torch.testing.assert_close(out, expected)
+
+
+def test_student_config_refuses_unknown_scorer_inputs():
+    with pytest.raises(ValueError, match="scorer_inputs"):
+        StudentConfig(scorer_inputs="bilinear")
+
+
 def test_question_blind_student_scores_every_question_alike():
     """The control reads no question: two questions on the same frames get the same scores."""
     blind = make_student(question_blind=True, clip_dim=512).eval()

@@ -14,7 +14,7 @@ from hfs.stages.cli import app
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("demo")]  # its fixtures are built once, on one worker; other modules run beside it
 
-REDUCED = ["--videos", "16", "--test-videos", "8", "--steps", "150", "--teacher-steps", "300",
+REDUCED = ["--task", "single", "--videos", "16", "--test-videos", "8", "--steps", "150", "--teacher-steps", "300",
            "--workers", "0", "--no-progress"]
 QUERY = ["--task", "query", "--videos", "16", "--test-videos", "8", "--steps", "100", "--teacher-steps", "300",
          "--workers", "0", "--no-progress"]

@@ -31,6 +31,30 @@ from _common import write_json
 KINDS = ("named", "distractor", "quiet", "named+distractor", "named+quiet")
 
 
+def fill(picked, quiet, k: int, rng: random.Random) -> list[int]:
+    """``picked`` frames (duplicates dropped, at most k) topped up with quiet ones to k, in time order."""
+    picked = list(dict.fromkeys(picked))[:k]
+    return sorted(picked + rng.sample([q for q in quiet if q not in picked], k - len(picked)))
+
+
+def frame_sets(named, pairs, quiet, k: int, rng: random.Random, kinds=KINDS, draws: int = 3):
+    """``draws`` × ``kinds`` sets of k frames of one question, as (kind, frames): each draw picks one
+    distractor pair of ``pairs`` (lists of grid frames), then per kind (`KINDS`) frames of the named
+    pair, of that pair, none (quiet), or one of each, topped up with ``quiet`` frames (`fill`)."""
+    pick = {
+        "named": lambda pair: rng.sample(named, min(len(named), k)),
+        "distractor": lambda pair: rng.sample(pair, min(len(pair), k)),
+        "quiet": lambda pair: [],
+        "named+distractor": lambda pair: [rng.choice(named), rng.choice(pair)],
+        "named+quiet": lambda pair: [rng.choice(named)],
+    }
+    sets = []
+    for _ in range(draws):
+        pair = rng.choice(pairs)
+        sets += [(kind, fill(pick[kind](pair), quiet, k, rng)) for kind in kinds]
+    return sets
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True, help="a folder bench_ablations.py --task query prepared")
@@ -92,22 +116,11 @@ def main(argv=None) -> dict:
             busy = set(named) | {j for p in pairs for j in p}
             quiet = [j for j in range(t.grid_n) if j not in busy]
 
-            def fill(picked):
-                picked = list(dict.fromkeys(picked))[:k]
-                return sorted(picked + rng.sample([q for q in quiet if q not in picked], k - len(picked)))
-
-            sets = []
-            for _ in range(3):
-                pair = rng.choice(pairs)
-                sets += [("named", fill(rng.sample(named, min(len(named), k)))),
-                         ("distractor", fill(rng.sample(pair, min(len(pair), k)))),
-                         ("quiet", fill([])),
-                         ("named+distractor", fill([rng.choice(named), rng.choice(pair)])),
-                         ("named+quiet", fill([rng.choice(named)]))]
+            sets = frame_sets(named, pairs, quiet, k, rng)
             for (kind, _), value in zip(sets, answer_ce(s, [idx for _, idx in sets])):
                 ce[kind].append(value)
             by_pair = [named] + pairs
-            draws = [fill(rng.sample(p, min(len(p), k))) for p in by_pair for _ in range(2)]
+            draws = [fill(rng.sample(p, min(len(p), k)), quiet, k, rng) for p in by_pair for _ in range(2)]
             values = answer_ce(s, draws)
             per_pair = [statistics.mean(values[2 * i: 2 * i + 2]) for i in range(len(by_pair))]
             ranks.append(sorted(per_pair).index(per_pair[0]))

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from _common import write_json
+from probe_query_critic import frame_sets
 
 COLOURS = ["red", "green", "blue", "yellow", "magenta"]
 
@@ -100,17 +101,7 @@ def main(argv=None) -> dict:
             busy = set(hits) | {j for p in pairs for j in p}
             quiet = [j for j in range(t.grid_n) if j not in busy]
 
-            def fill(picked):
-                picked = list(dict.fromkeys(picked))[:k]
-                return sorted(picked + rng.sample([q for q in quiet if q not in picked], k - len(picked)))
-
-            sets = []
-            for _ in range(3):
-                pair = rng.choice(pairs)
-                sets += [("named", fill(rng.sample(hits, min(len(hits), k)))),
-                         ("distractor", fill(rng.sample(pair, min(len(pair), k)))),
-                         ("quiet", fill([])),
-                         ("named+distractor", fill([rng.choice(hits), rng.choice(pair)]))]
+            sets = frame_sets(hits, pairs, quiet, k, rng, kinds=tuple(ce))
             many = _repeat_batch(batch, len(sets))
             out = trained._teacher(many, torch.tensor([s for _, s in sets]), torch.ones(len(sets), k), answers=True)
             for (name, _), value in zip(sets, trained._answer_ce(out, many).tolist()):

@@ -73,6 +73,7 @@ def main(argv=None) -> dict:
     from hfs.pipeline.demo.teacher import fit_teacher
     from hfs.pipeline.evaluation.recall import read_ground_truth
     from hfs.pipeline.model.frames import decode_jpegs
+    from hfs.pipeline.model.losses import answer_ce
     from hfs.pipeline.model.teachers import load_teacher
     from hfs.stages.demo import TEACHER_FIT, task_config
 
@@ -100,13 +101,13 @@ def main(argv=None) -> dict:
     ranks: list[int] = []
     margins: list[float] = []
 
-    def answer_ce(sample, index_sets) -> list[float]:
+    def critic_ce(sample, index_sets) -> list[float]:
         stamps = cache.timestamps(sample.video_id)
         frames = [decode_jpegs(cache.frames(sample.video_id, idx)) for idx in index_sets]
         n = len(index_sets)
         z = teacher(frames, torch.ones(n, k), [sample.question] * n, [list(sample.options)] * n,
                     [[float(stamps[i]) for i in idx] for idx in index_sets]).option_logits
-        return torch.nn.functional.cross_entropy(z, torch.full((n,), sample.answer_index), reduction="none").tolist()
+        return answer_ce(z, torch.full((n,), sample.answer_index)).tolist()
 
     with torch.no_grad():
         for s in samples:
@@ -117,11 +118,11 @@ def main(argv=None) -> dict:
             quiet = [j for j in range(t.grid_n) if j not in busy]
 
             sets = frame_sets(named, pairs, quiet, k, rng)
-            for (kind, _), value in zip(sets, answer_ce(s, [idx for _, idx in sets])):
+            for (kind, _), value in zip(sets, critic_ce(s, [idx for _, idx in sets])):
                 ce[kind].append(value)
             by_pair = [named] + pairs
             draws = [fill(rng.sample(p, min(len(p), k)), quiet, k, rng) for p in by_pair for _ in range(2)]
-            values = answer_ce(s, draws)
+            values = critic_ce(s, draws)
             per_pair = [statistics.mean(values[2 * i: 2 * i + 2]) for i in range(len(by_pair))]
             ranks.append(sorted(per_pair).index(per_pair[0]))
             margins.append(min(per_pair[1:]) - per_pair[0])

@@ -216,9 +216,6 @@ class FrameScorer(nn.Module):
       one RMS over all of the video's centred frames (a quiet frame stays near 0), q̃ = q̂_agg at
       unit RMS. What tells frames apart is then on the scale of the query
       (raw: 0.5 beside 8.0 at initialisation, benchmarks/RESULTS.md 2026-12-08).
-    * ``"product"``: [ẽ_i; q̃; ẽ_i ⊙ q̃], the normalised pair and their elementwise product
-      (a matching feature, as in sentence-pair models), so "this frame shows what the question
-      names" is linear in the MLP's input rather than a product its hidden layer must build.
     """
 
     def __init__(self, d: int, hidden: int, inputs: str = "concat") -> None:
